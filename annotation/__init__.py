@@ -1,0 +1,1 @@
+"""Products, guesses, the work queue, annotations, codebook, gold items, consensus and agreement."""

@@ -1,0 +1,43 @@
+"""API conventions shared by every endpoint: one JSON error shape.
+
+Every error body is ``{"error": {"code": str, "message": str, "fields": {name: [messages]}}}``
+(``fields`` only for validation errors), whatever raised it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {key: _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [str(item) if not isinstance(item, dict | list) else _flatten(item) for item in detail]
+    return [str(detail)]
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    code = "error"
+    message = "Request failed."
+    fields: dict[str, Any] | None = None
+    if isinstance(exc, exceptions.ValidationError):
+        code = "invalid"
+        message = "Some fields are invalid; see 'fields'."
+        detail = exc.detail
+        fields = _flatten(detail) if isinstance(detail, dict) else {"non_field_errors": _flatten(detail)}
+    elif isinstance(exc, exceptions.APIException):
+        code = str(exc.get_codes()) if isinstance(exc.get_codes(), str) else exc.default_code
+        message = str(exc.detail)
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if fields is not None:
+        body["error"]["fields"] = fields
+    response.data = body
+    return response

@@ -1,0 +1,3 @@
+"""Import every task module so that ``autodiscover_tasks(["workers"])`` registers them all."""
+
+from workers import system  # noqa: F401
