@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ ROWS = [
 ]
 
 
-def _lines(path: Path) -> list[dict[str, object]]:
+def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -79,6 +80,7 @@ def test_it_writes_sft_from_accepted_and_corrected_rows(tmp_path: Path) -> None:
     )
     assert m.kind == "sft"
     assert m.rows == 3
+    assert m.input_rows == 6
     assert m.excluded == {"price_out_of_range": 2, "reject_without_price": 1}
     assert m.batch_ids == [10, 11]
     assert m.codebook_versions == [1, 2]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from training.engine.evaluator import (
+    GateTest,
     Metrics,
     colour,
     compare_paired,
@@ -153,7 +154,7 @@ def test_it_promotes_a_clearly_better_candidate() -> None:
 
 
 @pytest.mark.parametrize("test", ["bootstrap", "wilcoxon"])
-def test_it_rejects_a_worse_candidate(test: str) -> None:
+def test_it_rejects_a_worse_candidate(test: GateTest) -> None:
     truths, good, bad = _synthetic()
 
     d = gate_decide(compare_paired(truths, bad, good), min_delta=0.0, alpha=0.05, test=test)

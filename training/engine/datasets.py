@@ -28,7 +28,7 @@ import random
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -98,6 +98,7 @@ class DatasetManifest:
     kind: DatasetKind
     file: str
     rows: int
+    input_rows: int
     sha256: str
     batch_ids: list[int]
     codebook_versions: list[int]
@@ -112,7 +113,9 @@ class DatasetManifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetManifest:
-        return cls(**data)
+        """Inverse of ``to_dict``; keys this version does not know (a newer writer's) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def manifest_path_for(path: str | Path) -> Path:
@@ -280,6 +283,7 @@ def _build(
         kind=kind,
         file=out.name,
         rows=len(records),
+        input_rows=len(rows),
         sha256=hashlib.sha256(content).hexdigest(),
         # Lineage covers every row handed in (a batch whose rows were all excluded was still consumed).
         batch_ids=sorted({r.batch_id for r in rows if r.batch_id is not None}),

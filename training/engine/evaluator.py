@@ -127,7 +127,7 @@ def evaluate(
     t, g = _as_pair(truths, guesses, "evaluate")
     errors = np.abs(g - t)
     colours = [colour(float(gi), float(ti)) for gi, ti in zip(g, t, strict=True)]
-    counts = {c: colours.count(c) for c in COLOURS}
+    counts: dict[str, int] = {c: colours.count(c) for c in COLOURS}
     rmsle = float(np.sqrt(np.mean((np.log1p(g) - np.log1p(t)) ** 2)))
     ci = _percentile_interval(_bootstrap_means(errors, n_boot=n_boot, seed=seed), 0.95)
     return Metrics(
