@@ -15,6 +15,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from training.engine.evaluator import COLOURS, colours_of
 
@@ -87,27 +88,31 @@ def podium_chart(
             raise ValueError(f"podium_chart: entry {entry!r} lacks {sorted(missing)}")
     # Best (lowest MAE) first; barh draws bottom-up, so reverse for a podium read from the top.
     ordered = sorted(entries, key=lambda e: (float(e["mae"]), str(e["name"])))[::-1]
-    names = [str(e["name"]) for e in ordered]
-    maes = [float(e["mae"]) for e in ordered]
-    colours = [KIND_COLOURS.get(str(e.get("kind", "version")), KIND_COLOURS["version"]) for e in ordered]
-    # Error bars are distances from the bar end; an entry without an interval gets zero-length bars.
-    # matplotlib refuses negative lengths, which an interval not containing its own MAE would give.
-    lows = [
-        max(0.0, m - float(e["ci_low"])) if e.get("ci_low") is not None else 0.0
-        for m, e in zip(maes, ordered, strict=True)
-    ]
-    highs = [
-        max(0.0, float(e["ci_high"]) - m) if e.get("ci_high") is not None else 0.0
-        for m, e in zip(maes, ordered, strict=True)
-    ]
-
+    kinds = [str(e.get("kind", "version")) for e in ordered]
     fig = Figure(figsize=(8, max(2.5, 0.5 * len(ordered) + 1.5)))
     ax = fig.add_subplot()
-    ax.barh(names, maes, color=colours, xerr=[lows, highs], capsize=4, ecolor="#333333")
-    for y, mae in enumerate(maes):
-        ax.text(mae, y, f"  ${mae:,.2f}", va="center", ha="left", fontsize=9)
-    ax.set_xlim(0, max(m + h for m, h in zip(maes, highs, strict=True)) * 1.2)
-    ax.set_xlabel("Mean absolute error ($, lower is better)")
+    # Numeric positions rather than categorical names, so two entries with one name stay two bars.
+    positions = list(range(len(ordered)))
+    maes = [float(e["mae"]) for e in ordered]
+    ax.barh(positions, maes, color=[KIND_COLOURS.get(k, KIND_COLOURS["version"]) for k in kinds])
+    right_edge = 0.0
+    for y, (mae, entry) in enumerate(zip(maes, ordered, strict=True)):
+        label = f"${mae:,.2f}"
+        end = mae
+        low, high = entry.get("ci_low"), entry.get("ci_high")
+        if low is not None and high is not None:
+            # matplotlib refuses negative lengths, which an interval not containing its MAE would give.
+            xerr = [[max(0.0, mae - float(low))], [max(0.0, float(high) - mae)]]
+            ax.errorbar([mae], [y], xerr=xerr, fmt="none", capsize=4, ecolor="#333333")
+            label += f"  [{float(low):,.0f}–{float(high):,.0f}]"
+            end = max(mae, float(high))
+        ax.text(end, y, f"  {label}", va="center", ha="left", fontsize=9)
+        right_edge = max(right_edge, end)
+    ax.set_yticks(positions, [str(e["name"]) for e in ordered])
+    ax.set_xlim(0, right_edge * 1.35 or 1.0)
+    ax.set_xlabel("Mean absolute error ($, lower is better; bars: 95% interval)")
     ax.set_title(title)
+    present = [k for k in KIND_COLOURS if k in kinds]
+    ax.legend(handles=[Patch(color=KIND_COLOURS[k], label=k) for k in present], loc="lower right", fontsize=8)
     fig.tight_layout()
     return _save_png(fig, path)
