@@ -36,3 +36,280 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.external_id}: {self.title[:60]}"
+
+
+# --- guesses, the work queue, annotations, codebook, gold, consensus --------------------------------------
+# Owned by the annotation backend. States are requirements (DESIGN.md §3); the services in
+# ``annotation/services.py`` are the only writers, the selectors in ``annotation/selectors.py`` the readers.
+
+
+class Guess(models.Model):
+    """A price predicted for a product by a model version or a named baseline."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="guesses")
+    model_version = models.ForeignKey(
+        "training.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="guesses"
+    )
+    source = models.CharField(
+        max_length=64, help_text='"model" for a model version, "baseline:mean", "baseline:tfidf-ridge", …'
+    )
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    topk = models.JSONField(default=list, blank=True, help_text="[[price, probability], …] best first")
+    entropy = models.FloatField(null=True, blank=True, help_text="of the price-token distribution (nats)")
+    latency_ms = models.FloatField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["product", "-id"], name="guess_product_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.source} guess {self.price} for product {self.product_id}"
+
+
+class TaskStatus(models.TextChoices):
+    OPEN = "open"
+    RESOLVED = "resolved"
+    NEEDS_ADJUDICATION = "needs_adjudication"
+
+
+class Task(models.Model):
+    """A product (+ the guess shown) that needs ``overlap`` annotations.
+
+    ``claimed_count`` = live leases + completed annotations; a task is offered only while
+    ``claimed_count < overlap``. ``completed_count`` never exceeds ``overlap`` (services use conditional
+    updates; the check constraints make the database refuse it too). Gold tasks carry a known price and
+    are served to every annotator once, unannounced; they never resolve.
+    """
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="tasks")
+    guess = models.ForeignKey(Guess, null=True, blank=True, on_delete=models.PROTECT, related_name="tasks")
+    overlap = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=24, choices=TaskStatus.choices, default=TaskStatus.OPEN)
+    is_gold = models.BooleanField(default=False)
+    gold_price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    gold_tolerance = models.DecimalField(
+        max_digits=6, decimal_places=4, null=True, blank=True, help_text="relative, e.g. 0.2 = ±20%"
+    )
+    is_blind = models.BooleanField(default=False, help_text="the guess is hidden from annotators")
+    priority = models.FloatField(
+        default=0.0, help_text="higher first (guess entropy with uncertainty routing)"
+    )
+    claimed_count = models.PositiveSmallIntegerField(default=0)
+    completed_count = models.PositiveSmallIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(is_gold=True) | models.Q(completed_count__lte=models.F("overlap")),
+                name="task_completed_at_most_overlap",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(is_gold=True) | models.Q(claimed_count__lte=models.F("overlap")),
+                name="task_claimed_at_most_overlap",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(is_gold=False) | models.Q(gold_price__isnull=False),
+                name="task_gold_has_price",
+            ),
+        ]
+        indexes = [
+            # The queue: open, unfilled, non-gold tasks in serving order (started first, then entropy).
+            models.Index(
+                models.F("claimed_count").desc(),
+                models.F("priority").desc(),
+                "id",
+                name="task_queue_order",
+                condition=models.Q(status="open", is_gold=False, claimed_count__lt=models.F("overlap")),
+            ),
+            models.Index(fields=["id"], name="task_gold", condition=models.Q(is_gold=True)),
+            models.Index(fields=["status"], name="task_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.id} ({self.status}) for product {self.product_id}"
+
+
+class AssignmentStatus(models.TextChoices):
+    LIVE = "live"
+    DONE = "done"
+    RELEASED = "released"  # taken back (annotator paused, or replaced by an undone item)
+    SKIPPED = "skipped"
+    EXPIRED = "expired"
+
+
+class Assignment(models.Model):
+    """A lease of a task to one annotator until ``expires_at``.
+
+    One row per (task, annotator): a skipped, expired or released lease is re-used when the item comes
+    back to the same annotator, so nobody can hold or complete the same task twice. At most one live
+    lease per annotator (partial unique constraint).
+    """
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=16, choices=AssignmentStatus.choices, default=AssignmentStatus.LIVE)
+    expires_at = models.DateTimeField()
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(help_text="last status change: orders an annotator's skipped items")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "annotator"], name="assignment_once_per_annotator"),
+            models.UniqueConstraint(
+                fields=["annotator"], condition=models.Q(status="live"), name="assignment_one_live_lease"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["expires_at"], name="assignment_live_expiry", condition=models.Q(status="live")
+            ),
+            models.Index(fields=["annotator", "status", "updated"], name="assignment_annotator_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"lease {self.id} of task {self.task_id} to user {self.annotator_id} ({self.status})"
+
+
+class Verdict(models.TextChoices):
+    ACCEPT = "accept"
+    CORRECT = "correct"
+    REJECT = "reject"
+
+
+class CodebookVersion(models.Model):
+    """The labelling rules, versioned. Reason codes are parsed from the markdown when published."""
+
+    number = models.PositiveIntegerField(unique=True)
+    markdown = models.TextField()
+    reason_codes = models.JSONField(default=list, blank=True, help_text='[{"code": ..., "label": ...}, …]')
+    author = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="codebook_versions"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return f"codebook v{self.number}"
+
+
+class CodebookAck(models.Model):
+    annotator = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="codebook_acks")
+    version = models.ForeignKey(CodebookVersion, on_delete=models.CASCADE, related_name="acks")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["annotator", "version"], name="codebook_ack_once")]
+
+    def __str__(self) -> str:
+        return f"user {self.annotator_id} acknowledged codebook {self.version_id}"
+
+
+class Annotation(models.Model):
+    """One annotator's verdict on one task, stamped with the codebook version it was made under."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="annotations")
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="annotation")
+    annotator = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="annotations")
+    verdict = models.CharField(max_length=8, choices=Verdict.choices)
+    corrected_price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    price_flag = models.CharField(max_length=16, choices=PriceFlag.choices, default=PriceFlag.OK, blank=True)
+    reason_code = models.CharField(max_length=64, blank=True)
+    seconds_spent = models.FloatField(default=0.0)
+    codebook_version = models.ForeignKey(
+        CodebookVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations"
+    )
+    guess_shown = models.BooleanField(default=True)
+    client_token = models.CharField(
+        max_length=64, blank=True, help_text="chosen by the client per submit: a repeated submit is a no-op"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "annotator"], name="annotation_once_per_task"),
+            models.UniqueConstraint(
+                fields=["annotator", "client_token"],
+                condition=~models.Q(client_token=""),
+                name="annotation_client_token_once",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(verdict="correct") | models.Q(corrected_price__isnull=False),
+                name="annotation_correct_has_price",
+            ),
+        ]
+        indexes = [models.Index(fields=["annotator", "-created"], name="annotation_annotator_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} by user {self.annotator_id} on task {self.task_id}"
+
+
+class AnnotatorStatus(models.Model):
+    """Per-annotator state: pause (gold accuracy) and the counters that pace gold interleaving."""
+
+    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="annotator_status")
+    paused = models.BooleanField(default=False)
+    paused_reason = models.CharField(max_length=300, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    unpaused_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    unpaused_at = models.DateTimeField(null=True, blank=True)
+    leases_total = models.PositiveIntegerField(default=0, help_text="fresh leases handed out (gold included)")
+    gold_leases = models.PositiveIntegerField(default=0)
+    gold_seen = models.PositiveIntegerField(default=0, help_text="gold items answered")
+    gold_correct = models.PositiveIntegerField(default=0)
+    gold_baseline_seen = models.PositiveIntegerField(
+        default=0, help_text="gold_seen when last unpaused: accuracy is judged on answers after it"
+    )
+    gold_baseline_correct = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "annotator statuses"
+
+    def __str__(self) -> str:
+        return f"annotator {self.user_id}{' (paused)' if self.paused else ''}"
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.gold_correct / self.gold_seen if self.gold_seen else None
+
+
+class ResolutionMethod(models.TextChoices):
+    ACCEPT_MAJORITY = "accept_majority", "accept majority: the guess's price"
+    MEDIAN = "median", "median of the prices given"
+    ADJUDICATED = "adjudicated", "set by a reviewer"
+    REJECTED = "rejected", "reject majority: no price"
+
+
+class ResolvedLabel(models.Model):
+    """The label a task resolves to once it has ``overlap`` annotations (or a reviewer adjudicates)."""
+
+    task = models.OneToOneField(Task, on_delete=models.PROTECT, related_name="resolved_label")
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    price_flag = models.CharField(max_length=16, choices=PriceFlag.choices, default=PriceFlag.OK, blank=True)
+    method = models.CharField(max_length=16, choices=ResolutionMethod.choices)
+    n_annotations = models.PositiveSmallIntegerField()
+    n_accept = models.PositiveSmallIntegerField(default=0)
+    n_correct = models.PositiveSmallIntegerField(default=0)
+    n_reject = models.PositiveSmallIntegerField(default=0)
+    spread = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, help_text="max - min of the prices given"
+    )
+    adjudicated_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="adjudications"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"label {self.price} ({self.method}) for task {self.task_id}"

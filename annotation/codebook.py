@@ -1,0 +1,70 @@
+"""Codebook text: reason codes parsed from the markdown, sanitized rendering, diffs. Pure functions.
+
+Reason codes are the bullet items of the first section whose heading mentions "reason", written as
+``- code: what it means`` (code: lowercase letters, digits, ``-`` or ``_``; backticks allowed)::
+
+    ## Reject reasons
+    - `not-a-product`: the text describes no sellable item
+    - bundle: several items, no single price
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import re
+
+import markdown as md
+import nh3
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
+_REASON = re.compile(r"^\s*[-*+]\s+`?([a-z0-9][a-z0-9_-]{0,63})`?\s*[:—–-]\s*(.+?)\s*$")
+
+ALLOWED_TAGS = {
+    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "strong", "em", "b", "i",
+    "code", "pre", "blockquote", "a", "table", "thead", "tbody", "tr", "th", "td", "del", "ins", "span",
+}  # fmt: skip
+
+
+def reason_codes_parse(markdown_text: str) -> list[dict[str, str]]:
+    codes: list[dict[str, str]] = []
+    in_section, level = False, 0
+    for line in markdown_text.splitlines():
+        heading = _HEADING.match(line.strip())
+        if heading:
+            if in_section and len(heading.group(1)) <= level:
+                break
+            if not in_section and "reason" in heading.group(2).lower():
+                in_section, level = True, len(heading.group(1))
+            continue
+        if in_section:
+            item = _REASON.match(line)
+            if item and item.group(1) not in {c["code"] for c in codes}:
+                codes.append({"code": item.group(1), "label": item.group(2)})
+    return codes
+
+
+def markdown_render(markdown_text: str) -> str:
+    """Markdown → HTML with only harmless tags left (no scripts, handlers, styles or iframes)."""
+    raw = md.markdown(markdown_text, extensions=["tables", "fenced_code", "sane_lists"])
+    return nh3.clean(
+        raw, tags=ALLOWED_TAGS, attributes={"a": {"href", "title"}}, link_rel="noopener noreferrer"
+    )
+
+
+def markdown_diff(old: str, new: str, *, old_name: str = "old", new_name: str = "new") -> str:
+    """A unified diff of two codebook texts (empty when equal)."""
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile=old_name, tofile=new_name
+        )
+    )
+
+
+def markdown_diff_html(old: str, new: str, *, old_name: str = "old", new_name: str = "new") -> str:
+    """The unified diff as escaped HTML lines with ``diff-add``/``diff-del`` classes."""
+    lines = []
+    for line in markdown_diff(old, new, old_name=old_name, new_name=new_name).splitlines():
+        css = "diff-add" if line.startswith("+") else "diff-del" if line.startswith("-") else "diff-ctx"
+        lines.append(f'<span class="{css}">{html.escape(line)}</span>')
+    return '<pre class="codebook-diff">' + "\n".join(lines) + "</pre>"

@@ -1,0 +1,243 @@
+"""The work queue: leases. Hands each task to one annotator at a time, never the same task twice.
+
+Concurrency: every lease runs in one transaction that first locks the annotator's status row (so one
+annotator's parallel requests queue up behind each other and "next" stays idempotent), then picks a
+task with ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL (other annotators' in-flight picks are
+skipped, not waited for). SQLite has no row locks: its transactions are IMMEDIATE (settings), so one
+writer at a time. The database refuses what must never happen whatever the code does: a second live
+lease per annotator, a second lease of one task to one annotator, more than ``overlap`` claims.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from annotation.conf import AnnotationConfig, annotation_config
+from annotation.exceptions import AnnotatorPaused, CodebookAckRequired, LeaseLost, LeaseNotFound
+from annotation.models import (
+    AnnotatorStatus,
+    Assignment,
+    AssignmentStatus,
+    CodebookAck,
+    CodebookVersion,
+    Task,
+    TaskStatus,
+)
+
+RETURNABLE = (AssignmentStatus.SKIPPED, AssignmentStatus.EXPIRED, AssignmentStatus.RELEASED)
+_RELATED = ("task__product", "task__guess")
+
+
+def codebook_unacknowledged(*, annotator: User) -> CodebookVersion | None:
+    """The current codebook version if ``annotator`` has not acknowledged it yet (one query)."""
+    current = (
+        CodebookVersion.objects.annotate(
+            acked=Exists(CodebookAck.objects.filter(annotator=annotator, version=OuterRef("pk")))
+        )
+        .order_by("-number")
+        .first()
+    )
+    if current is None or current.acked:  # type: ignore[attr-defined]
+        return None
+    return current
+
+
+def annotator_status_locked(*, annotator: User) -> AnnotatorStatus:
+    """The annotator's status row, locked until the end of the current transaction."""
+    status = AnnotatorStatus.objects.select_for_update().filter(user=annotator).first()
+    if status is None:
+        AnnotatorStatus.objects.get_or_create(user=annotator)
+        status = AnnotatorStatus.objects.select_for_update().get(user=annotator)
+    return status
+
+
+def _gold_due(status: AnnotatorStatus, cfg: AnnotationConfig) -> bool:
+    # Deterministic pacing: the n-th lease is gold when fewer than floor(n * rate) gold items were served.
+    if cfg.gold_rate <= 0:
+        return False
+    return status.gold_leases < math.floor((status.leases_total + 1) * cfg.gold_rate + 1e-9)
+
+
+def _not_seen_by(annotator: User) -> Exists:
+    return Exists(Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator))
+
+
+def _pick_gold(annotator: User) -> Task | None:
+    # Gold has no capacity to protect (everyone answers it once): no lock needed.
+    return (
+        Task.objects.filter(is_gold=True, status=TaskStatus.OPEN)
+        .filter(~_not_seen_by(annotator))
+        .select_related("product", "guess")
+        .order_by("id")
+        .first()
+    )
+
+
+def _pick_fresh(annotator: User) -> Task | None:
+    # Served in the order of the partial index ``task_queue_order``: started first, then priority.
+    return (
+        Task.objects.filter(status=TaskStatus.OPEN, is_gold=False, claimed_count__lt=F("overlap"))
+        .filter(~_not_seen_by(annotator))
+        .order_by("-claimed_count", "-priority", "id")
+        .select_related("product", "guess")
+        .select_for_update(skip_locked=True, of=("self",))
+        .first()
+    )
+
+
+def _pick_returned(annotator: User) -> Assignment | None:
+    # Items this annotator skipped (or let expire) come back last, oldest skip first.
+    return (
+        Assignment.objects.filter(annotator=annotator, status__in=RETURNABLE, task__status=TaskStatus.OPEN)
+        .filter(Q(task__is_gold=True) | Q(task__claimed_count__lt=F("task__overlap")))
+        .order_by("updated", "id")
+        .select_related(*_RELATED)
+        .select_for_update(skip_locked=True, of=("self", "task"))
+        .first()
+    )
+
+
+def lease_next_task(*, annotator: User) -> Assignment | None:
+    """The annotator's current lease, or a new one on the next task; ``None`` when nothing is left.
+
+    Idempotent: while a lease is live, every call returns that same lease (and renews its TTL).
+    Raises ``CodebookAckRequired`` when a codebook version is unacknowledged and ``AnnotatorPaused``
+    when gold accuracy paused the annotator. The returned assignment has ``task``, ``task.product`` and
+    ``task.guess`` loaded.
+    """
+    unacked = codebook_unacknowledged(annotator=annotator)
+    if unacked is not None:
+        raise CodebookAckRequired(unacked)
+    cfg = annotation_config()
+    now = timezone.now()
+    expires_at = now + timedelta(seconds=cfg.lease_ttl_s)
+    with transaction.atomic():
+        status = annotator_status_locked(annotator=annotator)
+        if status.paused:
+            raise AnnotatorPaused(status.paused_reason)
+        live = (
+            Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE)
+            .select_related(*_RELATED)
+            .first()
+        )
+        if live is not None:
+            Assignment.objects.filter(id=live.id, status=AssignmentStatus.LIVE).update(expires_at=expires_at)
+            live.expires_at = expires_at
+            return live
+
+        task = _pick_gold(annotator) if _gold_due(status, cfg) else None
+        if task is None:
+            task = _pick_fresh(annotator)
+        if task is not None:
+            assignment = Assignment.objects.create(
+                task=task,
+                annotator=annotator,
+                status=AssignmentStatus.LIVE,
+                expires_at=expires_at,
+                updated=now,
+            )
+            AnnotatorStatus.objects.filter(id=status.id).update(
+                leases_total=F("leases_total") + 1, gold_leases=F("gold_leases") + int(task.is_gold)
+            )
+        else:
+            returned = _pick_returned(annotator)
+            if returned is None:
+                return None
+            assignment, task = returned, returned.task
+            Assignment.objects.filter(id=assignment.id, status__in=RETURNABLE).update(
+                status=AssignmentStatus.LIVE, expires_at=expires_at, updated=now
+            )
+            assignment.status, assignment.expires_at, assignment.updated = (
+                AssignmentStatus.LIVE,
+                expires_at,
+                now,
+            )
+        # The row is locked (or gold, which has no cap); the condition is the database-side guard.
+        claimed = (
+            Task.objects.filter(id=task.id)
+            .filter(Q(is_gold=True) | Q(claimed_count__lt=F("overlap")))
+            .update(claimed_count=F("claimed_count") + 1)
+        )
+        if claimed != 1:  # pragma: no cover - only reachable if the locks above were bypassed
+            raise LeaseLost("The item was taken meanwhile; ask for the next one.")
+        task.claimed_count += 1
+        assignment.task = task
+        return assignment
+
+
+def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
+    assignment = (
+        Assignment.objects.filter(id=assignment_id, annotator=annotator)
+        .select_related("task", "task__guess")
+        .select_for_update(of=("self", "task"))
+        .first()
+    )
+    if assignment is None:
+        # Someone else's assignment is indistinguishable from a missing one (no IDOR oracle).
+        raise LeaseNotFound(f"No assignment {assignment_id} of yours.")
+    return assignment
+
+
+def assignment_skip(*, annotator: User, assignment_id: int) -> Assignment:
+    """Give the item back; it returns to the end of this annotator's own queue (after fresh items)."""
+    now = timezone.now()
+    with transaction.atomic():
+        assignment = _assignment_locked(annotator=annotator, assignment_id=assignment_id)
+        changed = Assignment.objects.filter(id=assignment.id, status=AssignmentStatus.LIVE).update(
+            status=AssignmentStatus.SKIPPED, updated=now
+        )
+        if changed != 1:
+            raise LeaseLost(f"Assignment {assignment_id} is {assignment.status}, not live: nothing to skip.")
+        Task.objects.filter(id=assignment.task_id).update(claimed_count=F("claimed_count") - 1)
+        assignment.status, assignment.updated = AssignmentStatus.SKIPPED, now
+        return assignment
+
+
+def _release(assignment_ids: list[int], *, new_status: str, only_expired_before: object = None) -> int:
+    """Compare-and-set ``live → new_status`` for each id, then give each task its claim back once."""
+    if not assignment_ids:
+        return 0
+    now = timezone.now()
+    rows = Assignment.objects.filter(id__in=assignment_ids, status=AssignmentStatus.LIVE)
+    if only_expired_before is not None:
+        rows = rows.filter(expires_at__lt=only_expired_before)
+    per_task = dict(rows.values("task_id").annotate(n=Count("id")).values_list("task_id", "n"))
+    changed = rows.update(status=new_status, updated=now)
+    # Row locks are held on these assignments (callers lock them), so ``changed`` matches ``per_task``.
+    for task_id, n in per_task.items():
+        Task.objects.filter(id=task_id).update(claimed_count=F("claimed_count") - n)
+    return changed
+
+
+def leases_expire(*, limit: int = 5000) -> int:
+    """Return expired live leases to the queue, each exactly once; the number returned.
+
+    Two expirers running at once take disjoint rows (SKIP LOCKED) and each row's ``live → expired``
+    is a compare-and-set, so no task gets its claim back twice.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Assignment.objects.filter(status=AssignmentStatus.LIVE, expires_at__lt=now)
+            .order_by("expires_at")
+            .select_for_update(skip_locked=True)
+            .values_list("id", flat=True)[:limit]
+        )
+        return _release(ids, new_status=AssignmentStatus.EXPIRED, only_expired_before=now)
+
+
+def leases_release_for_annotator(*, annotator: User) -> int:
+    """Take back every live lease of ``annotator`` (paused); their items return to the queue."""
+    with transaction.atomic():
+        ids = list(
+            Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE)
+            .select_for_update()
+            .values_list("id", flat=True)
+        )
+        return _release(ids, new_status=AssignmentStatus.RELEASED)
