@@ -24,4 +24,4 @@ app.conf.beat_schedule: dict[str, dict[str, object]] = {
     # Proves the worker and beat are alive (the health page shows the last beat).
     "heartbeat": {"task": "workers.system.heartbeat", "schedule": 60.0},
 }
-app.autodiscover_tasks(["workers"], related_name=None, force=True)
+app.autodiscover_tasks(["workers"], related_name="tasks")

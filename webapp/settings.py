@@ -208,6 +208,24 @@ ANNOTATION_TOLERANCE_ABS = env_float("ANNOTATION_TOLERANCE_ABS", 5.0)
 ANNOTATION_TOLERANCE_REL = env_float("ANNOTATION_TOLERANCE_REL", 0.1)
 ANNOTATION_ROUTING = env_str("ANNOTATION_ROUTING", "entropy")
 
+# --- retraining pipeline (training/conf.py reads these; see .env.example for what each means) ----------
+RETRAIN_MIN_BATCH_SIZE = env_int("RETRAIN_MIN_BATCH_SIZE", 20)
+RETRAIN_BATCH_EVERY_S = env_int("RETRAIN_BATCH_EVERY_S", 300)
+RETRAIN_RECIPE = env_str("RETRAIN_RECIPE", "tiny")
+RETRAIN_RECIPE_OVERRIDES = env_str("RETRAIN_RECIPE_OVERRIDES", "")
+RETRAIN_REPLAY_SHARE = env_float("RETRAIN_REPLAY_SHARE", 0.0)
+RETRAIN_RUN_LEASE_S = env_int("RETRAIN_RUN_LEASE_S", 120)
+RETRAIN_RUN_STALE_S = env_int("RETRAIN_RUN_STALE_S", 900)
+RETRAIN_EVAL_MAX_ITEMS = env_int("RETRAIN_EVAL_MAX_ITEMS", 0)
+GATE_MIN_DELTA = env_float("GATE_MIN_DELTA", 1.0)
+GATE_ALPHA = env_float("GATE_ALPHA", 0.05)
+GATE_TEST = env_str("GATE_TEST", "bootstrap")
+GUESS_BATCH_SIZE = env_int("GUESS_BATCH_SIZE", 64)
+GUESS_REGUESS_POOL = env_bool("GUESS_REGUESS_POOL", default=False)
+LANGSMITH_API_KEY = env_secret("LANGSMITH_API_KEY")
+LANGSMITH_ENDPOINT = env_str("LANGSMITH_ENDPOINT", "")
+LANGSMITH_PROJECT = env_str("LANGSMITH_PROJECT", "priceloop")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

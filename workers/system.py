@@ -10,6 +10,12 @@ from celery import shared_task
 from webapp.services import heartbeat_record
 
 
-@shared_task(name="workers.system.heartbeat", acks_late=True, reject_on_worker_lost=True, time_limit=30)
+@shared_task(
+    name="workers.system.heartbeat",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=20,
+    time_limit=30,
+)
 def heartbeat(source: str = "worker") -> str:
     return heartbeat_record(source=source).at.isoformat()
