@@ -62,6 +62,11 @@ def test_it_refuses_a_test_split_item_and_writes_nothing(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+def test_it_refuses_a_test_item_whose_id_arrives_as_a_number(tmp_path: Path) -> None:
+    with pytest.raises(TestSplitLeak, match="42"):
+        build_sft([_row("42", 10.0, 10.0, "accept")], tmp_path / "sft.jsonl", test_ids=[42])  # type: ignore[list-item]
+
+
 def test_it_writes_sft_from_accepted_and_corrected_rows(tmp_path: Path) -> None:
     out = tmp_path / "sft.jsonl"
 

@@ -27,7 +27,7 @@ import os
 import random
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,10 +124,13 @@ def manifest_path_for(path: str | Path) -> Path:
     return p.with_name(f"{p.stem}.manifest.json")
 
 
-def _check_test_split(rows: Sequence[LabelRow], test_ids: set[str] | frozenset[str]) -> None:
+def _check_test_split(rows: Sequence[LabelRow], test_ids: Collection[str]) -> None:
     if test_ids is None:  # a caller passing None explicitly must not silently skip the check
         raise TypeError("test_ids is required: pass the ids of the frozen test split")
-    leaked = {r.product_id for r in rows if r.product_id in test_ids}
+    # Compare as strings: ids that arrive as ints on one side and strings on the other must still match,
+    # or a leak would pass silently.
+    test = {str(pid) for pid in test_ids}
+    leaked = {str(r.product_id) for r in rows if str(r.product_id) in test}
     if leaked:
         raise TestSplitLeak(leaked)
 
@@ -251,7 +254,7 @@ def _build(
     rows: Iterable[LabelRow],
     out_path: str | Path,
     *,
-    test_ids: set[str] | frozenset[str],
+    test_ids: Collection[str],
     tokenizer: Any = None,
     max_prompt_tokens: int | None = None,
     style: str = "base",
@@ -303,7 +306,7 @@ def build_sft(
     rows: Iterable[LabelRow],
     out_path: str | Path,
     *,
-    test_ids: set[str] | frozenset[str],
+    test_ids: Collection[str],
     tokenizer: Any = None,
     max_prompt_tokens: int | None = None,
     style: str = "base",
@@ -328,7 +331,7 @@ def build_dpo(
     rows: Iterable[LabelRow],
     out_path: str | Path,
     *,
-    test_ids: set[str] | frozenset[str],
+    test_ids: Collection[str],
     tokenizer: Any = None,
     max_prompt_tokens: int | None = None,
     style: str = "base",
@@ -349,7 +352,7 @@ def build_kto(
     rows: Iterable[LabelRow],
     out_path: str | Path,
     *,
-    test_ids: set[str] | frozenset[str],
+    test_ids: Collection[str],
     tokenizer: Any = None,
     max_prompt_tokens: int | None = None,
     style: str = "base",
