@@ -409,7 +409,7 @@ def annotation_undo_last(*, annotator: User) -> Annotation:
     Allowed within ``ANNOTATION_UNDO_WINDOW_S`` and while the task's outcome is not final: a label a
     reviewer adjudicated or a retrain batch took cannot be undone. A label the consensus produced
     automatically is withdrawn with the annotation (the task reopens). The returned annotation is the
-    deleted one (``pk`` is None); ``annotation.assignment`` is the lease, live again.
+    deleted one (it keeps its ``id`` for display; the row is gone); ``annotation.assignment`` is the lease, live again.
     """
     cfg = annotation_config()
     now = timezone.now()
@@ -460,7 +460,9 @@ def annotation_undo_last(*, annotator: User) -> Annotation:
                 correct=_gold_correct(task, annotation.verdict, annotation.corrected_price),
                 delta=-1,
             )
+        undone_id = annotation.pk
         annotation.delete()
+        annotation.pk = undone_id  # for display: the row itself is gone
         return annotation
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from django.conf import settings
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
@@ -23,5 +24,18 @@ app.conf.task_routes = {"workers.training.*": {"queue": "train"}}
 app.conf.beat_schedule: dict[str, dict[str, object]] = {
     # Proves the worker and beat are alive (the health page shows the last beat).
     "heartbeat": {"task": "workers.system.heartbeat", "schedule": 60.0},
+    # Resolved labels become a retrain batch once there are RETRAIN_MIN_BATCH_SIZE of them.
+    "retrain-batch": {
+        "task": "workers.pipeline.batch_resolved_labels",
+        "schedule": float(settings.RETRAIN_BATCH_EVERY_S),
+    },
+    # A run whose worker died (no heartbeat for RETRAIN_RUN_STALE_S) is marked failed.
+    "retrain-fail-stale-runs": {"task": "workers.pipeline.fail_stale_runs", "schedule": 60.0},
+    # Newly imported products get a champion guess (catches up any lost guess task).
+    "guess-new-products": {"task": "workers.pipeline.guess_new_products", "schedule": 120.0},
+    # LangSmith: send new guesses and annotation feedback (a no-op unless configured).
+    "langsmith-sync": {"task": "workers.pipeline.langsmith_sync", "schedule": 30.0},
+    # Leases past their TTL go back to the queue; every 30 s so an abandoned item waits at most TTL + 30 s.
+    "annotation-leases-expire": {"task": "workers.annotation.leases_expire", "schedule": 30.0},
 }
 app.autodiscover_tasks(["workers"], related_name="tasks")

@@ -1,0 +1,530 @@
+"""JSON API of the annotation domain: the annotator's loop, reviewer tools, export for clients.
+
+One view per operation with nested input/output serializers; views call services (writes) and
+selectors (reads) and translate domain errors into the project's error shape (``webapp/api.py``):
+``AnnotationError`` subclasses → their status and ``code``; input ``ValidationError`` → 400 naming
+the field. Another annotator's assignment is indistinguishable from a missing one (404).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
+from rest_framework import exceptions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import selectors, services
+from annotation.exceptions import AnnotationError, CodebookAckRequired
+from annotation.models import Assignment, CodebookVersion, Task, Verdict
+from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
+
+
+class DomainError(exceptions.APIException):
+    def __init__(self, exc: AnnotationError) -> None:
+        super().__init__(detail=exc.message, code=exc.code)
+        self.status_code = exc.status
+
+
+ERROR = inline_serializer(
+    "Error",
+    fields={
+        "error": inline_serializer(
+            "ErrorBody",
+            fields={
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "fields": serializers.DictField(required=False),
+                "codebook_version": serializers.IntegerField(required=False),
+            },
+        )
+    },
+)
+
+
+class AnnotationApi(APIView):
+    """Base: maps domain errors to HTTP; adds the codebook version to ``codebook_ack_required``."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        original = exc
+        if isinstance(exc, AnnotationError):
+            exc = DomainError(exc)
+        elif isinstance(exc, DjangoValidationError):
+            detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+            exc = exceptions.ValidationError(detail=detail)
+        response = super().handle_exception(exc)
+        if isinstance(original, CodebookAckRequired) and isinstance(response.data, dict):
+            response.data["error"]["codebook_version"] = original.version.number
+        return response
+
+    @property
+    def user(self) -> User:
+        return self.request.user  # type: ignore[return-value]
+
+
+# --- output serializers --------------------------------------------------------------------------------
+
+
+class ProductOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    title = serializers.CharField()
+    text = serializers.CharField()
+    category = serializers.CharField()
+
+
+class GuessOut(serializers.Serializer):
+    price = serializers.DecimalField(max_digits=12, decimal_places=2)
+
+
+class AssignmentOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    task_id = serializers.IntegerField()
+    status = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+    product = ProductOut(source="task.product")
+    guess = serializers.SerializerMethodField(help_text="null on blind items: type the price")
+
+    @extend_schema_field(GuessOut(allow_null=True))
+    def get_guess(self, obj: Assignment) -> dict[str, str] | None:
+        task = obj.task
+        if task.is_blind or task.guess is None:
+            return None
+        return {"price": f"{task.guess.price:.2f}"}
+
+
+class AnnotationOut(serializers.Serializer):
+    id = serializers.IntegerField(allow_null=True)
+    assignment_id = serializers.IntegerField()
+    task_id = serializers.IntegerField()
+    verdict = serializers.ChoiceField(choices=Verdict.choices)
+    corrected_price = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    price_flag = serializers.CharField(help_text='"out_of_range": stored, never trained on token-level')
+    reason_code = serializers.CharField()
+    seconds_spent = serializers.FloatField()
+    codebook_version = serializers.IntegerField(
+        source="codebook_version.number", allow_null=True, default=None
+    )
+    guess_shown = serializers.BooleanField()
+    created = serializers.DateTimeField()
+
+
+class ProgressOut(serializers.Serializer):
+    done_today = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    gold_seen = serializers.IntegerField()
+    gold_accuracy = serializers.FloatField(allow_null=True)
+    paused = serializers.BooleanField()
+    paused_reason = serializers.CharField()
+
+
+class ReasonCodeOut(serializers.Serializer):
+    code = serializers.CharField()
+    label = serializers.CharField()
+
+
+class CodebookOut(serializers.Serializer):
+    number = serializers.IntegerField()
+    markdown = serializers.CharField()
+    html = serializers.SerializerMethodField()
+    reason_codes = ReasonCodeOut(many=True)
+    author = serializers.CharField(source="author.username", allow_null=True, default=None)
+    created = serializers.DateTimeField()
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_html(self, obj: CodebookVersion) -> str:
+        return str(selectors.codebook_render(obj))
+
+
+class CodebookCurrentOut(CodebookOut):
+    acknowledged = serializers.BooleanField()
+
+
+class SkipOut(serializers.Serializer):
+    assignment_id = serializers.IntegerField(source="id")
+    status = serializers.CharField()
+
+
+class UndoOut(serializers.Serializer):
+    undone = AnnotationOut()
+    assignment = AssignmentOut(help_text="the undone item, your live lease again")
+
+
+# --- annotators ----------------------------------------------------------------------------------------
+
+
+class NextTaskApi(AnnotationApi):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(
+        operation_id="annotate_next",
+        request=None,
+        responses={
+            200: AssignmentOut,
+            204: OpenApiResponse(description="nothing left to annotate"),
+            403: OpenApiResponse(ERROR, description="not an annotator, or paused (code annotator_paused)"),
+            409: OpenApiResponse(ERROR, description="codebook_ack_required: acknowledge the codebook first"),
+        },
+        description="Your live lease, or a new one on the next item. Idempotent while a lease is live.",
+    )
+    def post(self, request: Request) -> Response:
+        assignment = services.lease_next_task(annotator=self.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(AssignmentOut(assignment).data)
+
+
+class SubmitApi(AnnotationApi):
+    permission_classes = [IsAnnotator]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "SubmitInput"
+
+        assignment_id = serializers.IntegerField(min_value=1)
+        verdict = serializers.ChoiceField(choices=Verdict.choices)
+        corrected_price = serializers.DecimalField(
+            max_digits=None, decimal_places=None, required=False, allow_null=True, help_text="for correct"
+        )
+        reason_code = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+        seconds_spent = serializers.FloatField(min_value=0, max_value=86_400, default=0.0)
+        client_token = serializers.CharField(
+            max_length=64,
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text="unique per submit attempt: a retried submit with the same token is a no-op",
+        )
+
+    @extend_schema(
+        operation_id="annotate_submit",
+        request=InputSerializer,
+        responses={200: AnnotationOut, 400: ERROR, 404: ERROR, 409: ERROR},
+        description="Accept, correct (with a price) or reject (with a codebook reason) your live item.",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        annotation = services.annotation_submit(annotator=self.user, **data.validated_data)
+        return Response(AnnotationOut(annotation).data)
+
+
+class AssignmentInput(serializers.Serializer):
+    assignment_id = serializers.IntegerField(min_value=1)
+
+
+class SkipApi(AnnotationApi):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(
+        operation_id="annotate_skip",
+        request=AssignmentInput,
+        responses={200: SkipOut, 400: ERROR, 404: ERROR, 409: ERROR},
+        description="Give the item back; it comes back to you after every fresh item.",
+    )
+    def post(self, request: Request) -> Response:
+        data = AssignmentInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = services.assignment_skip(annotator=self.user, **data.validated_data)
+        return Response(SkipOut(assignment).data)
+
+
+class UndoApi(AnnotationApi):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(
+        operation_id="annotate_undo",
+        request=None,
+        responses={200: UndoOut, 409: ERROR},
+        description="Take back your last annotation (within the undo window, while its label is not final).",
+    )
+    def post(self, request: Request) -> Response:
+        annotation = services.annotation_undo_last(annotator=self.user)
+        return Response(UndoOut({"undone": annotation, "assignment": annotation.assignment}).data)
+
+
+class ProgressApi(AnnotationApi):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(operation_id="annotate_progress", responses={200: ProgressOut})
+    def get(self, request: Request) -> Response:
+        return Response(ProgressOut(selectors.annotator_progress(annotator=self.user)).data)
+
+
+class MyAnnotationsApi(AnnotationApi):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(operation_id="annotate_my_annotations", responses={200: AnnotationOut(many=True)})
+    def get(self, request: Request) -> Response:
+        rows = selectors.annotations_of(annotator=self.user)[:100]
+        return Response(AnnotationOut(rows, many=True).data)
+
+
+class CodebookCurrentApi(AnnotationApi):
+    permission_classes = [IsAnnotator | IsReviewer]
+
+    @extend_schema(
+        operation_id="annotate_codebook",
+        responses={200: CodebookCurrentOut, 204: OpenApiResponse(description="no codebook published yet")},
+    )
+    def get(self, request: Request) -> Response:
+        version = selectors.codebook_current()
+        if version is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        version.acknowledged = version.acks.filter(annotator=self.user).exists()  # type: ignore[attr-defined]
+        return Response(CodebookCurrentOut(version).data)
+
+
+class CodebookAckApi(AnnotationApi):
+    permission_classes = [IsAnnotator]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "CodebookAckInput"
+
+        version = serializers.IntegerField(min_value=1)
+
+    @extend_schema(
+        operation_id="annotate_codebook_ack",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer("CodebookAckOut", {"version": serializers.IntegerField()}),
+            400: ERROR,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ack = services.codebook_acknowledge(
+            annotator=self.user, version_number=data.validated_data["version"]
+        )
+        return Response({"version": ack.version.number})
+
+
+# --- reviewers -----------------------------------------------------------------------------------------
+
+
+class CodebookVersionsApi(AnnotationApi):
+    permission_classes = [IsReviewer]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "CodebookVersionsInput"
+
+        markdown = serializers.CharField(max_length=200_000, trim_whitespace=False)
+
+    @extend_schema(operation_id="codebook_versions_list", responses={200: CodebookOut(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(CodebookOut(selectors.codebook_versions(), many=True).data)
+
+    @extend_schema(
+        operation_id="codebook_publish",
+        request=InputSerializer,
+        responses={201: CodebookOut, 400: ERROR},
+        description="Publish the next version; annotators must acknowledge it before their next item.",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = services.codebook_publish(author=self.user, markdown=data.validated_data["markdown"])
+        return Response(CodebookOut(version).data, status=status.HTTP_201_CREATED)
+
+
+class CodebookDiffApi(AnnotationApi):
+    permission_classes = [IsReviewer | IsAnnotator]
+
+    @extend_schema(
+        operation_id="codebook_diff",
+        parameters=[
+            OpenApiParameter("from", int, description="older version number (omit: empty)"),
+            OpenApiParameter("to", int, required=True, description="newer version number"),
+        ],
+        responses={200: inline_serializer("CodebookDiffOut", {"diff": serializers.CharField()}), 400: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        numbers = {}
+        for key in ("from", "to"):
+            raw = request.query_params.get(key, "")
+            if raw and not raw.isdigit():
+                raise exceptions.ValidationError({key: [f"{raw!r} is not a version number."]})
+            numbers[key] = int(raw) if raw else None
+        if numbers["to"] is None:
+            raise exceptions.ValidationError({"to": ["Give the version to compare, e.g. ?from=1&to=2."]})
+        new = selectors.codebook_get(number=numbers["to"])
+        old = selectors.codebook_get(number=numbers["from"]) if numbers["from"] else None
+        if new is None or (numbers["from"] and old is None):
+            raise exceptions.NotFound("No such codebook version.")
+        return Response({"diff": selectors.codebook_diff(old, new)})
+
+
+class AnnotationBriefOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    annotator = serializers.CharField(source="annotator.username")
+    verdict = serializers.CharField()
+    corrected_price = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    reason_code = serializers.CharField()
+
+
+class AdjudicationOut(serializers.Serializer):
+    task_id = serializers.IntegerField(source="id")
+    product = ProductOut()
+    guess_price = serializers.DecimalField(
+        source="guess.price", max_digits=12, decimal_places=2, allow_null=True
+    )
+    annotations = AnnotationBriefOut(many=True)
+
+
+class ResolvedLabelOut(serializers.Serializer):
+    task_id = serializers.IntegerField()
+    price = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    price_flag = serializers.CharField()
+    method = serializers.CharField()
+    n_annotations = serializers.IntegerField()
+
+
+class AdjudicationQueueApi(AnnotationApi):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(operation_id="adjudications_list", responses={200: AdjudicationOut(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(AdjudicationOut(selectors.adjudication_queue()[:200], many=True).data)
+
+
+class AdjudicationResolveApi(AnnotationApi):
+    permission_classes = [IsReviewer]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "AdjudicationResolveInput"
+
+        price = serializers.DecimalField(
+            max_digits=None, decimal_places=None, allow_null=True, help_text="null resolves as rejected"
+        )
+
+    @extend_schema(
+        operation_id="adjudication_resolve",
+        request=InputSerializer,
+        responses={200: ResolvedLabelOut, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, task_id: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        get_object_or_404(Task, id=task_id, is_gold=False)
+        label = services.adjudication_resolve(
+            reviewer=self.user, task_id=task_id, price=data.validated_data["price"]
+        )
+        return Response(ResolvedLabelOut(label).data)
+
+
+class AnnotatorStatusOut(serializers.Serializer):
+    annotator_id = serializers.IntegerField(source="user_id")
+    username = serializers.CharField(source="user.username")
+    paused = serializers.BooleanField()
+    paused_reason = serializers.CharField()
+    gold_seen = serializers.IntegerField()
+    gold_accuracy = serializers.FloatField(allow_null=True)
+
+
+class PausedAnnotatorsApi(AnnotationApi):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(operation_id="annotators_paused", responses={200: AnnotatorStatusOut(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(AnnotatorStatusOut(selectors.annotators_paused(), many=True).data)
+
+
+class UnpauseApi(AnnotationApi):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="annotator_unpause", request=None, responses={200: AnnotatorStatusOut, 404: ERROR}
+    )
+    def post(self, request: Request, user_id: int) -> Response:
+        annotator = get_object_or_404(User, id=user_id)
+        if not has_role(annotator, Role.ANNOTATOR):
+            raise exceptions.NotFound("No such annotator.")
+        annotation_status = services.annotator_unpause(reviewer=self.user, annotator=annotator)
+        return Response(AnnotatorStatusOut(annotation_status).data)
+
+
+class AgreementApi(AnnotationApi):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(operation_id="annotation_agreement", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Response:
+        return Response(selectors.agreement_report())
+
+
+class BlindVsShownApi(AnnotationApi):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(operation_id="annotation_blind_vs_shown", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Response:
+        return Response(selectors.blind_vs_shown_report())
+
+
+class QueueStatsApi(AnnotationApi):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(operation_id="annotation_queue_stats", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Response:
+        return Response(selectors.queue_stats())
+
+
+# --- export --------------------------------------------------------------------------------------------
+
+
+class ExportApi(AnnotationApi):
+    """Every annotation as JSON Lines (default, streamed) or a JSON list, oldest first."""
+
+    permission_classes = [IsClientOrReviewer]
+
+    @extend_schema(
+        operation_id="annotations_export",
+        parameters=[
+            OpenApiParameter("output", str, enum=["jsonl", "json"], description="default jsonl"),
+            OpenApiParameter("since_id", int, description="only annotations with a larger id"),
+            OpenApiParameter("limit", int, description="at most this many (json: default and max 10000)"),
+        ],
+        responses={
+            (200, "application/x-ndjson"): OpenApiTypes.STR,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+        },
+    )
+    def get(self, request: Request) -> Any:
+        params: dict[str, int | None] = {}
+        for key in ("since_id", "limit"):
+            raw = request.query_params.get(key, "")
+            if raw and not raw.isdigit():
+                raise exceptions.ValidationError({key: [f"{raw!r} is not a whole number."]})
+            params[key] = int(raw) if raw else None
+        output = request.query_params.get("output", "jsonl")
+        if output not in ("jsonl", "json"):
+            raise exceptions.ValidationError({"output": [f"{output!r}: use jsonl or json."]})
+        since_id = params["since_id"] or 0
+        if output == "json":
+            limit = min(params["limit"] or 10_000, 10_000)
+            return Response(list(selectors.annotations_export(since_id=since_id, limit=limit)))
+
+        def lines() -> Iterator[str]:
+            for row in selectors.annotations_export(since_id=since_id, limit=params["limit"]):
+                yield json.dumps(row) + "\n"
+
+        response = StreamingHttpResponse(lines(), content_type="application/x-ndjson")
+        response["Content-Disposition"] = 'attachment; filename="annotations.jsonl"'
+        return response

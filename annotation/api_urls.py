@@ -1,0 +1,37 @@
+"""/api/v1/ routes of the annotation domain (see annotation/api.py for who may call each)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from annotation import api
+
+urlpatterns = [
+    # annotators
+    path("annotate/next", api.NextTaskApi.as_view(), name="api-annotate-next"),
+    path("annotate/submit", api.SubmitApi.as_view(), name="api-annotate-submit"),
+    path("annotate/skip", api.SkipApi.as_view(), name="api-annotate-skip"),
+    path("annotate/undo", api.UndoApi.as_view(), name="api-annotate-undo"),
+    path("annotate/progress", api.ProgressApi.as_view(), name="api-annotate-progress"),
+    path("annotate/annotations", api.MyAnnotationsApi.as_view(), name="api-annotate-annotations"),
+    path("annotate/codebook", api.CodebookCurrentApi.as_view(), name="api-annotate-codebook"),
+    path("annotate/codebook/ack", api.CodebookAckApi.as_view(), name="api-annotate-codebook-ack"),
+    # reviewers
+    path("annotation/codebook/versions", api.CodebookVersionsApi.as_view(), name="api-codebook-versions"),
+    path("annotation/codebook/diff", api.CodebookDiffApi.as_view(), name="api-codebook-diff"),
+    path("annotation/adjudications", api.AdjudicationQueueApi.as_view(), name="api-adjudications"),
+    path(
+        "annotation/adjudications/<int:task_id>/resolve",
+        api.AdjudicationResolveApi.as_view(),
+        name="api-adjudication-resolve",
+    ),
+    path("annotation/annotators/paused", api.PausedAnnotatorsApi.as_view(), name="api-annotators-paused"),
+    path(
+        "annotation/annotators/<int:user_id>/unpause", api.UnpauseApi.as_view(), name="api-annotator-unpause"
+    ),
+    path("annotation/agreement", api.AgreementApi.as_view(), name="api-annotation-agreement"),
+    path("annotation/blind-vs-shown", api.BlindVsShownApi.as_view(), name="api-annotation-blind-vs-shown"),
+    path("annotation/queue", api.QueueStatsApi.as_view(), name="api-annotation-queue"),
+    # clients and reviewers
+    path("annotations/export", api.ExportApi.as_view(), name="api-annotations-export"),
+]
