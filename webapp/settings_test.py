@@ -4,7 +4,18 @@ Tests use PostgreSQL and Redis when ``DATABASE_URL``/``CELERY_BROKER_URL`` point
 and the embedded defaults otherwise.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
+
+if not os.environ.get("PRICELOOP_DATA_DIR"):
+    # Each test session gets its own data dir (SQLite file, filesystem broker, artifacts), so that two
+    # test runs on one machine never share a database file or a broker folder. Worker processes started
+    # by the tests are handed this directory explicitly.
+    _tmp = tempfile.mkdtemp(prefix="priceloop-test-")
+    os.environ["PRICELOOP_DATA_DIR"] = _tmp
+    atexit.register(shutil.rmtree, _tmp, ignore_errors=True)
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdefghijklmnop")
 os.environ.setdefault("DEBUG", "0")
