@@ -24,8 +24,6 @@ app.conf.task_routes = {"workers.training.*": {"queue": "train"}}
 app.conf.beat_schedule: dict[str, dict[str, object]] = {
     # Proves the worker and beat are alive (the health page shows the last beat).
     "heartbeat": {"task": "workers.system.heartbeat", "schedule": 60.0},
-    # Leases past their TTL go back to the queue; every 30 s so an abandoned item waits at most TTL + 30 s.
-    "annotation-leases-expire": {"task": "workers.annotation.leases_expire", "schedule": 30.0},
     # Resolved labels become a retrain batch once there are RETRAIN_MIN_BATCH_SIZE of them.
     "retrain-batch": {
         "task": "workers.pipeline.batch_resolved_labels",

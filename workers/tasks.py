@@ -1,3 +1,3 @@
 """Import every task module so that ``autodiscover_tasks(["workers"])`` registers them all."""
 
-from workers import pipeline, system, training  # noqa: F401
+from workers import annotation, pipeline, system, training  # noqa: F401
