@@ -1,0 +1,318 @@
+"""Pages: the annotator's one-item-at-a-time workspace (``/annotate/``) and the reviewer pages (``/review/``).
+
+Every action is a plain form POST that works without JavaScript (redirect back to the page). With htmx the
+forms post in the background and the answer is the workspace fragment (plus out-of-band side panels), so
+the next item appears without a page reload. Views parse input with ``annotation.forms`` and call the
+services (writes) and selectors (reads); the decisions are theirs.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from annotation import selectors, services
+from annotation.exceptions import AnnotationError, AnnotatorPaused, CodebookAckRequired
+from annotation.forms import (
+    AcknowledgeForm,
+    AdjudicationForm,
+    AssignmentForm,
+    CodebookForm,
+    VerdictForm,
+    first_error,
+)
+from annotation.page_selectors import codebook_panel, codebook_previous
+from webapp.roles import Role, role_required
+
+annotator_only = role_required(Role.ANNOTATOR)
+reviewer_only = role_required(Role.REVIEWER)
+
+MAX_SECONDS_SPENT = 3600.0  # a form left open over lunch says nothing about effort
+ADJUDICATION_PAGE = 50
+
+
+def _is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)  # role_required has let only authenticated users through
+    return user
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return " ".join(exc.messages)
+    if isinstance(exc, AnnotationError):
+        return exc.message
+    return str(exc)
+
+
+# --- annotator ------------------------------------------------------------------------------------------
+
+
+def _workspace_context(user: User, *, flash: str = "", flash_level: str = "info") -> dict[str, Any]:
+    """What the workspace shows now: the codebook to acknowledge, a pause notice, nothing, or one item."""
+    context: dict[str, Any] = {"flash": flash, "flash_level": flash_level}
+    try:
+        assignment = services.lease_next_task(annotator=user)
+    except CodebookAckRequired:
+        context["state"] = "ack"
+    except AnnotatorPaused as exc:
+        context.update(state="paused", pause_reason=exc.reason)
+    else:
+        if assignment is None:
+            context["state"] = "empty"
+        else:
+            task = assignment.task
+            context.update(
+                state="item",
+                assignment=assignment,
+                product=task.product,
+                guess_shown=not task.is_blind and task.guess is not None,
+                guess_price=task.guess.price if task.guess is not None else None,
+                # New per render: a double submit of this very form is recognised and counted once.
+                client_token=secrets.token_urlsafe(16),
+                shown_at=f"{time.time():.3f}",
+            )
+    codebook = codebook_panel()
+    context.update(
+        codebook=codebook,
+        reasons=codebook.reasons if codebook else [],
+        progress=selectors.annotator_progress(annotator=user),
+    )
+    return context
+
+
+def _workspace_response(request: HttpRequest, *, flash: str = "", flash_level: str = "info") -> HttpResponse:
+    """htmx: the fresh fragment. Plain browser: back to the page (post/redirect/get), notice as a message."""
+    if _is_htmx(request):
+        context = _workspace_context(_user(request), flash=flash, flash_level=flash_level)
+        return render(request, "annotation/_fragment.html", context)
+    if flash:
+        messages.add_message(request, messages.ERROR if flash_level == "error" else messages.INFO, flash)
+    return HttpResponseRedirect(reverse("annotation:annotate"), status=303)
+
+
+@annotator_only
+@require_GET
+def annotate(request: HttpRequest) -> HttpResponse:
+    return render(request, "annotation/annotate.html", _workspace_context(_user(request)))
+
+
+@annotator_only
+@require_GET
+def workspace(request: HttpRequest) -> HttpResponse:
+    if not _is_htmx(request):
+        return redirect("annotation:annotate")
+    return render(request, "annotation/_fragment.html", _workspace_context(_user(request)))
+
+
+def _seconds_spent(data: dict[str, Any]) -> float:
+    seconds = data.get("seconds_spent")
+    if seconds is None and data.get("shown_at"):  # no JavaScript: measure from the server's render time
+        seconds = time.time() - float(data["shown_at"])
+    return min(max(float(seconds or 0.0), 0.0), MAX_SECONDS_SPENT)
+
+
+@annotator_only
+@require_POST
+def submit(request: HttpRequest) -> HttpResponse:
+    form = VerdictForm(request.POST)
+    if not form.is_valid():
+        return _workspace_response(request, flash=first_error(form), flash_level="error")
+    data = form.cleaned_data
+    try:
+        services.annotation_submit(
+            annotator=_user(request),
+            assignment_id=data["assignment_id"],
+            verdict=data["verdict"],
+            corrected_price=data.get("corrected_price"),
+            reason_code=data.get("reason_code") or "",
+            seconds_spent=_seconds_spent(data),
+            client_token=data.get("client_token") or "",
+        )
+    except (AnnotationError, ValidationError) as exc:
+        return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+    return _workspace_response(request, flash=f"Saved: {data['verdict']}.")
+
+
+@annotator_only
+@require_POST
+def skip(request: HttpRequest) -> HttpResponse:
+    form = AssignmentForm(request.POST)
+    if not form.is_valid():
+        return _workspace_response(request, flash=first_error(form), flash_level="error")
+    try:
+        services.assignment_skip(annotator=_user(request), assignment_id=form.cleaned_data["assignment_id"])
+    except (AnnotationError, ValidationError) as exc:
+        return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+    return _workspace_response(request, flash="Skipped: the item moved to the end of your queue.")
+
+
+@annotator_only
+@require_POST
+def undo(request: HttpRequest) -> HttpResponse:
+    try:
+        services.annotation_undo_last(annotator=_user(request))
+    except (AnnotationError, ValidationError) as exc:
+        return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+    return _workspace_response(request, flash="Undone: your last item is back.")
+
+
+@annotator_only
+@require_POST
+def acknowledge(request: HttpRequest) -> HttpResponse:
+    form = AcknowledgeForm(request.POST)
+    if not form.is_valid():
+        return _workspace_response(request, flash=first_error(form), flash_level="error")
+    number = form.cleaned_data["version_number"]
+    try:
+        services.codebook_acknowledge(annotator=_user(request), version_number=number)
+    except (AnnotationError, ValidationError) as exc:
+        return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+    return _workspace_response(request, flash=f"Codebook v{number} acknowledged.")
+
+
+# --- reviewer -------------------------------------------------------------------------------------------
+
+CODEBOOK_STARTER = """# Pricing codebook
+
+Accept the guess when it is within 10% of the price you would put on the product.
+
+## Reject reasons
+- `not-a-product`: the text describes no sellable item
+- `bundle`: several items, no single price
+- `unclear`: the text does not say enough to price it
+"""
+
+
+@reviewer_only
+@require_GET
+def review_home(request: HttpRequest) -> HttpResponse:
+    context = {
+        "section": "home",
+        "stats": selectors.queue_stats(),
+        "codebook": selectors.codebook_current(),
+    }
+    return render(request, "annotation/review/home.html", context)
+
+
+@reviewer_only
+@require_http_methods(["GET", "POST"])
+def codebook_edit(request: HttpRequest) -> HttpResponse:
+    current = selectors.codebook_current()
+    if request.method == "POST":
+        form = CodebookForm(request.POST)
+        if form.is_valid():
+            try:
+                version = services.codebook_publish(
+                    author=_user(request), markdown=form.cleaned_data["markdown"]
+                )
+            except ValidationError as exc:
+                form.add_error("markdown", _error_text(exc))
+            else:
+                messages.success(
+                    request,
+                    f"Published codebook v{version.number} with {len(version.reason_codes)} reason code(s); "
+                    "annotators acknowledge it before their next item.",
+                )
+                return redirect("annotation:codebook")
+    else:
+        form = CodebookForm(initial={"markdown": current.markdown if current else CODEBOOK_STARTER})
+    context = {
+        "section": "codebook",
+        "form": form,
+        "current": current,
+        "current_html": selectors.codebook_render(current),
+        "versions": selectors.codebook_versions(),
+    }
+    return render(request, "annotation/review/codebook.html", context)
+
+
+@reviewer_only
+@require_GET
+def codebook_version(request: HttpRequest, number: int) -> HttpResponse:
+    version = selectors.codebook_get(number=number)
+    if version is None:
+        raise Http404(f"There is no codebook v{number}.")
+    against_raw = request.GET.get("against", "")
+    against = (
+        selectors.codebook_get(number=int(against_raw))
+        if against_raw.isdigit()
+        else codebook_previous(version)
+    )
+    context = {
+        "section": "codebook",
+        "version": version,
+        "html": selectors.codebook_render(version),
+        "against": against,
+        "diff_html": selectors.codebook_diff(against, version, html=True) if against else None,
+        "versions": selectors.codebook_versions(),
+    }
+    return render(request, "annotation/review/codebook_version.html", context)
+
+
+@reviewer_only
+@require_GET
+def adjudication(request: HttpRequest) -> HttpResponse:
+    tasks = list(selectors.adjudication_queue()[:ADJUDICATION_PAGE])
+    context = {"section": "adjudication", "tasks": tasks, "page_size": ADJUDICATION_PAGE}
+    return render(request, "annotation/review/adjudication.html", context)
+
+
+@reviewer_only
+@require_POST
+def adjudicate(request: HttpRequest, task_id: int) -> HttpResponse:
+    form = AdjudicationForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Task {task_id}: {first_error(form)}")
+        return redirect("annotation:adjudication")
+    price = None if form.cleaned_data["no_price"] else form.cleaned_data["final_price"]
+    try:
+        label = services.adjudication_resolve(reviewer=_user(request), task_id=task_id, price=price)
+    except (AnnotationError, ValidationError) as exc:
+        messages.error(request, f"Task {task_id}: {_error_text(exc)}")
+    else:
+        shown = f"${label.price}" if label.price is not None else "no price (rejected)"
+        messages.success(request, f"Task {task_id} resolved: {shown}.")
+    return redirect("annotation:adjudication")
+
+
+@reviewer_only
+@require_GET
+def agreement(request: HttpRequest) -> HttpResponse:
+    anchoring = selectors.blind_vs_shown_report()
+    context = {
+        "section": "agreement",
+        "report": selectors.agreement_report(),
+        "anchoring": anchoring,
+        "anchoring_rows": [("Guess shown", anchoring["shown"]), ("Blind (guess hidden)", anchoring["blind"])],
+    }
+    return render(request, "annotation/review/agreement.html", context)
+
+
+@reviewer_only
+@require_GET
+def queue(request: HttpRequest) -> HttpResponse:
+    context = {"section": "queue", "stats": selectors.queue_stats(), "paused": selectors.annotators_paused()}
+    return render(request, "annotation/review/queue.html", context)
+
+
+@reviewer_only
+@require_POST
+def unpause(request: HttpRequest, user_id: int) -> HttpResponse:
+    annotator = get_object_or_404(User, id=user_id)
+    services.annotator_unpause(reviewer=_user(request), annotator=annotator)
+    messages.success(request, f"{annotator.get_username()} can label again.")
+    return redirect("annotation:queue")

@@ -1,0 +1,72 @@
+"""Browser tests: Playwright for Python driving Debian's chromium (``apt-get install chromium``).
+
+Run: ``.venv/bin/python -m pytest tests/e2e``. Without /usr/bin/chromium the tests are skipped, except
+when ``CI=true``, where a missing browser is a failure. Never ``playwright install``: the system chromium
+is the one CI has.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from a thread with a
+# running loop unless told it is safe (it is: the loop only talks to the browser).
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TIMEOUT_MS = 5_000
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        reason = (
+            f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` to run the browser tests"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies) on the live server; JS errors fail the test."""
+    context = browser.new_context(base_url=live_server.url)
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield tab
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def login_as(live_server: Any) -> Any:
+    """Log a browser context in as ``user`` with a session cookie (the login form has its own test)."""
+    from django.conf import settings
+    from django.test import Client
+
+    def login(context: Any, user: Any) -> None:
+        client = Client()
+        client.force_login(user)
+        cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+        context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}])
+
+    return login

@@ -1,0 +1,222 @@
+"""The annotator page in a real browser, driven from the keyboard only.
+
+Run: ``.venv/bin/python -m pytest tests/e2e -m e2e`` (needs /usr/bin/chromium; see conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from playwright.sync_api import expect
+
+from annotation import services
+from annotation.models import Annotation, AssignmentStatus, CodebookAck, Product
+from tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+CODEBOOK_V1 = """# Pricing codebook
+
+Accept the guess when it is within 10% of the price you would pay.
+
+## Reject reasons
+- `not-a-product`: the text describes no sellable item
+- `bundle`: several items, no single price
+- `unclear`: the text does not say enough to price it
+"""
+
+CODEBOOK_V2 = CODEBOOK_V1.replace("within 10%", "within 5%") + "- `duplicate`: the same product twice\n"
+
+XSS_TEXT = '<script>window.__xss=1</script> and <img src=x onerror="window.__xss=2"> inside'
+
+
+@pytest.fixture(autouse=True)
+def _plain_queue(settings: Any) -> None:
+    # Every item shows its guess and none is gold, so the order of items is known.
+    settings.ANNOTATION_GOLD_RATE = 0.0
+    settings.ANNOTATION_BLIND_SHARE = 0.0
+    settings.ANNOTATION_OVERLAP = 1
+
+
+def _queue(titles: list[str], *, text: str = "A sturdy thing, described plainly.") -> list[Product]:
+    """Products with guesses $10, $11, … served in this order (highest entropy first)."""
+    products = [
+        Product.objects.create(external_id=f"e2e-{i}", title=title, text=text, category="Tools")
+        for i, title in enumerate(titles)
+    ]
+    services.guesses_record_bulk(
+        rows=[
+            {"product_id": p.id, "price": 10 + i, "entropy": float(len(products) - i)}
+            for i, p in enumerate(products)
+        ],
+        source="baseline:mean",
+    )
+    assert services.tasks_create_for_products(products=products) == len(products)
+    return products
+
+
+def _codebook(reviewer: User, annotator: User) -> None:
+    version = services.codebook_publish(author=reviewer, markdown=CODEBOOK_V1)
+    services.codebook_acknowledge(annotator=annotator, version_number=version.number)
+
+
+def _annotation(annotator: User, product: Product) -> Annotation | None:
+    return Annotation.objects.filter(annotator=annotator, task__product=product).first()
+
+
+def _screenshot(page: Any, name: str) -> None:
+    """Saved only when asked (E2E_SCREENSHOT_DIR), for a person to look at: not an assertion."""
+    folder = os.environ.get("E2E_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def test_it_labels_items_from_the_keyboard(page: Any, annotator: User, reviewer: User) -> None:
+    _codebook(reviewer, annotator)
+    products = _queue([f"Item {i}" for i in range(5)])
+    title, done = page.locator("#item-title"), page.locator("#done-today")
+
+    # Log in with the keyboard: the username field has the focus.
+    page.goto("/annotate/")
+    expect(page).to_have_url(re.compile(r"/login/\?next=/annotate/$"))
+    page.keyboard.type(annotator.username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(title).to_have_text("Item 0")
+    expect(page.locator("#guess-price")).to_have_text("$10.00")
+    expect(done).to_have_text("0")
+    expect(page.locator("#remaining")).to_have_text("4")
+    _screenshot(page, "annotate")
+    page.evaluate("window.__sameDocument = true")  # survives htmx swaps, not a page load
+
+    page.keyboard.press("a")  # accept
+    expect(title).to_have_text("Item 1")
+    expect(done).to_have_text("1")
+
+    page.keyboard.press("4")  # a digit starts a correction in the price box
+    page.keyboard.press("2")
+    expect(page.locator("#id_corrected_price")).to_be_focused()
+    expect(page.locator("#id_corrected_price")).to_have_value("42")
+    page.keyboard.press("Enter")
+    expect(title).to_have_text("Item 2")
+    expect(done).to_have_text("2")
+
+    page.keyboard.press("r")  # reject, then the reason's number
+    expect(page.locator("#reject-form")).to_have_class(re.compile("armed"))
+    page.keyboard.press("2")
+    expect(title).to_have_text("Item 3")
+    expect(done).to_have_text("3")
+
+    page.keyboard.press("s")  # skip: Item 3 goes to the end of my queue
+    expect(title).to_have_text("Item 4")
+    expect(done).to_have_text("3")
+
+    page.keyboard.press("u")  # undo the reject: Item 2 is back
+    expect(title).to_have_text("Item 2")
+    expect(done).to_have_text("2")
+
+    page.keyboard.press("r")
+    page.keyboard.press("1")
+    expect(title).to_have_text("Item 3")  # the skipped item comes back before the released one
+    expect(done).to_have_text("3")
+
+    page.keyboard.press("?")
+    expect(page.locator("#help")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#help")).to_be_hidden()
+
+    assert page.evaluate("window.__sameDocument") is True, "an action reloaded the whole page"
+    accepted, corrected, rejected = (_annotation(annotator, p) for p in products[:3])
+    assert accepted is not None
+    assert accepted.verdict == "accept"
+    assert corrected is not None
+    assert corrected.verdict == "correct"
+    assert corrected.corrected_price == Decimal("42.00")
+    assert rejected is not None
+    assert rejected.verdict == "reject"
+    assert rejected.reason_code == "not-a-product"  # the undone "bundle" reject left no trace
+    assert _annotation(annotator, products[3]) is None  # skipped, now on screen again
+    assert Annotation.objects.filter(annotator=annotator).count() == 3
+    for annotation in (accepted, corrected, rejected):
+        assert annotation.seconds_spent > 0
+        assert annotation.client_token
+        assert annotation.codebook_version is not None
+        assert annotation.codebook_version.number == 1
+    live = annotator.assignments.get(status=AssignmentStatus.LIVE)
+    assert live.task.product == products[3]
+
+
+def test_it_requires_acknowledging_a_new_codebook(
+    browser: Any, page: Any, login_as: Any, live_server: Any, annotator: User, reviewer: User
+) -> None:
+    _codebook(reviewer, annotator)
+    products = _queue(["First", "Second", "Third"])
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    expect(page.locator("#item-title")).to_have_text("First")
+    expect(page.locator("#codebook-title")).to_have_text("Codebook v1")
+
+    # A reviewer publishes v2 on the codebook page.
+    review_context = browser.new_context(base_url=live_server.url)
+    try:
+        login_as(review_context, reviewer)
+        review = review_context.new_page()
+        review.goto("/review/codebook/")
+        review.locator("textarea[name=markdown]").fill(CODEBOOK_V2)
+        review.get_by_role("button", name=re.compile("Publish as v2")).click()
+        expect(review.locator(".messages")).to_contain_text("Published codebook v2")
+    finally:
+        review_context.close()
+
+    page.keyboard.press("a")  # the item on screen is saved; the next one waits for the acknowledgement
+    expect(page.locator("#ack")).to_be_visible()
+    expect(page.locator("#item")).to_have_count(0)
+    expect(page.locator("#ack")).to_contain_text("+- `duplicate`: the same product twice")
+    expect(page.locator("#codebook-title")).to_have_text("Codebook v2")
+    expect(page.locator("#ack-button")).to_be_focused()
+    page.keyboard.press("a")  # item keys do nothing until the new version is acknowledged
+    expect(page.locator("#ack")).to_be_visible()
+    assert not CodebookAck.objects.filter(annotator=annotator, version__number=2).exists()
+
+    page.keyboard.press("Enter")
+    expect(page.locator("#item-title")).to_have_text("Second")
+    assert CodebookAck.objects.filter(annotator=annotator, version__number=2).exists()
+    page.keyboard.press("r")
+    page.keyboard.press("4")  # the reason v2 added
+    expect(page.locator("#item-title")).to_have_text("Third")
+    second = _annotation(annotator, products[1])
+    assert second is not None
+    assert second.reason_code == "duplicate"
+    assert second.codebook_version is not None
+    assert second.codebook_version.number == 2
+
+
+def test_it_renders_product_text_as_inert_text(
+    page: Any, login_as: Any, annotator: User, reviewer: User
+) -> None:
+    services.codebook_publish(
+        author=reviewer,
+        markdown=CODEBOOK_V1 + '\n<script>window.__xss=3</script><img src=x onerror="window.__xss=4">\n',
+    )
+    services.codebook_acknowledge(annotator=annotator, version_number=1)
+    _queue(["<b>Bold</b> title <script>window.__xss=5</script>", "Second payload"], text=XSS_TEXT)
+    login_as(page.context, annotator)
+
+    page.goto("/annotate/")
+    page.wait_for_load_state("load")
+    expect(page.locator("#item-title")).to_have_text("<b>Bold</b> title <script>window.__xss=5</script>")
+    expect(page.locator("#item-text")).to_have_text(XSS_TEXT)
+    page.keyboard.press("a")  # the next item arrives through an htmx swap, which runs real scripts
+    expect(page.locator("#item-title")).to_have_text("Second payload")
+    expect(page.locator("#item-text")).to_have_text(XSS_TEXT)
+    page.wait_for_timeout(200)  # time for a (wrongly) live <img onerror> to fire
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert page.locator("#workspace img, #codebook img, #codebook script").count() == 0
