@@ -53,6 +53,7 @@ __all__ = [
     "adjudication_resolve",
     "annotation_submit",
     "annotation_undo_last",
+    "annotator_pause",
     "annotator_unpause",
     "assignment_skip",
     "codebook_acknowledge",
@@ -253,17 +254,13 @@ def _gold_record(*, annotator: User, correct: bool, delta: int = 1) -> None:
     fields = ["gold_seen", "gold_correct"]
     seen = status.gold_seen - status.gold_baseline_seen
     right = status.gold_correct - status.gold_baseline_correct
+    status.save(update_fields=fields)
     if delta > 0 and not status.paused and seen >= cfg.gold_min_seen and right / seen < cfg.gold_accuracy_min:
-        status.paused = True
-        status.paused_at = timezone.now()
-        status.paused_reason = (
+        reason = (
             f"gold accuracy {right}/{seen} = {right / seen:.0%} is below the required "
             f"{cfg.gold_accuracy_min:.0%}."
         )
-        fields += ["paused", "paused_at", "paused_reason"]
-    status.save(update_fields=fields)
-    if "paused" in fields:
-        leases_release_for_annotator(annotator=annotator)
+        annotator_pause(annotator=annotator, reason=reason)
 
 
 def _resolve(task: Task, votes: list[Vote]) -> tuple[str, ResolvedLabel | None]:
@@ -409,7 +406,8 @@ def annotation_undo_last(*, annotator: User) -> Annotation:
     Allowed within ``ANNOTATION_UNDO_WINDOW_S`` and while the task's outcome is not final: a label a
     reviewer adjudicated or a retrain batch took cannot be undone. A label the consensus produced
     automatically is withdrawn with the annotation (the task reopens). The returned annotation is the
-    deleted one (it keeps its ``id`` for display; the row is gone); ``annotation.assignment`` is the lease, live again.
+    deleted one (it keeps its ``id`` for display; the row is gone); ``annotation.assignment`` is the
+    lease, live again.
     """
     cfg = annotation_config()
     now = timezone.now()
@@ -498,6 +496,19 @@ def codebook_acknowledge(*, annotator: User, version_number: int) -> CodebookAck
 
 
 # --- reviewers -----------------------------------------------------------------------------------------
+
+
+def annotator_pause(*, annotator: User, reason: str, reviewer: User | None = None) -> AnnotatorStatus:
+    """Stop an annotator's work (gold accuracy, or a reviewer's decision); their live leases go back."""
+    with transaction.atomic():
+        status = annotator_status_locked(annotator=annotator)
+        if not status.paused:
+            status.paused = True
+            status.paused_at = timezone.now()
+            status.paused_reason = reason if reviewer is None else f"{reason} (paused by {reviewer.username})"
+            status.save(update_fields=["paused", "paused_at", "paused_reason"])
+        leases_release_for_annotator(annotator=annotator)
+        return status
 
 
 def annotator_unpause(*, reviewer: User, annotator: User) -> AnnotatorStatus:

@@ -53,7 +53,9 @@ def make_tasks(
 
 def make_gold(n: int, *, price: str = "50.00", guess: str = "50.00") -> list[Task]:
     products = make_products(n, price=price)
-    services.guesses_record_bulk(rows=[{"product_id": p.id, "price": guess} for p in products], source="model")
+    services.guesses_record_bulk(
+        rows=[{"product_id": p.id, "price": guess} for p in products], source="model"
+    )
     services.gold_tasks_create(products=products)
     tasks = list(Task.objects.filter(product__in=products, is_gold=True).order_by("id"))
     Task.objects.filter(id__in=[t.id for t in tasks]).update(is_blind=False)
@@ -66,7 +68,9 @@ def lease(user: User) -> Assignment:
     return assignment
 
 
-def submit(user: User, assignment: Assignment, verdict: str = "accept", price: str | None = None, **kw: object):
+def submit(
+    user: User, assignment: Assignment, verdict: str = "accept", price: str | None = None, **kw: object
+):
     return services.annotation_submit(
         annotator=user,
         assignment_id=assignment.id,

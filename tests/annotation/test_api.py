@@ -1,0 +1,288 @@
+"""The annotation JSON API: who may call what, the annotator loop over HTTP, pinned query counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from annotation import services
+from annotation.models import Annotation, Assignment, AssignmentStatus, Task
+from tests.annotation.queue_helpers import lease, make_tasks, submit
+from tests.conftest import client_for
+
+pytestmark = pytest.mark.django_db
+
+ANNOTATOR_ENDPOINTS = [
+    ("post", "/api/v1/annotate/next"),
+    ("post", "/api/v1/annotate/submit"),
+    ("post", "/api/v1/annotate/skip"),
+    ("post", "/api/v1/annotate/undo"),
+    ("get", "/api/v1/annotate/progress"),
+    ("get", "/api/v1/annotate/annotations"),
+    ("post", "/api/v1/annotate/codebook/ack"),
+]
+SHARED_ENDPOINTS = [  # annotators and reviewers
+    ("get", "/api/v1/annotate/codebook"),
+    ("get", "/api/v1/annotation/codebook/diff?to=1"),
+]
+REVIEWER_ENDPOINTS = [
+    ("get", "/api/v1/annotation/codebook/versions"),
+    ("post", "/api/v1/annotation/codebook/versions"),
+    ("get", "/api/v1/annotation/adjudications"),
+    ("post", "/api/v1/annotation/adjudications/1/resolve"),
+    ("get", "/api/v1/annotation/annotators/paused"),
+    ("post", "/api/v1/annotation/annotators/1/unpause"),
+    ("get", "/api/v1/annotation/agreement"),
+    ("get", "/api/v1/annotation/blind-vs-shown"),
+    ("get", "/api/v1/annotation/queue"),
+]
+EXPORT_ENDPOINTS = [("get", "/api/v1/annotations/export")]
+ALL = ANNOTATOR_ENDPOINTS + SHARED_ENDPOINTS + REVIEWER_ENDPOINTS + EXPORT_ENDPOINTS
+
+
+@pytest.fixture(autouse=True)
+def _no_gold_no_blind(settings) -> None:
+    settings.ANNOTATION_GOLD_RATE = 0.0
+    settings.ANNOTATION_BLIND_SHARE = 0.0
+
+
+def _call(user: User | None, method: str, url: str, data: dict | None = None):
+    client = client_for(user)
+    return getattr(client, method)(url, data or {}, format="json") if method == "post" else client.get(url)
+
+
+# --- permissions ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "url"), ALL)
+def test_it_asks_anonymous_callers_to_authenticate(method: str, url: str) -> None:
+    response = _call(None, method, url)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+@pytest.mark.parametrize(("method", "url"), ALL)
+def test_it_gives_the_outsider_403_everywhere(outsider: User, method: str, url: str) -> None:
+    assert _call(outsider, method, url).status_code == 403
+
+
+@pytest.mark.parametrize(("method", "url"), REVIEWER_ENDPOINTS + EXPORT_ENDPOINTS)
+def test_it_keeps_annotators_out_of_reviewer_and_client_apis(annotator: User, method: str, url: str) -> None:
+    assert _call(annotator, method, url).status_code == 403
+
+
+@pytest.mark.parametrize(("method", "url"), ANNOTATOR_ENDPOINTS + SHARED_ENDPOINTS + REVIEWER_ENDPOINTS)
+def test_it_gives_api_clients_only_the_export(api_client_user: User, method: str, url: str) -> None:
+    assert _call(api_client_user, method, url).status_code == 403
+
+
+@pytest.mark.parametrize(("method", "url"), ANNOTATOR_ENDPOINTS)
+def test_it_keeps_reviewers_out_of_the_annotator_loop(reviewer: User, method: str, url: str) -> None:
+    assert _call(reviewer, method, url).status_code == 403
+
+
+def test_it_hides_another_annotators_assignment(annotator: User, annotator2: User) -> None:
+    make_tasks(2)
+    mine = lease(annotator)
+    for url, body in [
+        ("/api/v1/annotate/submit", {"assignment_id": mine.id, "verdict": "accept"}),
+        ("/api/v1/annotate/skip", {"assignment_id": mine.id}),
+    ]:
+        response = _call(annotator2, "post", url, body)
+        assert response.status_code == 404, url
+        assert response.json()["error"]["code"] == "not_found"
+    assert Assignment.objects.get(id=mine.id).status == AssignmentStatus.LIVE
+    assert not Annotation.objects.exists()
+
+
+def test_it_lists_and_undoes_only_the_annotators_own_annotations(annotator: User, annotator2: User) -> None:
+    make_tasks(2)
+    theirs = submit(annotator2, lease(annotator2))
+    assert _call(annotator, "get", "/api/v1/annotate/annotations").json() == []
+    response = _call(annotator, "post", "/api/v1/annotate/undo")
+    assert response.status_code == 409
+    assert Annotation.objects.filter(id=theirs.id).exists()
+    assert [a["id"] for a in _call(annotator2, "get", "/api/v1/annotate/annotations").json()] == [theirs.id]
+
+
+# --- the annotator loop over HTTP ---------------------------------------------------------------------------
+
+
+def test_it_runs_next_submit_skip_undo_over_http(annotator: User) -> None:
+    tasks = make_tasks(3, entropies=[3.0, 2.0, 1.0])
+    item = _call(annotator, "post", "/api/v1/annotate/next").json()
+    assert item["task_id"] == tasks[0].id
+    assert item["guess"] == {"price": "100.00"}
+    assert "is_gold" not in json.dumps(item)
+    body = {"assignment_id": item["id"], "verdict": "correct", "corrected_price": "89.5", "seconds_spent": 4}
+    response = _call(annotator, "post", "/api/v1/annotate/submit", {**body, "client_token": "k1"})
+    assert response.status_code == 200
+    assert response.json()["corrected_price"] == "89.50"
+    assert (
+        _call(annotator, "post", "/api/v1/annotate/submit", {**body, "client_token": "k1"}).json()["id"]
+        == (response.json()["id"])
+    )
+    item2 = _call(annotator, "post", "/api/v1/annotate/next").json()
+    assert _call(annotator, "post", "/api/v1/annotate/skip", {"assignment_id": item2["id"]}).json() == {
+        "assignment_id": item2["id"],
+        "status": "skipped",
+    }
+    undo = _call(annotator, "post", "/api/v1/annotate/undo").json()
+    assert undo["assignment"]["task_id"] == tasks[0].id
+    assert undo["undone"]["corrected_price"] == "89.50"
+    progress = _call(annotator, "get", "/api/v1/annotate/progress").json()
+    assert progress["done_today"] == 0
+    assert progress["remaining"] == 2
+    assert Annotation.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"verdict": "correct", "corrected_price": "twelve"}, "corrected_price"),
+        ({"verdict": "correct", "corrected_price": "NaN"}, "corrected_price"),
+        ({"verdict": "correct", "corrected_price": "-3"}, "corrected_price"),
+        ({"verdict": "correct"}, "corrected_price"),
+        ({"verdict": "maybe"}, "verdict"),
+        ({"verdict": "reject"}, "reason_code"),
+        ({"verdict": "accept", "seconds_spent": "soon"}, "seconds_spent"),
+    ],
+)
+def test_it_answers_400_naming_the_bad_field(annotator: User, body: dict, field: str) -> None:
+    make_tasks(1)
+    assignment = lease(annotator)
+    response = _call(annotator, "post", "/api/v1/annotate/submit", {"assignment_id": assignment.id, **body})
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+    assert not Annotation.objects.exists()
+
+
+def test_it_answers_204_when_nothing_is_left(annotator: User) -> None:
+    assert _call(annotator, "post", "/api/v1/annotate/next").status_code == 204
+
+
+def test_it_answers_409_until_the_codebook_is_acknowledged(annotator: User, reviewer: User) -> None:
+    make_tasks(1)
+    published = _call(reviewer, "post", "/api/v1/annotation/codebook/versions", {"markdown": "# Rules\n"})
+    assert published.status_code == 201
+    response = _call(annotator, "post", "/api/v1/annotate/next")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "codebook_ack_required"
+    assert response.json()["error"]["codebook_version"] == 1
+    assert _call(annotator, "get", "/api/v1/annotate/codebook").json()["acknowledged"] is False
+    assert _call(annotator, "post", "/api/v1/annotate/codebook/ack", {"version": 1}).status_code == 200
+    assert _call(annotator, "post", "/api/v1/annotate/next").status_code == 200
+
+
+def test_it_answers_403_with_a_notice_to_a_paused_annotator(annotator: User, reviewer: User) -> None:
+    make_tasks(1)
+    services.annotator_pause(annotator=annotator, reason="Gold accuracy too low.")
+    response = _call(annotator, "post", "/api/v1/annotate/next")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "annotator_paused"
+    paused = _call(reviewer, "get", "/api/v1/annotation/annotators/paused").json()
+    assert [p["username"] for p in paused] == ["alice"]
+    assert _call(reviewer, "post", f"/api/v1/annotation/annotators/{annotator.id}/unpause").status_code == 200
+    assert _call(annotator, "post", "/api/v1/annotate/next").status_code == 200
+
+
+def test_it_lets_a_reviewer_adjudicate_over_http(reviewer: User, annotator: User, annotator2: User) -> None:
+    (task,) = make_tasks(1, overlap=2)
+    submit(annotator, lease(annotator), "correct", "10")
+    submit(annotator2, lease(annotator2), "correct", "400")
+    queue = _call(reviewer, "get", "/api/v1/annotation/adjudications").json()
+    assert [q["task_id"] for q in queue] == [task.id]
+    url = f"/api/v1/annotation/adjudications/{task.id}/resolve"
+    assert _call(reviewer, "post", url, {"price": "abc"}).json()["error"]["fields"].keys() == {"price"}
+    assert _call(reviewer, "post", url, {"price": "120"}).json()["method"] == "adjudicated"
+    assert _call(reviewer, "post", url, {"price": "120"}).status_code == 409
+    assert (
+        _call(reviewer, "post", "/api/v1/annotation/adjudications/999999/resolve", {"price": "1"}).status_code
+        == 404
+    )
+
+
+def test_it_exports_annotations_as_jsonl_and_json(
+    api_client_user: User, reviewer: User, annotator: User
+) -> None:
+    make_tasks(2)
+    submit(annotator, lease(annotator), "correct", "55")
+    submit(annotator, lease(annotator), "accept")
+    response = _call(api_client_user, "get", "/api/v1/annotations/export")
+    assert response["Content-Type"] == "application/x-ndjson"
+    rows = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+    assert [r["verdict"] for r in rows] == ["correct", "accept"]
+    assert rows[0]["corrected_price"] == "55.00"
+    as_list = _call(
+        reviewer, "get", f"/api/v1/annotations/export?output=json&since_id={rows[0]['id']}"
+    ).json()
+    assert [r["id"] for r in as_list] == [rows[1]["id"]]
+    assert _call(reviewer, "get", "/api/v1/annotations/export?since_id=x").status_code == 400
+
+
+def test_it_shows_reviewers_the_codebook_diff(reviewer: User, annotator: User) -> None:
+    _call(
+        reviewer,
+        "post",
+        "/api/v1/annotation/codebook/versions",
+        {"markdown": "# Rules\n\nAccept close guesses.\n"},
+    )
+    _call(
+        reviewer,
+        "post",
+        "/api/v1/annotation/codebook/versions",
+        {"markdown": "# Rules\n\nAccept exact guesses.\n"},
+    )
+    diff = _call(annotator, "get", "/api/v1/annotation/codebook/diff?from=1&to=2").json()["diff"]
+    assert "-Accept close guesses." in diff
+    assert "+Accept exact guesses." in diff
+    assert _call(reviewer, "get", "/api/v1/annotation/codebook/diff?from=1&to=9").status_code == 404
+
+
+def test_it_reports_queue_agreement_and_anchoring(reviewer: User, annotator: User) -> None:
+    make_tasks(1)
+    submit(annotator, lease(annotator))
+    assert _call(reviewer, "get", "/api/v1/annotation/queue").json()["tasks"]["resolved"] == 1
+    assert _call(reviewer, "get", "/api/v1/annotation/agreement").json()["annotations"] == 1
+    assert _call(reviewer, "get", "/api/v1/annotation/blind-vs-shown").json()["shown"]["n"] == 1
+
+
+def test_it_describes_every_annotation_endpoint_in_the_schema(reviewer: User) -> None:
+    schema = client_for(reviewer).get("/api/schema/?format=json").json()
+    paths = set(schema["paths"])
+    for _, url in ALL:
+        assert (
+            url.split("?")[0]
+            .replace("/1/", "/{task_id}/", 1)
+            .replace("annotators/{task_id}", "annotators/{user_id}")
+            in paths
+        ), url
+
+
+# --- query counts ----------------------------------------------------------------------------------------
+
+
+def test_it_pins_the_queries_of_next_and_submit(annotator: User) -> None:
+    make_tasks(5, entropies=[5, 4, 3, 2, 1])
+    client = client_for(annotator)
+    submit(annotator, lease(annotator))  # steady state: the annotator's status row exists
+    # session, user, groups (role), codebook check, lock status, live lease?, pick, insert, claim, counters
+    with CaptureQueriesContext(connection) as ctx:
+        item = client.post("/api/v1/annotate/next").json()
+    fresh_next = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert len(fresh_next) == 10, "\n".join(fresh_next)
+    with CaptureQueriesContext(connection) as ctx:
+        client.post("/api/v1/annotate/next")
+    again = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert len(again) == 7, "\n".join(again)  # session, user, groups, codebook, lock, live lease, renew
+    body = {"assignment_id": item["id"], "verdict": "correct", "corrected_price": "12", "client_token": "t"}
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.post("/api/v1/annotate/submit", body, format="json").status_code == 200
+    sub = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    # session, user, groups, dedupe, lock lease+task, codebook, resolve task, lease done, insert, label
+    assert len(sub) == 10, "\n".join(sub)
+    assert Task.objects.filter(status="resolved").count() == 2
