@@ -1,0 +1,102 @@
+"""Fixtures of the retraining tests: a synthetic catalogue, the tiny base (built once, cached on
+disk), isolated artifact folders, and a helper that labels products through the annotation services.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from annotation.catalogue.synthetic import generate_products
+
+CATALOGUE_SIZE = 260
+CATALOGUE_SEED = 7
+TEST_FRACTION = 0.25
+BASE_STEPS = 40
+# Tiny-recipe overrides that keep a CPU run to a few seconds.
+FAST = {"train": {"max_steps": 12, "batch_size": 8, "save_steps": 6}}
+
+
+def catalogue_rows(n: int = CATALOGUE_SIZE, seed: int = CATALOGUE_SEED) -> list[dict[str, Any]]:
+    return list(generate_products(n, seed=seed))
+
+
+def catalogue_jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def import_catalogue(rows: list[dict[str, Any]] | None = None) -> Any:
+    from annotation.catalogue.services import products_import_stream
+
+    rows = catalogue_rows() if rows is None else rows
+    result = products_import_stream(
+        stream=io.BytesIO(catalogue_jsonl(rows)), fmt="jsonl", test_fraction=TEST_FRACTION, source="test"
+    )
+    assert result.bad == 0, result.errors[:3]
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_base() -> Path:
+    """The tiny Llama base built from the synthetic catalogue's pool-like items; cached across runs."""
+    from training.engine.bootstrap import build_base
+
+    rows = catalogue_rows()
+    items = [{"text": r["text"], "price": float(r["price"])} for r in rows if r.get("price")]
+    key = hashlib.sha256(json.dumps([items, BASE_STEPS]).encode()).hexdigest()[:16]
+    out = Path(settings.DATA_DIR) / "test-cache" / f"base-tiny-{key}"
+    if not (out / "config.json").exists():
+        build_base(items, out, size="tiny", steps=BASE_STEPS, seed=0)
+    return out
+
+
+@pytest.fixture
+def pipeline_settings(settings: Any, tmp_path: Path, tiny_base: Path) -> Any:
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    settings.BASE_MODEL = str(tiny_base)
+    settings.RETRAIN_RECIPE = "tiny"
+    settings.RETRAIN_RECIPE_OVERRIDES = json.dumps(FAST)
+    settings.RETRAIN_MIN_BATCH_SIZE = 5
+    settings.RETRAIN_EVAL_MAX_ITEMS = 0
+    settings.GATE_MIN_DELTA = 0.0
+    settings.GATE_ALPHA = 0.2
+    settings.GUESS_BATCH_SIZE = 64
+    settings.ANNOTATION_OVERLAP = 1
+    settings.ANNOTATION_BLIND_SHARE = 0.0
+    settings.ANNOTATION_GOLD_RATE = 0.0
+    return settings
+
+
+def label_everything(
+    annotator: User, *, price_of: Callable[[Any], Decimal | None], limit: int = 10_000
+) -> int:
+    """Lease and answer tasks as ``annotator`` until the queue is empty: ``price_of(product)`` gives the
+    corrected price, or ``None`` to accept the guess. Returns the number of annotations."""
+    from annotation.queue import lease_next_task
+    from annotation.services import annotation_submit
+
+    done = 0
+    while done < limit:
+        assignment = lease_next_task(annotator=annotator)
+        if assignment is None:
+            break
+        product = assignment.task.product
+        price = price_of(product)
+        annotation_submit(
+            annotator=annotator,
+            assignment_id=assignment.pk,
+            verdict="accept" if price is None else "correct",
+            corrected_price=price,
+            seconds_spent=3,
+        )
+        done += 1
+    return done

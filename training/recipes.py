@@ -1,0 +1,82 @@
+"""The engine recipe a run uses, and the predictor settings every evaluation shares.
+
+Candidate and champion are scored with the same predictor settings (those of ``RETRAIN_RECIPE`` with
+``RETRAIN_RECIPE_OVERRIDES``), so the gate compares like with like and cached predictions stay valid.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in base.items()}
+    for section, values in (extra or {}).items():
+        if isinstance(values, dict) and isinstance(out.get(section), dict):
+            out[section].update(values)
+        else:
+            out[section] = values
+    return out
+
+
+def recipe_overrides() -> dict[str, Any]:
+    """``RETRAIN_RECIPE_OVERRIDES`` as a dict of recipe sections, e.g. ``{"quant": {"mode": "4bit"}}``."""
+    raw = (settings.RETRAIN_RECIPE_OVERRIDES or "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"RETRAIN_RECIPE_OVERRIDES={raw!r} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured("RETRAIN_RECIPE_OVERRIDES must be a JSON object of recipe sections.")
+    return value
+
+
+def run_recipe(*, recipe_name: str, method: str, base_model: str, overrides: dict[str, Any]) -> Any:
+    """The engine ``Recipe`` of a run: the named recipe, the configured overrides, the run's method,
+    base and own overrides (later wins)."""
+    from training.engine.config import load_recipe
+
+    merged = _merge(recipe_overrides(), {"train": {"method": method}, "model": {"base": base_model}})
+    merged = _merge(merged, overrides or {})
+    return load_recipe(recipe_name, merged)
+
+
+def predictor_settings() -> dict[str, Any]:
+    """Plain-JSON predictor settings (part of every evaluation's fingerprint)."""
+    from training.engine.config import load_recipe
+
+    recipe = load_recipe(settings.RETRAIN_RECIPE, recipe_overrides())
+    return {
+        "recipe": settings.RETRAIN_RECIPE,
+        "quantization": recipe.quant.mode,
+        "k": recipe.predict.k,
+        "batch_size": recipe.predict.batch_size,
+        "max_length": recipe.train.max_length,
+        "max_new_tokens": recipe.predict.max_new_tokens,
+        "prompt_style": recipe.model.prompt_style,
+        "dtype": recipe.model.dtype,
+    }
+
+
+def make_predictor(*, base_model: str, adapter_dir: Path | None, predictor: dict[str, Any]) -> Any:
+    """A predictor for ``base_model`` (+ adapter) with exactly the given settings."""
+    from training.engine.predictor import Predictor
+
+    return Predictor(
+        base_model,
+        adapter_dir,
+        quantization=predictor["quantization"],
+        k=predictor["k"],
+        batch_size=predictor["batch_size"],
+        prompt_style=predictor["prompt_style"],
+        max_length=predictor["max_length"],
+        max_new_tokens=predictor["max_new_tokens"],
+        dtype=predictor["dtype"],
+    )

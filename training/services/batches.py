@@ -1,0 +1,268 @@
+"""Retrain batches: snapshot resolved labels, then a reviewer approves (→ exactly one run) or rejects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotation.models import Annotation, AnnotatorStatus, PriceFlag, ResolvedLabel, Split, Verdict
+from training.exceptions import BatchStateError, NotEnoughLabelsError
+from training.models import (
+    AuditAction,
+    AuditEvent,
+    BatchItem,
+    BatchStatus,
+    Recipe,
+    RetrainBatch,
+    RunStatus,
+    TrainingRun,
+)
+from training.stats import AnnotationFact, batch_stats
+from webapp.roles import Role, has_role
+
+logger = logging.getLogger(__name__)
+
+
+def _majority_verdict(label: ResolvedLabel) -> str:
+    counts = {
+        Verdict.ACCEPT.value: label.n_accept,
+        Verdict.CORRECT.value: label.n_correct,
+        Verdict.REJECT.value: label.n_reject,
+    }
+    if label.method == "rejected":
+        return Verdict.REJECT.value
+    if label.method == "accept_majority":
+        return Verdict.ACCEPT.value
+    # median / adjudicated: the human price is what counts; call it a correction unless all accepted.
+    best = max(counts, key=lambda v: (counts[v], v == Verdict.CORRECT.value))
+    return best if best != Verdict.REJECT.value else Verdict.CORRECT.value
+
+
+def _content_sha256(items: list[BatchItem]) -> str:
+    canonical = [
+        [item.resolved_label_id, item.product_id, str(item.price), item.verdict, item.codebook_version]
+        for item in items
+    ]
+    return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
+
+
+def _unbatched_labels() -> Any:
+    return (
+        ResolvedLabel.objects.filter(
+            batch_item__isnull=True, task__is_gold=False, task__product__split=Split.POOL
+        )
+        .select_related("task", "task__guess", "task__product")
+        .order_by("id")
+    )
+
+
+def batch_create_from_resolved(*, min_size: int | None = None, recipe: str = Recipe.SFT) -> RetrainBatch:
+    """Snapshot every resolved label that no batch holds yet into a new ``pending_review`` batch.
+
+    Raises ``NotEnoughLabelsError`` below ``min_size`` (default ``RETRAIN_MIN_BATCH_SIZE``). Two callers at
+    once cannot put a label in two batches: ``BatchItem.resolved_label`` is one-to-one, so the second
+    insert fails and that caller gets ``NotEnoughLabelsError``.
+    """
+    min_size = settings.RETRAIN_MIN_BATCH_SIZE if min_size is None else min_size
+    if recipe not in Recipe.values:
+        raise BatchStateError(f"recipe {recipe!r} is unknown; use one of {', '.join(Recipe.values)}.")
+    try:
+        with transaction.atomic():
+            labels = list(_unbatched_labels())
+            if not labels or len(labels) < max(min_size, 1):
+                raise NotEnoughLabelsError(
+                    f"{len(labels)} resolved label(s) are waiting; a batch needs at least {max(min_size, 1)} "
+                    "(RETRAIN_MIN_BATCH_SIZE)."
+                )
+            task_ids = [label.task_id for label in labels]
+            annotations = list(
+                Annotation.objects.filter(task_id__in=task_ids)
+                .select_related("codebook_version", "annotator")
+                .order_by("id")
+            )
+            by_task: dict[int, list[Annotation]] = {}
+            for annotation in annotations:
+                by_task.setdefault(annotation.task_id, []).append(annotation)
+
+            batch = RetrainBatch.objects.create(
+                recipe=recipe, content_sha256="pending-" + str(timezone.now())
+            )
+            items: list[BatchItem] = []
+            for label in labels:
+                task_annotations = by_task.get(label.task_id, [])
+                codebooks = [a.codebook_version.number for a in task_annotations if a.codebook_version]
+                guess = label.task.guess
+                items.append(
+                    BatchItem(
+                        batch=batch,
+                        resolved_label=label,
+                        product_id=label.task.product_id,
+                        price=label.price,
+                        price_trainable=label.price is not None and label.price_flag == PriceFlag.OK,
+                        guess_price=guess.price if guess else None,
+                        guess_version_id=guess.model_version_id if guess else None,
+                        verdict=_majority_verdict(label),
+                        codebook_version=max(codebooks) if codebooks else None,
+                        annotator_ids=sorted({a.annotator_id for a in task_annotations}),
+                    )
+                )
+            BatchItem.objects.bulk_create(items)
+            batch.content_sha256 = _content_sha256(items)
+            batch.size = len(items)
+            batch.stats = _stats_for(labels, by_task, items)
+            batch.save(update_fields=["content_sha256", "size", "stats"])
+            AuditEvent.objects.create(
+                action=AuditAction.BATCH_CREATE, batch=batch, numbers={"rows": batch.size}
+            )
+    except IntegrityError as exc:
+        # Another process batched some of these labels between our read and our insert.
+        raise NotEnoughLabelsError(
+            f"the labels were batched by another process at the same time ({exc})."
+        ) from exc
+    logger.info("retrain batch %s created with %s labels", batch.pk, batch.size)
+    return batch
+
+
+def _stats_for(
+    labels: list[ResolvedLabel], by_task: dict[int, list[Annotation]], items: list[BatchItem]
+) -> dict[str, Any]:
+    from annotation.conf import within_tolerance
+
+    facts: list[AnnotationFact] = []
+    for label in labels:
+        guess = label.task.guess
+        for annotation in by_task.get(label.task_id, []):
+            price: Decimal | None = None
+            if annotation.verdict == Verdict.CORRECT:
+                price = annotation.corrected_price
+            elif annotation.verdict == Verdict.ACCEPT and guess is not None:
+                price = guess.price
+            facts.append(
+                AnnotationFact(
+                    task_id=label.task_id,
+                    annotator_id=annotation.annotator_id,
+                    verdict=annotation.verdict,
+                    price=float(price) if price is not None else None,
+                )
+            )
+    rows = []
+    for label, item in zip(labels, items, strict=True):
+        within = None
+        if label.n_annotations >= 2 and label.spread is not None and label.price is not None:
+            within = within_tolerance(label.price + label.spread, label.price)
+        rows.append(
+            {
+                "price": item.price,
+                "verdict": item.verdict,
+                "n_annotations": label.n_annotations,
+                "within_tolerance": within,
+                "trainable": item.price_trainable,
+            }
+        )
+    annotator_ids = {f.annotator_id for f in facts}
+    quality: dict[int, dict[str, Any]] = {}
+    for status in AnnotatorStatus.objects.filter(user_id__in=annotator_ids).select_related("user"):
+        quality[status.user_id] = {
+            "username": status.user.get_username(),
+            "gold_accuracy": status.gold_accuracy,
+            "gold_seen": status.gold_seen,
+        }
+    for annotation_list in by_task.values():
+        for annotation in annotation_list:
+            quality.setdefault(annotation.annotator_id, {"username": annotation.annotator.get_username()})
+    return batch_stats(labels=rows, facts=facts, annotator_quality=quality)
+
+
+def _require_reviewer(user: AbstractBaseUser) -> None:
+    if not has_role(user, Role.REVIEWER):
+        raise PermissionError("only reviewers may approve or reject retrain batches.")
+
+
+def batch_approve(*, reviewer: AbstractBaseUser, batch_id: int, recipe: str | None = None) -> TrainingRun:
+    """Approve a batch and create its one training run; the dataset task starts after the commit.
+
+    Idempotent and safe under concurrency: the batch row is locked, an approved batch returns its
+    existing run, and ``TrainingRun.batch`` is unique, so two reviewers approving at once get one run.
+    """
+    _require_reviewer(reviewer)
+    if recipe is not None and recipe not in Recipe.values:
+        raise BatchStateError(f"recipe {recipe!r} is unknown; use one of {', '.join(Recipe.values)}.")
+    try:
+        with transaction.atomic():
+            batch = RetrainBatch.objects.select_for_update().get(pk=batch_id)
+            if batch.status == BatchStatus.APPROVED:
+                return TrainingRun.objects.get(batch=batch)
+            if batch.status == BatchStatus.REJECTED:
+                raise BatchStateError(f"batch {batch_id} was rejected; it cannot be approved any more.")
+            updated = RetrainBatch.objects.filter(pk=batch_id, status=BatchStatus.PENDING_REVIEW).update(
+                status=BatchStatus.APPROVED,
+                reviewer=reviewer,
+                reviewed_at=timezone.now(),
+                recipe=recipe or batch.recipe,
+            )
+            if updated != 1:  # lost a race on a database without row locks
+                return TrainingRun.objects.get(batch=batch)
+            run = TrainingRun.objects.create(
+                batch=batch,
+                recipe=recipe or batch.recipe,
+                recipe_name=settings.RETRAIN_RECIPE,
+                base_model=settings.BASE_MODEL,
+                status=RunStatus.QUEUED,
+            )
+            AuditEvent.objects.create(
+                action=AuditAction.BATCH_APPROVE,
+                actor=reviewer,
+                batch=batch,
+                run=run,
+                numbers={"rows": batch.size, "recipe": run.recipe},
+            )
+            transaction.on_commit(lambda: _enqueue_dataset(run.pk))
+    except IntegrityError:
+        # The other reviewer's transaction created the run first (unique batch): that run is the one.
+        return TrainingRun.objects.get(batch_id=batch_id)
+    logger.info("batch %s approved by %s: run %s queued", batch_id, reviewer, run.pk)
+    return run
+
+
+def _enqueue_dataset(run_id: int) -> None:
+    from workers.pipeline import build_dataset
+
+    result = build_dataset.delay(run_id)
+    TrainingRun.objects.filter(pk=run_id, celery_task_id="").update(celery_task_id=result.id or "")
+
+
+def batch_reject(*, reviewer: AbstractBaseUser, batch_id: int, reason: str) -> RetrainBatch:
+    """Reject a pending batch with a reason. Its labels stay used (they are not re-batched)."""
+    _require_reviewer(reviewer)
+    reason = (reason or "").strip()
+    if not reason:
+        raise BatchStateError("a reason is required to reject a batch; say what is wrong with it.")
+    with transaction.atomic():
+        batch = RetrainBatch.objects.select_for_update().get(pk=batch_id)
+        if batch.status == BatchStatus.REJECTED:
+            return batch
+        if batch.status != BatchStatus.PENDING_REVIEW:
+            raise BatchStateError(
+                f"batch {batch_id} is {batch.status}; only a pending batch can be rejected."
+            )
+        batch.status = BatchStatus.REJECTED
+        batch.reviewer = reviewer  # type: ignore[assignment]
+        batch.reviewed_at = timezone.now()
+        batch.reason = reason
+        batch.save(update_fields=["status", "reviewer", "reviewed_at", "reason"])
+        AuditEvent.objects.create(
+            action=AuditAction.BATCH_REJECT,
+            actor=reviewer,
+            batch=batch,
+            message=reason,
+            numbers={"rows": batch.size},
+        )
+    return batch

@@ -1,0 +1,453 @@
+"""The model registry: register verified versions, score them, the promotion gate, rollback.
+
+One champion at every instant: a promotion demotes the old champion and promotes the new one inside
+one transaction, with both rows locked (in primary-key order, so two swaps cannot deadlock), after
+checking that the champion is still the one the decision was made against. The partial unique
+constraint ``one_champion_at_most`` makes the database refuse a second champion whatever happens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from annotation.models import PriceFlag, Product, Split
+from training import paths
+from training.archive import tar_digest
+from training.exceptions import RunStateError, VersionStateError
+from training.models import (
+    AuditAction,
+    AuditEvent,
+    Evaluation,
+    ModelVersion,
+    RunStage,
+    RunStatus,
+    TrainingRun,
+    VersionStatus,
+)
+from training.recipes import make_predictor, predictor_settings
+from webapp.roles import Role, has_role
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ("training_mean", "tfidf_ridge")
+_EVAL_CHUNK = 256  # products per predictor call; the run's lease is renewed between calls
+
+
+# --- registration ---------------------------------------------------------------------------------
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+
+
+def version_register(
+    *, run_id: int, adapter_dir: Path, recipe: Any, enqueue_next: bool = True
+) -> ModelVersion:
+    """Write the run's adapter as a version folder, verify it, then insert the version row.
+
+    The folder is written atomically by the engine and read back (checksums checked) before the row
+    exists, so a listed version always has complete files. A folder left by a crashed attempt is
+    reused when it verifies and replaced when it does not.
+    """
+    from training.engine.artifacts import ArtifactError, read_version, write_version
+
+    run = TrainingRun.objects.select_related("parent", "dataset").get(pk=run_id)
+    if run.candidate_id is not None:
+        return run.candidate  # type: ignore[return-value]
+    dest = paths.version_dir(f"run-{run_id}")
+    dataset = getattr(run, "dataset", None)
+    manifest = {
+        "base_model": run.base_model,
+        "base_revision": "",
+        "recipe_name": run.recipe_name,
+        "method": run.recipe,
+        "recipe": recipe.to_dict(),
+        "hyperparameters": run.hyperparameters,
+        "dataset": {
+            "sha256": dataset.sha256 if dataset else "",
+            "rows": dataset.rows if dataset else 0,
+            "kind": dataset.kind if dataset else run.recipe,
+        },
+        "batch_id": run.batch_id,
+        "run_id": run_id,
+        "parent": run.parent.name if run.parent else None,
+        "train_result": run.result,
+    }
+    if dest.exists():
+        try:
+            read_version(dest)
+        except (ArtifactError, OSError, ValueError):
+            shutil.rmtree(dest)
+    if not dest.exists():
+        write_version(adapter_dir, dest, manifest=manifest)
+    read_version(dest)  # raises on any missing file or checksum mismatch: no row for a bad folder
+    stored = _read_manifest(dest)
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                number = (ModelVersion.objects.aggregate(n=Max("number"))["n"] or 0) + 1
+                sha256, size = tar_digest(dest, prefix=f"v{number}")
+                version = ModelVersion.objects.create(
+                    number=number,
+                    base_model=run.base_model,
+                    parent=run.parent,
+                    status=VersionStatus.CANDIDATE,
+                    artifact_path=paths.relative(dest),
+                    artifact_sha256=sha256,
+                    artifact_size=size,
+                    hyperparameters={"recipe": run.recipe_name, "method": run.recipe, **run.hyperparameters},
+                    manifest=stored,
+                    dataset_fingerprint=dataset.sha256 if dataset else "",
+                )
+                moved = TrainingRun.objects.filter(
+                    pk=run_id, status=RunStatus.RUNNING, stage=RunStage.TRAIN, candidate__isnull=True
+                ).update(candidate=version, stage=RunStage.EVALUATE, heartbeat=None)
+                if moved != 1:
+                    raise RunStateError(f"run {run_id} is no longer training; its version is not registered.")
+                if enqueue_next:
+                    transaction.on_commit(lambda: _enqueue_evaluate(run_id))
+            return version
+        except IntegrityError:
+            time.sleep(0.05)  # another version took this number: take the next one
+    raise RunStateError(f"could not allocate a version number for run {run_id}")
+
+
+def _enqueue_evaluate(run_id: int) -> None:
+    from training.services.runs import enqueue_evaluate
+
+    enqueue_evaluate(run_id)
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+
+def test_products() -> list[Product]:
+    """The frozen test split with a usable true price, lowest ids first (capped by RETRAIN_EVAL_MAX_ITEMS)."""
+    qs = Product.objects.filter(split=Split.TEST, price__isnull=False, price_flag=PriceFlag.OK).order_by("id")
+    limit = int(settings.RETRAIN_EVAL_MAX_ITEMS)
+    return list(qs[:limit] if limit > 0 else qs)
+
+
+def split_fingerprint(products: list[Product], predictor: dict[str, Any], extra: str = "") -> str:
+    blob = json.dumps(
+        {
+            "ids": [p.external_id for p in products],
+            "truths": [str(p.price) for p in products],
+            "p": predictor,
+            "x": extra,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _store_evaluation(
+    *,
+    version: ModelVersion | None,
+    baseline: str,
+    fingerprint: str,
+    predictor: dict[str, Any],
+    products: list[Product],
+    guesses: list[float],
+    seconds: float,
+    title: str,
+) -> Evaluation:
+    from training.engine.evaluator import evaluate, scatter_chart
+
+    truths = [float(p.price) for p in products]  # type: ignore[arg-type]
+    metrics = evaluate(truths, guesses).to_dict()
+    chart = paths.chart_dir() / f"{(version.name if version else baseline)}-{fingerprint[:12]}.png"
+    try:
+        scatter_chart(truths, guesses, chart, title=title)
+        chart_path = paths.relative(chart)
+    except Exception:
+        logger.exception("scatter chart for %s failed", title)
+        chart_path = ""
+    try:
+        with transaction.atomic():
+            return Evaluation.objects.create(
+                version=version,
+                baseline=baseline,
+                split_fingerprint=fingerprint,
+                predictor_settings=predictor,
+                product_ids=[p.external_id for p in products],
+                truths=truths,
+                guesses=guesses,
+                metrics=metrics,
+                chart_path=chart_path,
+                seconds=seconds,
+            )
+    except IntegrityError:  # a concurrent evaluation of the same thing stored it first
+        if version is not None:
+            return Evaluation.objects.get(version=version, split_fingerprint=fingerprint)
+        return Evaluation.objects.get(version__isnull=True, baseline=baseline, split_fingerprint=fingerprint)
+
+
+def evaluation_of_version(
+    *,
+    version: ModelVersion,
+    products: list[Product],
+    predictor: dict[str, Any] | None = None,
+    on_chunk: Callable[[], None] | None = None,
+) -> Evaluation:
+    """The version's predictions and metrics on ``products``; computed once per split and settings."""
+    predictor = predictor or predictor_settings()
+    fingerprint = split_fingerprint(products, predictor)
+    cached = Evaluation.objects.filter(version=version, split_fingerprint=fingerprint).first()
+    if cached is not None:
+        return cached
+    started = time.monotonic()
+    model = make_predictor(
+        base_model=version.base_model, adapter_dir=paths.resolve(version.artifact_path), predictor=predictor
+    )
+    guesses: list[float] = []
+    for start in range(0, len(products), _EVAL_CHUNK):
+        chunk = products[start : start + _EVAL_CHUNK]
+        guesses.extend(float(p.price) for p in model.predict([p.text for p in chunk]))
+        if on_chunk is not None:
+            on_chunk()
+    return _store_evaluation(
+        version=version,
+        baseline="",
+        fingerprint=fingerprint,
+        predictor=predictor,
+        products=products,
+        guesses=guesses,
+        seconds=time.monotonic() - started,
+        title=f"{version.name}: guess vs truth",
+    )
+
+
+def baselines_evaluate(*, products: list[Product] | None = None) -> list[Evaluation]:
+    """Training-mean and TF-IDF ridge baselines fitted on the pool's known prices, on the test split."""
+    from training.engine.baselines import mean_baseline, tfidf_ridge
+
+    products = test_products() if products is None else products
+    if not products:
+        return []
+    train = list(
+        Product.objects.filter(split=Split.POOL, price__isnull=False, price_flag=PriceFlag.OK)
+        .order_by("id")
+        .values_list("text", "price")
+    )
+    if not train:
+        return []
+    marker = f"train={len(train)}:{train[-1][1]}"
+    out = []
+    for name in BASELINES:
+        fingerprint = split_fingerprint(products, {"baseline": name}, marker)
+        cached = Evaluation.objects.filter(
+            version__isnull=True, baseline=name, split_fingerprint=fingerprint
+        ).first()
+        if cached is not None:
+            out.append(cached)
+            continue
+        started = time.monotonic()
+        texts = [t for t, _ in train]
+        prices = [float(p) for _, p in train]
+        model = mean_baseline(prices) if name == "training_mean" else tfidf_ridge(texts, prices)
+        guesses = [float(g) for g in model.predict([p.text for p in products])]
+        out.append(
+            _store_evaluation(
+                version=None,
+                baseline=name,
+                fingerprint=fingerprint,
+                predictor={"baseline": name},
+                products=products,
+                guesses=guesses,
+                seconds=time.monotonic() - started,
+                title=f"{model.name}: guess vs truth",
+            )
+        )
+    return out
+
+
+# --- the gate and the champion swap ---------------------------------------------------------------
+
+
+def _swap_champion(*, new: ModelVersion, expected_old_id: int | None) -> ModelVersion | bool | None:
+    """Inside a transaction: demote the champion, promote ``new``. ``False`` if the champion changed.
+
+    Returns the demoted champion (or None when there was none).
+    """
+    ids = sorted({new.pk} | ({expected_old_id} if expected_old_id else set()))
+    locked = {v.pk: v for v in ModelVersion.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+    current = ModelVersion.objects.filter(status=VersionStatus.CHAMPION).first()
+    if (current.pk if current else None) != expected_old_id:
+        return False
+    old = locked.get(expected_old_id) if expected_old_id else None
+    now = timezone.now()
+    if old is not None:
+        old.status = VersionStatus.ARCHIVED
+        old.save(update_fields=["status"])
+    target = locked[new.pk]
+    target.status = VersionStatus.CHAMPION
+    target.promoted_at = now
+    target.save(update_fields=["status", "promoted_at"])
+    return old
+
+
+def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
+    """Score the candidate and the champion on the test split, apply the gate, promote or reject.
+
+    Returns the gate decision (``None`` when there was nothing to do: a redelivery or an ended run).
+    """
+    from training.engine.evaluator import compare_paired, gate_decide
+
+    # Exclusive like training: a second delivery waits for the first one's lease to lapse.
+    now = timezone.now()
+    claimed = (
+        TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, stage=RunStage.EVALUATE)
+        .filter(
+            Q(heartbeat__isnull=True) | Q(heartbeat__lt=now - timedelta(seconds=settings.RETRAIN_RUN_LEASE_S))
+        )
+        .update(heartbeat=now)
+    )
+    if not claimed:
+        return None
+    run = TrainingRun.objects.select_related("candidate").get(pk=run_id)
+    candidate = run.candidate
+    if candidate is None:
+        raise RunStateError(f"run {run_id} is evaluating but has no candidate version")
+    products = test_products()
+    if not products:
+        from training.services.runs import run_fail
+
+        run_fail(run_id=run_id, error="the test split has no product with a price: nothing to score against")
+        return None
+    predictor = predictor_settings()
+
+    def renew() -> None:
+        TrainingRun.objects.filter(pk=run_id).update(heartbeat=timezone.now())
+
+    candidate_eval = evaluation_of_version(
+        version=candidate, products=products, predictor=predictor, on_chunk=renew
+    )
+    ModelVersion.objects.filter(pk=candidate.pk).update(metrics=candidate_eval.metrics)
+    for _attempt in range(5):
+        champion = ModelVersion.objects.filter(status=VersionStatus.CHAMPION).first()
+        if champion is None:
+            decision: dict[str, Any] = {
+                "promote": True,
+                "reasons": ["ok: there is no champion yet, so the first scored version becomes champion"],
+                "numbers": {"mae_candidate": candidate_eval.metrics["mae"], "n": len(products)},
+            }
+        else:
+            champion_eval = evaluation_of_version(
+                version=champion, products=products, predictor=predictor, on_chunk=renew
+            )
+            comparison = compare_paired(candidate_eval.truths, candidate_eval.guesses, champion_eval.guesses)
+            decision = gate_decide(
+                comparison,
+                min_delta=float(settings.GATE_MIN_DELTA),
+                alpha=float(settings.GATE_ALPHA),
+                test=settings.GATE_TEST,
+            ).to_dict()
+        decision["champion"] = champion.name if champion else None
+        decision["candidate"] = candidate.name
+        decision["candidate_metrics"] = candidate_eval.metrics
+        if _apply_decision(run_id=run_id, candidate=candidate, champion=champion, decision=decision):
+            return decision
+    raise RunStateError(f"run {run_id}: the champion kept changing during the gate; try again")
+
+
+def _apply_decision(
+    *, run_id: int, candidate: ModelVersion, champion: ModelVersion | None, decision: dict[str, Any]
+) -> bool:
+    try:
+        with transaction.atomic():
+            if decision["promote"]:
+                swapped = _swap_champion(new=candidate, expected_old_id=champion.pk if champion else None)
+                if swapped is False:
+                    return False
+            else:
+                ModelVersion.objects.filter(pk=candidate.pk, status=VersionStatus.CANDIDATE).update(
+                    status=VersionStatus.REJECTED
+                )
+            ended = TrainingRun.objects.filter(
+                pk=run_id, status=RunStatus.RUNNING, stage=RunStage.EVALUATE
+            ).update(
+                status=RunStatus.SUCCEEDED,
+                stage=RunStage.DONE,
+                gate=decision,
+                finished=timezone.now(),
+                heartbeat=None,
+            )
+            if ended != 1:
+                raise RunStateError(f"run {run_id} left the evaluate stage while it was being gated")
+            AuditEvent.objects.create(
+                action=AuditAction.PROMOTE if decision["promote"] else AuditAction.REJECT,
+                version=candidate,
+                previous_champion=champion,
+                run_id=run_id,
+                numbers=decision,
+                message="; ".join(decision.get("reasons", [])),
+            )
+            if decision["promote"]:
+                transaction.on_commit(lambda: enqueue_guess(candidate.pk))
+    except IntegrityError:
+        return False  # a concurrent promotion won; decide again against the new champion
+    logger.info(
+        "run %s: %s %s (champion was %s)",
+        run_id,
+        "promoted" if decision["promote"] else "rejected",
+        candidate.name,
+        champion.name if champion else "none",
+    )
+    return True
+
+
+def enqueue_guess(version_id: int) -> None:
+    from workers.pipeline import guess_products
+
+    guess_products.delay(version_id=version_id)
+
+
+def version_rollback(*, reviewer: AbstractBaseUser, version_id: int, reason: str = "") -> ModelVersion:
+    """Make an earlier version champion again (the current one is archived); audited with both metrics."""
+    if not has_role(reviewer, Role.REVIEWER):
+        raise PermissionError("only reviewers may roll back the champion.")
+    target = ModelVersion.objects.get(pk=version_id)
+    if target.status == VersionStatus.CHAMPION:
+        return target
+    if target.status == VersionStatus.CANDIDATE:
+        raise VersionStateError(
+            f"{target.name} is still a candidate being evaluated; wait for its gate decision."
+        )
+    for _attempt in range(5):
+        champion = ModelVersion.objects.filter(status=VersionStatus.CHAMPION).first()
+        try:
+            with transaction.atomic():
+                swapped = _swap_champion(new=target, expected_old_id=champion.pk if champion else None)
+                if swapped is False:
+                    continue
+                AuditEvent.objects.create(
+                    action=AuditAction.ROLLBACK,
+                    actor=reviewer,
+                    version=target,
+                    previous_champion=champion,
+                    message=reason,
+                    numbers={
+                        "to": {"version": target.name, "metrics": target.metrics},
+                        "from": {"version": champion.name, "metrics": champion.metrics} if champion else None,
+                    },
+                )
+        except IntegrityError:
+            continue
+        target.refresh_from_db()
+        return target
+    raise VersionStateError("the champion kept changing during the rollback; try again.")

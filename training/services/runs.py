@@ -1,0 +1,364 @@
+"""Training runs: dataset, fine-tune, cancel, and the reaper for runs whose worker died.
+
+Every step claims the run with a compare-and-set update on (status, stage), so a redelivered task finds
+the step done (or owned by a live worker) and does nothing. Training holds a lease (``heartbeat``,
+renewed at every step); a second delivery of the same run trains only after that lease expired,
+i.e. after the first worker died, and then resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from annotation.models import Product, Split
+from training import paths
+from training.exceptions import RunStateError
+from training.models import (
+    RUN_FINAL_STATES,
+    AuditAction,
+    AuditEvent,
+    BatchItem,
+    BatchStatus,
+    ModelVersion,
+    ProgressPoint,
+    RunStage,
+    RunStatus,
+    TrainingDataset,
+    TrainingRun,
+    VersionStatus,
+)
+from training.recipes import run_recipe
+
+logger = logging.getLogger(__name__)
+
+_LOG_LIMIT = 20_000  # characters of log kept on a run
+
+
+def _append_log(run_id: int, line: str) -> None:
+    stamp = timezone.now().strftime("%H:%M:%S")
+    run = TrainingRun.objects.only("logs").get(pk=run_id)
+    logs = (run.logs + f"[{stamp}] {line}\n")[-_LOG_LIMIT:]
+    TrainingRun.objects.filter(pk=run_id).update(logs=logs)
+
+
+def run_fail(*, run_id: int, error: str) -> bool:
+    """Mark a run failed unless it already ended; returns whether this call ended it."""
+    with transaction.atomic():
+        ended = (
+            TrainingRun.objects.filter(pk=run_id)
+            .exclude(status__in=RUN_FINAL_STATES)
+            .update(status=RunStatus.FAILED, error=error[-5000:], finished=timezone.now())
+        )
+        if ended:
+            AuditEvent.objects.create(action=AuditAction.RUN_FAIL, run_id=run_id, message=error[-2000:])
+    if ended:
+        _append_log(run_id, f"failed: {error.splitlines()[0] if error else ''}")
+        logger.warning("run %s failed: %s", run_id, error.splitlines()[0] if error else "")
+    return bool(ended)
+
+
+def _finish_cancelled(run_id: int) -> bool:
+    ended = (
+        TrainingRun.objects.filter(pk=run_id, cancel_requested=True)
+        .exclude(status__in=RUN_FINAL_STATES)
+        .update(status=RunStatus.CANCELLED, finished=timezone.now())
+    )
+    if ended:
+        _append_log(run_id, "cancelled")
+    return bool(ended)
+
+
+def run_cancel(*, reviewer: AbstractBaseUser, run_id: int) -> TrainingRun:
+    """Ask a run to stop. A queued run stops at once; a training one at its next step."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status in RUN_FINAL_STATES:
+            raise RunStateError(f"run {run_id} already ended ({run.status}); there is nothing to cancel.")
+        if run.stage == RunStage.EVALUATE:
+            raise RunStateError(
+                f"run {run_id} has finished training and is being evaluated; it cannot stop now."
+            )
+        run.cancel_requested = True
+        run.save(update_fields=["cancel_requested", "updated"])
+        AuditEvent.objects.create(action=AuditAction.RUN_CANCEL, actor=reviewer, run=run)
+        if run.status == RunStatus.QUEUED:
+            _finish_cancelled(run_id)
+    run.refresh_from_db()
+    return run
+
+
+def _label_rows(batch_ids: list[int]) -> list[Any]:
+    from training.engine.datasets import LabelRow
+
+    items = (
+        BatchItem.objects.filter(batch_id__in=batch_ids).select_related("product").order_by("batch_id", "id")
+    )
+    rows = []
+    for item in items:
+        guess = float(item.guess_price) if item.guess_price is not None else None
+        price = float(item.price) if item.price is not None else (guess if guess is not None else 0.0)
+        rows.append(
+            LabelRow(
+                product_id=item.product.external_id,
+                text=item.product.text,
+                price=price,
+                guess_price=guess,
+                verdict=item.verdict,  # type: ignore[arg-type]
+                codebook_version=item.codebook_version,
+                batch_id=item.batch_id,
+            )
+        )
+    return rows
+
+
+def _test_ids() -> set[str]:
+    return set(Product.objects.filter(split=Split.TEST).values_list("external_id", flat=True))
+
+
+def _load_tokenizer(base_model: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_model)
+
+
+def dataset_build(*, run_id: int) -> TrainingDataset | None:
+    """Build the run's JSONL (its batch, plus the replay share of earlier approved batches).
+
+    Refusals (a test-split product, nothing trainable) fail the run with the engine's message.
+    """
+    from training.engine.datasets import BUILDERS, EmptyDatasetError, TestSplitLeak, mix_replay
+    from training.engine.prompts import COMPLETION_RESERVE
+
+    claimed = TrainingRun.objects.filter(pk=run_id, status=RunStatus.QUEUED, cancel_requested=False).update(
+        status=RunStatus.RUNNING, stage=RunStage.DATASET, started=timezone.now(), heartbeat=timezone.now()
+    )
+    run = TrainingRun.objects.select_related("batch").get(pk=run_id)
+    if not claimed:
+        if run.status == RunStatus.QUEUED and run.cancel_requested:
+            _finish_cancelled(run_id)
+            return None
+        if not (run.status == RunStatus.RUNNING and run.stage == RunStage.DATASET):
+            return None  # done already (a redelivery) or ended
+    if run.batch_id is None:
+        raise RunStateError(f"run {run_id} has no batch; bootstrap runs build their dataset themselves.")
+    _append_log(run_id, f"building the {run.recipe} dataset of batch {run.batch_id}")
+    try:
+        recipe = run_recipe(
+            recipe_name=run.recipe_name,
+            method=run.recipe,
+            base_model=run.base_model,
+            overrides=run.hyperparameters,
+        )
+        rows = _label_rows([run.batch_id])
+        replay_ids: list[int] = []
+        share = float(settings.RETRAIN_REPLAY_SHARE)
+        if share > 0:
+            replay_ids = list(
+                TrainingRun.objects.filter(
+                    batch__status=BatchStatus.APPROVED, status=RunStatus.SUCCEEDED, batch_id__lt=run.batch_id
+                ).values_list("batch_id", flat=True)
+            )
+            old = _label_rows(replay_ids)
+            rows = mix_replay(rows, old, share, seed=run_id)
+            replay_ids = sorted({r.batch_id for r in rows if r.batch_id != run.batch_id})
+        tokenizer = _load_tokenizer(run.base_model)
+        out = paths.dataset_dir(run_id) / f"{run.recipe}.jsonl"
+        manifest = BUILDERS[run.recipe](
+            rows,
+            out,
+            test_ids=_test_ids(),
+            tokenizer=tokenizer,
+            max_prompt_tokens=recipe.train.max_length - COMPLETION_RESERVE,
+            style=recipe.model.prompt_style,
+        )
+    except (TestSplitLeak, EmptyDatasetError, ValueError) as exc:
+        run_fail(run_id=run_id, error=f"dataset refused: {exc}")
+        return None
+    with transaction.atomic():
+        dataset, _ = TrainingDataset.objects.update_or_create(
+            run=run,
+            defaults={
+                "kind": run.recipe,
+                "path": paths.relative(out),
+                "sha256": manifest.sha256,
+                "rows": manifest.rows,
+                "manifest": manifest.to_dict(),
+            },
+        )
+        dataset.replay_batches.set(replay_ids)
+        # The lease is free (None) for the first training attempt to claim.
+        moved = TrainingRun.objects.filter(
+            pk=run_id, status=RunStatus.RUNNING, stage=RunStage.DATASET
+        ).update(stage=RunStage.TRAIN, heartbeat=None)
+        if moved:
+            transaction.on_commit(lambda: enqueue_train(run_id))
+    _append_log(run_id, f"dataset ready: {manifest.rows} rows, sha256 {manifest.sha256[:12]}…")
+    return dataset
+
+
+def enqueue_train(run_id: int) -> None:
+    from workers.training import train_run
+
+    result = train_run.delay(run_id)
+    TrainingRun.objects.filter(pk=run_id).update(celery_task_id=result.id or "")
+
+
+def enqueue_evaluate(run_id: int) -> None:
+    from workers.pipeline import evaluate_run
+
+    evaluate_run.delay(run_id)
+
+
+class _Heartbeat:
+    """Progress sink and stop check for the engine: stores points, renews the lease, reads cancel."""
+
+    def __init__(self, run_id: int, *, interval_s: float = 1.0) -> None:
+        self.run_id = run_id
+        self.interval_s = interval_s
+        self._last_check = 0.0
+        self._stop = False
+
+    def progress(self, event: Any) -> None:
+        ProgressPoint.objects.update_or_create(
+            run_id=self.run_id,
+            step=int(event.step),
+            defaults={
+                "total_steps": int(getattr(event, "total_steps", 0) or 0),
+                "loss": _finite(getattr(event, "loss", None)),
+                "learning_rate": _finite(getattr(event, "learning_rate", None)),
+                "tokens_per_s": _finite(getattr(event, "tokens_per_s", None)),
+            },
+        )
+        self._renew()
+
+    def should_stop(self) -> bool:
+        if time.monotonic() - self._last_check >= self.interval_s:
+            self._renew()
+        return self._stop
+
+    def _renew(self) -> None:
+        self._last_check = time.monotonic()
+        TrainingRun.objects.filter(pk=self.run_id).update(heartbeat=timezone.now())
+        self._stop = bool(TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists())
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
+    """Fine-tune the run's dataset; on success register the candidate version and queue its evaluation.
+
+    Returns what happened: ``trained``, ``busy`` (another live worker holds the run: retry later),
+    ``skipped`` (nothing to do: done or ended), ``cancelled`` or ``failed``.
+    """
+    from training.engine.trainer import TrainingCancelled, train
+    from training.services.registry import version_register
+
+    now = timezone.now()
+    lease_cutoff = now - timedelta(seconds=settings.RETRAIN_RUN_LEASE_S)
+    claimed = (
+        TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, stage=RunStage.TRAIN)
+        .filter(Q(heartbeat__isnull=True) | Q(heartbeat__lt=lease_cutoff))
+        .update(heartbeat=now, attempts=F("attempts") + 1)
+    )
+    run = TrainingRun.objects.select_related("parent").get(pk=run_id)
+    if not claimed:
+        if run.status == RunStatus.RUNNING and run.stage == RunStage.TRAIN:
+            if run.cancel_requested and _finish_cancelled(run_id):
+                return "cancelled"
+            return "busy"
+        return "skipped"
+    if run.cancel_requested:
+        _finish_cancelled(run_id)
+        return "cancelled"
+    heartbeat = _Heartbeat(run_id)
+    try:
+        recipe = run_recipe(
+            recipe_name=run.recipe_name,
+            method=run.recipe,
+            base_model=run.base_model,
+            overrides=run.hyperparameters,
+        )
+        parent = run.parent
+        if parent is None and run.batch_id is not None:
+            parent = ModelVersion.objects.filter(
+                status=VersionStatus.CHAMPION, base_model=run.base_model
+            ).first()
+            if parent is not None:
+                TrainingRun.objects.filter(pk=run_id).update(parent=parent)
+        parent_dir = paths.resolve(parent.artifact_path) if parent is not None else None
+        dataset = TrainingDataset.objects.get(run_id=run_id)
+        _append_log(
+            run_id,
+            f"training attempt {run.attempts} ({recipe.train.method}, {dataset.rows} rows) from "
+            f"{parent.name if parent else 'the base'}",
+        )
+        result = train(
+            recipe,
+            paths.resolve(dataset.path),
+            paths.run_work_dir(run_id),
+            base=run.base_model,
+            parent_adapter=parent_dir,
+            progress=heartbeat.progress,
+            resume=True,
+            should_stop=heartbeat.should_stop,
+        )
+        if TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists():
+            _finish_cancelled(run_id)
+            return "cancelled"
+        numbers = {
+            "steps": int(result.steps),
+            "final_loss": _finite(result.final_loss),
+            "tokens": int(result.tokens),
+            "seconds": float(result.seconds),
+        }
+        TrainingRun.objects.filter(pk=run_id).update(result=numbers)
+        version = version_register(
+            run_id=run_id, adapter_dir=Path(result.adapter_dir), recipe=recipe, enqueue_next=enqueue_next
+        )
+    except TrainingCancelled:
+        _finish_cancelled(run_id)
+        return "cancelled"
+    except Exception as exc:  # noqa: BLE001 - any error (time limit included) ends the run as failed
+        run_fail(run_id=run_id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return "failed"
+    _append_log(
+        run_id, f"trained: {numbers['steps']} steps, loss {numbers['final_loss']}; candidate {version.name}"
+    )
+    return "trained"
+
+
+def runs_fail_stale(*, stale_after_s: int | None = None) -> list[int]:
+    """Fail running runs whose worker stopped renewing its lease (it died; e.g. ``kill -9``).
+
+    Only runs a worker is working on hold a heartbeat; a run waiting in a queue has none and is left alone.
+    """
+    stale_after_s = settings.RETRAIN_RUN_STALE_S if stale_after_s is None else stale_after_s
+    cutoff = timezone.now() - timedelta(seconds=stale_after_s)
+    stale = list(
+        TrainingRun.objects.filter(status=RunStatus.RUNNING)
+        .filter(heartbeat__lt=cutoff)
+        .values_list("pk", flat=True)
+    )
+    ended = []
+    for run_id in stale:
+        if run_fail(
+            run_id=run_id, error=f"no sign of life from its worker for {stale_after_s} s (worker lost)"
+        ):
+            ended.append(run_id)
+    return ended
