@@ -30,7 +30,7 @@ def user_roles(user: AbstractBaseUser | AnonymousUser | None) -> set[Role]:
     if cached is None:
         names = set(user.groups.values_list("name", flat=True))  # type: ignore[attr-defined]
         cached = {role for role in Role if role.value in names}
-        user._priceloop_roles = cached  # type: ignore[union-attr]
+        user._priceloop_roles = cached  # type: ignore[union-attr,attr-defined]
     return cached
 
 
