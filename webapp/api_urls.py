@@ -6,4 +6,5 @@ from django.urls import URLPattern, URLResolver, include, path
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("annotation.api_urls")),
+    path("", include("training.api_urls")),
 ]

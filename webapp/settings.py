@@ -150,6 +150,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a "status" field with different choices: name each enum after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "VersionStatusEnum": "training.models.VersionStatus",
+        "RunStatusEnum": "training.models.RunStatus",
+        "BatchStatusEnum": "training.models.BatchStatus",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def test_it_promotes_a_better_candidate_and_rejects_a_worse_one(
     print("gate v2", decision)
     v2 = run.candidate
     v2.refresh_from_db()
-    assert decision and decision["promote"], decision
+    assert decision is not None
+    assert decision["promote"], decision
     assert v2.status == VersionStatus.CHAMPION
     assert ModelVersion.objects.filter(status=VersionStatus.CHAMPION).count() == 1
     assert AuditEvent.objects.filter(action="promote", version=v2).exists()

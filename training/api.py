@@ -1,0 +1,557 @@
+"""Registry API (``/api/v1/``): model versions, training runs, retrain batches, products import.
+
+Reads are for API clients and reviewers (``IsClientOrReviewer``); writes (approve, reject, cancel,
+rollback, batch now, import) for reviewers (``IsReviewer``). One view per operation; views call
+selectors (reads) and services (writes) and map domain errors to the project's error shape:
+``TrainingError`` → 409 with its ``code``, a missing object → 404.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.http import HttpResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
+from rest_framework import exceptions, generics, serializers, status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from training import paths, selectors
+from training.archive import stream_tar
+from training.exceptions import TrainingError
+from training.models import (
+    BatchStatus,
+    ModelVersion,
+    Recipe,
+    RetrainBatch,
+    RunStatus,
+    TrainingRun,
+    VersionStatus,
+)
+from training.services import batches as batch_services
+from training.services import registry as registry_services
+from training.services import runs as run_services
+from webapp.roles import IsClientOrReviewer, IsReviewer
+
+ERROR = inline_serializer(
+    "TrainingError",
+    fields={
+        "error": inline_serializer(
+            "TrainingErrorBody",
+            fields={
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "fields": serializers.DictField(required=False),
+            },
+        )
+    },
+)
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+class TrainingApi(APIView):
+    """Base: domain errors become 409 (with the error's code), permission refusals 403."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, TrainingError):
+            exc = Conflict(detail=str(exc), code=exc.code)
+        elif isinstance(exc, PermissionError):
+            exc = exceptions.PermissionDenied(detail=str(exc))
+        return super().handle_exception(exc)
+
+
+def _not_found(what: str) -> exceptions.NotFound:
+    return exceptions.NotFound(detail=f"{what} does not exist.")
+
+
+# --- output serializers -----------------------------------------------------------------------------
+
+
+class MetricsOut(serializers.Serializer):
+    n = serializers.IntegerField()
+    mae = serializers.FloatField()
+    rmsle = serializers.FloatField()
+    hit_rate = serializers.FloatField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+    mae_ci95 = serializers.ListField(child=serializers.FloatField())
+
+
+class VersionOut(serializers.Serializer):
+    name = serializers.CharField()
+    number = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=VersionStatus.choices)
+    base_model = serializers.CharField()
+    base_revision = serializers.CharField()
+    parent = serializers.CharField(source="parent.name", allow_null=True, default=None)
+    metrics = serializers.DictField(help_text="Tester metrics on the test split (empty until scored)")
+    sha256 = serializers.CharField(source="artifact_sha256", help_text="sha256 of the download archive")
+    size = serializers.IntegerField(source="artifact_size", help_text="bytes of the download archive")
+    created = serializers.DateTimeField()
+    promoted_at = serializers.DateTimeField(allow_null=True)
+    url = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_url(self, obj: ModelVersion) -> str:
+        return f"/api/v1/versions/{obj.number}"
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_download_url(self, obj: ModelVersion) -> str:
+        return f"/api/v1/versions/{obj.number}/download"
+
+
+class LineageOut(serializers.Serializer):
+    run_id = serializers.IntegerField(allow_null=True)
+    batch = serializers.DictField(allow_null=True)
+    dataset = serializers.DictField(allow_null=True)
+    parent = serializers.CharField(allow_null=True)
+    base = serializers.DictField()
+
+
+class VersionDetailOut(VersionOut):
+    hyperparameters = serializers.DictField()
+    manifest = serializers.DictField()
+    dataset_fingerprint = serializers.CharField()
+    lineage = serializers.SerializerMethodField()
+    gate = serializers.SerializerMethodField(
+        help_text="the gate decision that made it champion or rejected it"
+    )
+
+    @extend_schema_field(LineageOut)
+    def get_lineage(self, obj: ModelVersion) -> dict[str, Any]:
+        return selectors.version_lineage(obj)
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_gate(self, obj: ModelVersion) -> dict[str, Any] | None:
+        run = selectors.version_run(obj)
+        return run.gate if run and run.gate else None
+
+
+class PointOut(serializers.Serializer):
+    step = serializers.IntegerField()
+    total_steps = serializers.IntegerField()
+    loss = serializers.FloatField(allow_null=True)
+    learning_rate = serializers.FloatField(allow_null=True)
+    tokens_per_s = serializers.FloatField(allow_null=True)
+    at = serializers.DateTimeField()
+
+
+class RunOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    batch_id = serializers.IntegerField(allow_null=True)
+    recipe = serializers.ChoiceField(choices=Recipe.choices)
+    recipe_name = serializers.CharField()
+    hyperparameters = serializers.DictField()
+    base_model = serializers.CharField()
+    parent = serializers.CharField(source="parent.name", allow_null=True, default=None)
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    stage = serializers.CharField()
+    cancel_requested = serializers.BooleanField()
+    attempts = serializers.IntegerField()
+    candidate = serializers.CharField(source="candidate.name", allow_null=True, default=None)
+    gate = serializers.DictField()
+    result = serializers.DictField()
+    error = serializers.CharField()
+    created = serializers.DateTimeField()
+    started = serializers.DateTimeField(allow_null=True)
+    finished = serializers.DateTimeField(allow_null=True)
+
+
+class RunDetailOut(RunOut):
+    logs = serializers.CharField()
+    points = PointOut(many=True)
+
+
+class RunProgressOut(serializers.Serializer):
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    stage = serializers.CharField()
+    points = PointOut(many=True)
+
+
+class BatchOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=BatchStatus.choices)
+    recipe = serializers.ChoiceField(choices=Recipe.choices)
+    size = serializers.IntegerField()
+    content_sha256 = serializers.CharField()
+    reviewer = serializers.CharField(source="reviewer.username", allow_null=True, default=None)
+    reviewed_at = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField()
+    created = serializers.DateTimeField()
+    run_id = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_run_id(self, obj: RetrainBatch) -> int | None:
+        run = getattr(obj, "run", None)
+        return run.pk if run else None
+
+
+class BatchDetailOut(BatchOut):
+    stats = serializers.DictField()
+
+
+# --- versions -----------------------------------------------------------------------------------------
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "status", str, enum=VersionStatus.values, description="only versions in this status"
+        ),
+        OpenApiParameter("base_model", str, description="only versions on this base model"),
+    ],
+)
+class VersionListApi(TrainingApi, generics.ListAPIView):
+    """Every model version, newest first (paginated)."""
+
+    permission_classes = [IsClientOrReviewer]
+    serializer_class = VersionOut
+
+    def get_queryset(self) -> Any:
+        state = self.request.query_params.get("status") or None
+        if state is not None and state not in VersionStatus.values:
+            raise exceptions.ValidationError(
+                {"status": [f"{state!r}: use one of {', '.join(VersionStatus.values)}."]}
+            )
+        return selectors.versions_list(
+            status=state, base_model=self.request.query_params.get("base_model") or None
+        )
+
+
+class VersionDetailApi(TrainingApi):
+    permission_classes = [IsClientOrReviewer]
+
+    @extend_schema(operation_id="versions_retrieve", responses={200: VersionDetailOut, 404: ERROR})
+    def get(self, request: Request, number: int) -> Response:
+        version = selectors.version_get(number=number)
+        if version is None:
+            raise _not_found(f"version v{number}")
+        return Response(VersionDetailOut(version).data)
+
+
+class ChampionApi(TrainingApi):
+    permission_classes = [IsClientOrReviewer]
+
+    @extend_schema(operation_id="versions_champion", responses={200: VersionDetailOut, 404: ERROR})
+    def get(self, request: Request) -> Response:
+        version = selectors.champion_get()
+        if version is None:
+            raise _not_found("a champion (no version has been promoted yet)")
+        return Response(VersionDetailOut(version).data)
+
+
+class VersionDownloadApi(TrainingApi):
+    """The version's adapter folder as a tar archive, streamed; ``X-Checksum-SHA256`` is its sha256."""
+
+    permission_classes = [IsClientOrReviewer]
+
+    @extend_schema(
+        operation_id="versions_download",
+        responses={
+            (200, "application/x-tar"): OpenApiResponse(OpenApiTypes.BINARY, description="the tar archive"),
+            304: OpenApiResponse(description="the client's copy (If-None-Match) is current"),
+            404: ERROR,
+            409: ERROR,
+        },
+    )
+    def get(self, request: Request, number: int) -> HttpResponse:
+        from training.engine.artifacts import ArtifactError, read_version
+
+        version = selectors.version_get(number=number)
+        if version is None or not version.artifact_path:
+            raise _not_found(f"version v{number}")
+        etag = f'"{version.artifact_sha256}"'
+        if request.headers.get("If-None-Match") == etag:
+            response = HttpResponse(status=304)
+            response["ETag"] = etag
+            return response
+        folder = paths.resolve(version.artifact_path)
+        try:
+            read_version(folder)  # files complete and checksums matching, or no download
+        except (ArtifactError, OSError) as exc:
+            raise Conflict(
+                detail=f"the files of {version.name} fail verification: {exc}", code="artifact_invalid"
+            ) from None
+        response = StreamingHttpResponse(
+            stream_tar(Path(folder), prefix=version.name), content_type="application/x-tar"
+        )
+        response["Content-Length"] = str(version.artifact_size)
+        response["Content-Disposition"] = f'attachment; filename="priceloop-{version.name}.tar"'
+        response["X-Checksum-SHA256"] = version.artifact_sha256
+        response["ETag"] = etag
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+class RollbackIn(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class VersionRollbackApi(TrainingApi):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="versions_rollback",
+        request=RollbackIn,
+        responses={200: VersionDetailOut, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, number: int) -> Response:
+        data = RollbackIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = selectors.version_get(number=number)
+        if version is None:
+            raise _not_found(f"version v{number}")
+        version = registry_services.version_rollback(
+            reviewer=request.user, version_id=version.pk, reason=data.validated_data["reason"]
+        )
+        return Response(VersionDetailOut(version).data)
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+
+@extend_schema(parameters=[OpenApiParameter("status", str, enum=RunStatus.values)])
+class RunListApi(TrainingApi, generics.ListAPIView):
+    """Every training run, newest first (paginated)."""
+
+    permission_classes = [IsClientOrReviewer]
+    serializer_class = RunOut
+
+    def get_queryset(self) -> Any:
+        state = self.request.query_params.get("status") or None
+        if state is not None and state not in RunStatus.values:
+            raise exceptions.ValidationError(
+                {"status": [f"{state!r}: use one of {', '.join(RunStatus.values)}."]}
+            )
+        return selectors.runs_list(status=state)
+
+
+def _run_or_404(run_id: int) -> TrainingRun:
+    run = selectors.run_get(run_id=run_id)
+    if run is None:
+        raise _not_found(f"run {run_id}")
+    return run
+
+
+class RunDetailApi(TrainingApi):
+    permission_classes = [IsClientOrReviewer]
+
+    @extend_schema(operation_id="runs_retrieve", responses={200: RunDetailOut, 404: ERROR})
+    def get(self, request: Request, run_id: int) -> Response:
+        return Response(RunDetailOut(_run_or_404(run_id)).data)
+
+
+class RunProgressApi(TrainingApi):
+    """Progress points after ``after_step`` (the run page polls this for its live loss curve)."""
+
+    permission_classes = [IsClientOrReviewer]
+
+    @extend_schema(
+        operation_id="runs_progress",
+        parameters=[OpenApiParameter("after_step", int, description="only points with a larger step")],
+        responses={200: RunProgressOut, 400: ERROR, 404: ERROR},
+    )
+    def get(self, request: Request, run_id: int) -> Response:
+        raw = request.query_params.get("after_step", "")
+        try:
+            after = int(raw) if raw else -1
+        except ValueError:
+            raise exceptions.ValidationError({"after_step": [f"{raw!r} is not a whole number."]}) from None
+        run = _run_or_404(run_id)
+        points = selectors.run_points(run_id=run.pk, after_step=after)
+        return Response(RunProgressOut({"status": run.status, "stage": run.stage, "points": points}).data)
+
+
+class RunCancelApi(TrainingApi):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(operation_id="runs_cancel", request=None, responses={200: RunOut, 404: ERROR, 409: ERROR})
+    def post(self, request: Request, run_id: int) -> Response:
+        _run_or_404(run_id)
+        run = run_services.run_cancel(reviewer=request.user, run_id=run_id)
+        return Response(RunOut(run).data)
+
+
+# --- batches ------------------------------------------------------------------------------------------
+
+
+@extend_schema(parameters=[OpenApiParameter("status", str, enum=BatchStatus.values)])
+class BatchListApi(TrainingApi, generics.ListAPIView):
+    """Every retrain batch, newest first (paginated)."""
+
+    permission_classes = [IsClientOrReviewer]
+    serializer_class = BatchOut
+
+    def get_queryset(self) -> Any:
+        state = self.request.query_params.get("status") or None
+        if state is not None and state not in BatchStatus.values:
+            raise exceptions.ValidationError(
+                {"status": [f"{state!r}: use one of {', '.join(BatchStatus.values)}."]}
+            )
+        return selectors.batches_list(status=state)
+
+
+class BatchCreateIn(serializers.Serializer):
+    min_size = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    recipe = serializers.ChoiceField(choices=Recipe.choices, required=False, default=Recipe.SFT)
+
+
+class BatchCreateApi(TrainingApi):
+    """Gather the resolved labels no batch holds yet into a new batch now (the beat does it too)."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="batches_create",
+        request=BatchCreateIn,
+        responses={201: BatchDetailOut, 400: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        data = BatchCreateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        batch = batch_services.batch_create_from_resolved(
+            min_size=data.validated_data.get("min_size"), recipe=data.validated_data["recipe"]
+        )
+        return Response(BatchDetailOut(batch).data, status=status.HTTP_201_CREATED)
+
+
+def _batch_or_404(batch_id: int) -> RetrainBatch:
+    batch = selectors.batch_get(batch_id=batch_id)
+    if batch is None:
+        raise _not_found(f"batch {batch_id}")
+    return batch
+
+
+class BatchDetailApi(TrainingApi):
+    permission_classes = [IsClientOrReviewer]
+
+    @extend_schema(operation_id="batches_retrieve", responses={200: BatchDetailOut, 404: ERROR})
+    def get(self, request: Request, batch_id: int) -> Response:
+        return Response(BatchDetailOut(_batch_or_404(batch_id)).data)
+
+
+class ApproveIn(serializers.Serializer):
+    recipe = serializers.ChoiceField(
+        choices=Recipe.choices,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="default: the batch's",
+    )
+
+
+class BatchApproveApi(TrainingApi):
+    """Approve: exactly one training run per batch, however often or concurrently this is called."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="batches_approve",
+        request=ApproveIn,
+        responses={200: RunOut, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, batch_id: int) -> Response:
+        data = ApproveIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        _batch_or_404(batch_id)
+        run = batch_services.batch_approve(
+            reviewer=request.user, batch_id=batch_id, recipe=data.validated_data.get("recipe")
+        )
+        return Response(RunOut(run).data)
+
+
+class RejectIn(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, help_text="why the batch must not be trained on")
+
+
+class BatchRejectApi(TrainingApi):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="batches_reject",
+        request=RejectIn,
+        responses={200: BatchDetailOut, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, batch_id: int) -> Response:
+        data = RejectIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        _batch_or_404(batch_id)
+        batch = batch_services.batch_reject(
+            reviewer=request.user, batch_id=batch_id, reason=data.validated_data["reason"]
+        )
+        return Response(BatchDetailOut(batch).data)
+
+
+# --- products import ----------------------------------------------------------------------------------
+
+
+class ImportIn(serializers.Serializer):
+    file = serializers.FileField(help_text="JSON Lines or CSV: id, title, text|description, category, price?")
+    format = serializers.ChoiceField(
+        choices=["jsonl", "csv"], required=False, help_text="default: by extension"
+    )
+
+
+class ImportOut(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    bad = serializers.IntegerField()
+    errors = serializers.ListField(child=serializers.DictField(), help_text="[{line, reason}] of bad rows")
+    guessing = serializers.BooleanField(help_text="the champion was asked to guess the new products")
+
+
+class ProductImportApi(TrainingApi):
+    """Upsert products by external id; every bad row is reported with its line and reason (nothing
+    stored is changed by a bad row). New pool products are then guessed by the champion."""
+
+    permission_classes = [IsReviewer]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        operation_id="products_import",
+        request={"multipart/form-data": ImportIn},
+        responses={200: ImportOut, 400: ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        from annotation.catalogue.reader import CatalogueFormatError, detect_format
+        from annotation.catalogue.services import products_import_stream
+
+        data = ImportIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        try:
+            fmt = detect_format(Path(upload.name or "upload"), data.validated_data.get("format"))
+            result = products_import_stream(stream=upload, fmt=fmt, source=Path(upload.name or "upload").name)
+        except (CatalogueFormatError, ValueError, UnicodeDecodeError) as exc:
+            raise exceptions.ValidationError({"file": [str(exc)]}) from None
+        guessing = False
+        if result.created and selectors.champion_get() is not None:
+            from training.services.registry import enqueue_guess
+
+            champion = selectors.champion_get()
+            enqueue_guess(champion.pk)  # type: ignore[union-attr]
+            guessing = True
+        body = {
+            "created": result.created,
+            "updated": result.updated,
+            "unchanged": result.unchanged,
+            "bad": result.bad,
+            "errors": [{"line": e.line, "reason": e.reason} for e in result.errors[:1000]],
+            "guessing": guessing,
+        }
+        return Response(ImportOut(body).data)
