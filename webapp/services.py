@@ -24,11 +24,11 @@ def user_create_with_role(
     if not username or len(username) > 150:
         raise ValueError(f"username {username!r} must be 1 to 150 characters long.")
     roles_ensure_groups()
-    user, _ = User.objects.get_or_create(username=username, defaults={"email": email})
+    user, created = User.objects.get_or_create(username=username, defaults={"email": email})
     if password is not None:
         user.set_password(password)
         user.save(update_fields=["password"])
-    elif not user.has_usable_password() and not user.password:
+    elif created:  # a token-only API client: no password can log it in
         user.set_unusable_password()
         user.save(update_fields=["password"])
     user.groups.add(Group.objects.get(name=role.value))
