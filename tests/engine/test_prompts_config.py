@@ -1,0 +1,110 @@
+"""Prompt formats and recipes: exact strings, truncation, merging, and refusal of contradictions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from training.engine.config import RecipeError, load_recipe
+from training.engine.prompts import (
+    PRICE_PREFIX,
+    QUESTION,
+    build_prompt,
+    completion,
+    count_tokens,
+    price_trainable,
+)
+
+
+def test_it_builds_the_reference_base_prompt_exactly() -> None:
+    assert QUESTION == "How much does this cost to the nearest dollar?"
+    assert PRICE_PREFIX == "Price is $"
+    assert build_prompt("A red mug") == (
+        "How much does this cost to the nearest dollar?\n\nA red mug\n\nPrice is $"
+    )
+
+
+def test_it_rounds_completions_and_bounds_trainable_prices() -> None:
+    assert completion(128.6) == "129.00"
+    assert completion(0.5) == "0.00"  # Python rounds half to even, as the reference does
+    assert price_trainable(0.5)
+    assert price_trainable(999.49)
+    assert not price_trainable(999.5)
+    assert not price_trainable(0.49)
+
+
+def test_it_cuts_product_text_so_the_prompt_fits(tokenizer: Any) -> None:
+    text = "sturdy stainless steel kettle " * 80
+    prompt = build_prompt(text, tokenizer=tokenizer, max_tokens=60)
+    assert count_tokens(tokenizer, prompt) <= 60
+    assert prompt.startswith(QUESTION)
+    assert prompt.endswith(f"\n\n{PRICE_PREFIX}")
+    assert "sturdy stainless" in prompt
+    short = build_prompt("A red mug", tokenizer=tokenizer, max_tokens=60)
+    assert short == build_prompt("A red mug")
+
+
+def test_it_wraps_the_chat_variant_in_the_tokenizers_template(tokenizer: Any) -> None:
+    prompt = build_prompt("A red mug", tokenizer=tokenizer, style="chat")
+    assert prompt.endswith(f"<|start_header_id|>assistant<|end_header_id|>\n\n{PRICE_PREFIX}")
+    assert "<|start_header_id|>system<|end_header_id|>" in prompt
+    assert QUESTION in prompt
+    with pytest.raises(ValueError, match="chat template"):
+        build_prompt("A red mug", style="chat")
+
+
+def test_it_loads_the_reference_qlora_recipe() -> None:
+    recipe = load_recipe("llama-3.1-8b-qlora")
+    assert recipe.model.base == "meta-llama/Llama-3.1-8B"
+    assert (recipe.quant.mode, recipe.quant.quant_type, recipe.quant.double_quant) == ("4bit", "nf4", True)
+    assert recipe.quant.compute_dtype == "bfloat16"
+    assert (recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout) == (32, 64, 0.1)
+    assert recipe.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    t = recipe.train
+    assert (t.learning_rate, t.lr_scheduler, t.warmup_ratio) == (1e-4, "cosine", 0.03)
+    assert (t.optimizer, t.weight_decay, t.max_grad_norm) == ("paged_adamw_32bit", 0.001, 0.3)
+    assert (t.epochs, t.batch_size, t.max_length, t.completion_only_loss) == (1, 16, 182, True)
+    assert recipe.predict.k == 3
+
+
+def test_it_merges_cli_strings_into_typed_fields() -> None:
+    recipe = load_recipe(
+        "tiny",
+        {
+            "train.learning_rate": "2e-4",
+            "train.max_steps": "3",
+            "quant.mode": "4bit",
+            "lora.target_modules": "q_proj,v_proj",
+            "train.completion_only_loss": "true",
+        },
+    )
+    assert recipe.train.learning_rate == 2e-4
+    assert recipe.train.max_steps == 3
+    assert recipe.quant.mode == "4bit"
+    assert recipe.lora.target_modules == ["q_proj", "v_proj"]
+    assert load_recipe("tiny", {"train": {"seed": 7}}).train.seed == 7
+    assert recipe.fingerprint() != load_recipe("tiny").fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"quant.mode": "3bit"}, "quant.mode"),
+        ({"train.method": "kto", "train.batch_size": 1}, "batch_size >= 2"),
+        ({"train.method": "dpo", "train.completion_only_loss": False}, "completion_only_loss"),
+        ({"train.max_steps": -1, "train.epochs": 0}, "epochs"),
+        ({"lora.dropout": 1.5}, "lora.dropout"),
+        ({"train.learning_rate": "fast"}, "expected a number"),
+        ({"train.max_stepz": 3}, "unknown setting train.max_stepz"),
+        ({"predict.k": 0}, "predict.k"),
+    ],
+)
+def test_it_rejects_contradictory_or_bad_settings(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        load_recipe("tiny", overrides)
+
+
+def test_it_names_the_packaged_recipes_when_one_is_missing() -> None:
+    with pytest.raises(RecipeError, match="tiny"):
+        load_recipe("llama-9000")

@@ -1,0 +1,164 @@
+"""Training on the tiny base (CPU): SFT, resume after a crash, cancel, DPO/KTO and the 4-bit QLoRA path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors.torch import load_file
+
+from training.engine.config import Recipe, load_recipe
+from training.engine.trainer import ProgressEvent, TrainingCancelled, last_checkpoint, train
+
+pytestmark = pytest.mark.slow
+
+
+def test_it_trains_lora_weights_only_and_reports_loss(sft_run: Any) -> None:
+    watch = sft_run.watch
+    lora = {n for n in watch.before if "lora_" in n}
+    assert lora, "the model had no LoRA parameters"
+    assert {n for n in watch.changed if "lora_B" in n} == {n for n in lora if "lora_B" in n}
+    assert watch.changed <= lora  # no base weight moved
+    assert {n for n in watch.before if "lora_" not in n} <= watch.unchanged
+
+    events = sft_run.events
+    assert [e.step for e in events] == list(range(1, sft_run.result.steps + 1))
+    assert all(isinstance(e, ProgressEvent) and e.loss is not None and e.loss > 0 for e in events)
+    assert all(e.learning_rate is not None and e.tokens_per_s and e.tokens_per_s > 0 for e in events)
+    assert sft_run.result.final_loss == events[-1].loss
+    assert sft_run.result.tokens > 0
+
+
+def test_it_writes_a_safetensors_adapter_and_pickle_free_checkpoints(sft_run: Any) -> None:
+    adapter = sft_run.result.adapter_dir
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    assert tensors
+    assert all("lora_A" in k or "lora_B" in k for k in tensors)
+    run_dir = adapter.parent
+    for path in run_dir.rglob("*"):
+        assert not path.name.endswith((".bin", ".pt", ".pth", ".pkl")), path
+
+
+def _crash_at(step: int) -> Any:
+    def progress(event: ProgressEvent) -> None:
+        if event.step == step:
+            raise RuntimeError("worker killed")
+
+    return progress
+
+
+def test_it_resumes_after_a_crash_and_ends_where_an_uninterrupted_run_ends(
+    tmp_path: Path, tiny_recipe: Recipe, datasets_dir: Path, sft_run: Any
+) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="worker killed"):
+        train(tiny_recipe, datasets_dir / "sft.jsonl", run_dir, progress=_crash_at(6))
+    assert last_checkpoint(run_dir / "checkpoints").name == "checkpoint-4"
+    assert not (run_dir / "adapter").exists()
+
+    resumed = train(tiny_recipe, datasets_dir / "sft.jsonl", run_dir)
+    assert resumed.resumed_from_step == 4
+    assert resumed.steps == sft_run.result.steps
+    import torch
+
+    straight = load_file(sft_run.result.adapter_dir / "adapter_model.safetensors")
+    again = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    assert straight.keys() == again.keys()
+    for name in straight:
+        torch.testing.assert_close(again[name], straight[name], rtol=1e-4, atol=1e-6)
+
+
+def test_it_refuses_to_resume_a_folder_made_for_another_recipe(
+    tmp_path: Path, tiny_recipe: Recipe, datasets_dir: Path
+) -> None:
+    with pytest.raises(RuntimeError):
+        train(tiny_recipe, datasets_dir / "sft.jsonl", tmp_path, progress=_crash_at(5))
+    other = load_recipe("tiny", {"model.base": tiny_recipe.model.base, "train.learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="different run"):
+        train(other, datasets_dir / "sft.jsonl", tmp_path)
+
+
+def test_it_stops_on_request_without_writing_an_adapter(
+    tmp_path: Path, tiny_recipe: Recipe, datasets_dir: Path
+) -> None:
+    polls: list[int] = []
+
+    def should_stop() -> bool:  # polled once after every optimizer step
+        polls.append(1)
+        return len(polls) >= 2
+
+    steps: list[int] = []
+    with pytest.raises(TrainingCancelled, match="step 2"):
+        train(
+            tiny_recipe,
+            datasets_dir / "sft.jsonl",
+            tmp_path,
+            progress=lambda e: steps.append(e.step),
+            should_stop=should_stop,
+        )
+    assert steps == [1, 2]
+    assert not (tmp_path / "adapter").exists()
+
+
+def _short(recipe: Recipe, **overrides: Any) -> Recipe:
+    return load_recipe("tiny", {"model.base": recipe.model.base, "train.max_steps": 2, **overrides})
+
+
+def test_it_runs_dpo_from_the_sft_adapter(
+    tmp_path: Path, tiny_recipe: Recipe, datasets_dir: Path, sft_run: Any
+) -> None:
+    events: list[ProgressEvent] = []
+    result = train(
+        _short(tiny_recipe, **{"train.method": "dpo", "train.batch_size": 4}),
+        datasets_dir / "dpo.jsonl",
+        tmp_path,
+        parent_adapter=sft_run.result.adapter_dir,
+        progress=events.append,
+    )
+    assert result.steps == 2
+    assert [e.step for e in events] == [1, 2]
+    assert all(e.loss is not None for e in events)
+    config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert config["r"] == 8  # the parent's adapter was continued, not replaced
+    parent = load_file(sft_run.result.adapter_dir / "adapter_model.safetensors")
+    child = load_file(result.adapter_dir / "adapter_model.safetensors")
+    assert parent.keys() == child.keys()
+    assert any(not parent[k].equal(child[k]) for k in parent)
+
+
+def test_it_runs_kto(tmp_path: Path, tiny_recipe: Recipe, datasets_dir: Path) -> None:
+    events: list[ProgressEvent] = []
+    result = train(
+        _short(tiny_recipe, **{"train.method": "kto", "train.batch_size": 4}),
+        datasets_dir / "kto.jsonl",
+        tmp_path,
+        progress=events.append,
+    )
+    assert result.steps == 2
+    assert all(e.loss is not None for e in events)
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+def test_it_runs_the_4bit_qlora_path_on_cpu(tmp_path: Path, tiny_recipe: Recipe, datasets_dir: Path) -> None:
+    watch_events: list[ProgressEvent] = []
+    recipe = _short(tiny_recipe, **{"quant.mode": "4bit"})
+    result = train(recipe, datasets_dir / "sft.jsonl", tmp_path, progress=watch_events.append)
+    assert result.steps == 2
+    assert all(e.loss is not None for e in watch_events)
+    from training.engine.predictor import Predictor
+
+    predictor = Predictor(recipe.model.base, result.adapter_dir, quantization="4bit", max_length=96)
+    assert predictor.model.is_loaded_in_4bit
+    (guess,) = predictor.predict(["A stainless steel kettle, 1.7 litres"])
+    assert 0 <= guess.price <= 999
+
+
+def test_it_says_which_columns_a_dataset_lacks(
+    tmp_path: Path, tiny_recipe: Recipe, datasets_dir: Path
+) -> None:
+    recipe = load_recipe("tiny", {"model.base": tiny_recipe.model.base, "train.method": "dpo"})
+    with pytest.raises(ValueError, match=r"not a DPO dataset.*chosen"):
+        train(recipe, datasets_dir / "sft.jsonl", tmp_path)

@@ -1,0 +1,278 @@
+"""Offline base model: a catalogue-trained tokenizer and a small Llama, built without any model hub.
+
+Run: ``python -m training.engine build-base --items catalogue.jsonl --out data/base-tiny --size tiny``
+Library: ``build_base(items, out_dir, size="tiny")`` (items are dicts with ``text`` and ``price``).
+
+The tokenizer follows the Llama-3 design that the price predictor depends on: digits are split into
+groups of at most three before BPE and every group "0".."999" (and zero-padded "00".."999") is one token,
+so the completion ``129.00`` starts with the single token ``129`` right after the prompt's ``$``. The model
+is a ``LlamaForCausalLM`` saved with ``save_pretrained`` (safetensors), so it loads through the same code
+path as ``meta-llama/Llama-3.1-8B``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.engine.prompts import build_prompt, completion, price_trainable
+
+BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"
+HEADER_START, HEADER_END, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
+SPECIAL_TOKENS = [BOS, EOS, PAD, HEADER_START, HEADER_END, EOT]
+
+# Letters may carry one leading space or symbol; digits come in groups of 1-3 and never carry a prefix,
+# so "$129" and " 129" both yield the group "129"; other symbols keep an optional leading space.
+PRETOKENIZE_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Llama-3 style headers; the BOS comes from the tokenizer's post-processor, not from the template, so
+# that a chat prompt tokenizes with exactly one BOS.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{{ message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class BaseSize:
+    bpe_vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    max_positions: int
+    steps: int
+    batch_size: int
+    seq_len: int
+    learning_rate: float
+
+
+SIZES: dict[str, BaseSize] = {
+    # ~0.2M parameters: builds and pretrains in seconds on two CPU cores (tests, embedded demo).
+    "tiny": BaseSize(512, 64, 2, 4, 2, 192, 256, 60, 8, 80, 3e-3),
+    # ~30M parameters: minutes on one GPU; big enough to learn prices from a few thousand items.
+    "small": BaseSize(8000, 512, 8, 8, 4, 1408, 512, 3000, 64, 192, 6e-4),
+}
+
+
+def _digit_groups() -> list[str]:
+    groups = [str(d) for d in range(10)]
+    groups += [f"{n:02d}" for n in range(100)]
+    groups += [f"{n:03d}" for n in range(1000)]
+    groups += [str(n) for n in range(10, 1000)]
+    return list(dict.fromkeys(groups))
+
+
+def _add_number_tokens(tokenizer_json: dict[str, Any]) -> dict[str, Any]:
+    """Make every digit group of length 1-3 a single BPE token.
+
+    BPE applies merges by priority, so a three-digit group may first merge its left or its right pair;
+    both continuations are added, which guarantees the whole group ends as one token whatever the order.
+    """
+    model = tokenizer_json["model"]
+    vocab: dict[str, int] = model["vocab"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    known = set(merges)
+    new_merges: list[tuple[str, str]] = []
+
+    def add_merge(left: str, right: str) -> None:
+        if (left, right) not in known:
+            known.add((left, right))
+            new_merges.append((left, right))
+
+    for group in _digit_groups():
+        if len(group) == 2:
+            add_merge(group[0], group[1])
+        elif len(group) == 3:
+            add_merge(group[:2], group[2])
+            add_merge(group[0], group[1:])
+        if group not in vocab:
+            vocab[group] = len(vocab)
+    model["merges"] = [list(m) for m in merges + new_merges]
+    return tokenizer_json
+
+
+def train_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``texts`` with single-token numbers."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok = Tokenizer.from_str(json.dumps(_add_number_tokens(json.loads(tok.to_str()))))
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, chat_template=CHAT_TEMPLATE
+    )
+    fast.add_special_tokens({"additional_special_tokens": [HEADER_START, HEADER_END, EOT]})
+    fast.model_max_length = 4096
+    return fast
+
+
+def _training_texts(items: list[dict[str, Any]], tokenizer: Any, seq_len: int) -> list[str]:
+    texts = []
+    for item in items:
+        price = float(item["price"])
+        if not price_trainable(price):
+            continue
+        prompt = build_prompt(item["text"], tokenizer=tokenizer, max_tokens=seq_len - 4)
+        texts.append(prompt + completion(price) + tokenizer.eos_token)
+    return texts
+
+
+def _pretrain(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    spec: BaseSize,
+    *,
+    seed: int,
+    steps: int,
+    device: str,
+    progress: Callable[[int, int, float], None] | None,
+) -> list[float]:
+    import torch
+
+    rng = random.Random(seed)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    tokenizer.padding_side = "right"
+    losses = []
+    order: list[int] = []
+    for step in range(steps):
+        if len(order) < spec.batch_size:
+            order += rng.sample(range(len(texts)), len(texts))
+        batch = [texts[order.pop()] for _ in range(min(spec.batch_size, len(texts)))]
+        enc = tokenizer(
+            batch,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=spec.seq_len,
+            add_special_tokens=True,
+        ).to(device)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.item()))
+        if progress is not None:
+            progress(step + 1, steps, losses[-1])
+    model.eval()
+    return losses
+
+
+def build_base(
+    items: Iterable[dict[str, Any]],
+    out_dir: Path,
+    *,
+    size: str = "tiny",
+    seed: int = 0,
+    steps: int | None = None,
+    device: str | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> Path:
+    """Train the tokenizer, build and pretrain a small Llama on ``items``; save it to ``out_dir``.
+
+    The folder is written under a temporary name and renamed into place, so a crash never leaves a
+    half-written base that later loads. Returns ``out_dir``.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, set_seed
+
+    if size not in SIZES:
+        raise ValueError(f"unknown base size {size!r}; use one of {', '.join(SIZES)}")
+    spec = SIZES[size]
+    rows = [dict(item) for item in items]
+    if not rows:
+        raise ValueError("build_base needs at least one catalogue item with text and price")
+    set_seed(seed)
+    tokenizer = train_tokenizer((r["text"] for r in rows), vocab_size=spec.bpe_vocab + len(SPECIAL_TOKENS))
+    texts = _training_texts(rows, tokenizer, spec.seq_len)
+    if not texts:
+        raise ValueError(f"no item has a price between 0.5 and 999.49 among {len(rows)} items")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        max_position_embeddings=spec.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+    )
+    model = LlamaForCausalLM(config)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    losses = _pretrain(
+        model, tokenizer, texts, spec, seed=seed, steps=steps or spec.steps, device=device, progress=progress
+    )
+    model.to("cpu")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(tmp)
+        summary = {
+            "size": size,
+            "seed": seed,
+            "items": len(rows),
+            "training_texts": len(texts),
+            "steps": len(losses),
+            "first_loss": losses[0],
+            "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+        (tmp / "bootstrap.json").write_text(json.dumps(summary, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,99 @@
+"""Prompt and completion formats shared by training, prediction and evaluation (DESIGN.md §4).
+
+Used as a library: ``from training.engine.prompts import build_prompt, completion``.
+
+The base format is the reference pricer's, byte for byte. The chat variant wraps the same question in the
+tokenizer's own chat template (with a fixed system prompt) and still ends on ``PRICE_PREFIX``, so the price
+is always the first token the model writes and the predictor reads it at the same position in both styles.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+QUESTION = "How much does this cost to the nearest dollar?"
+PRICE_PREFIX = "Price is $"
+SYSTEM_PROMPT = "You estimate the retail price of products. Reply with the price only."
+PRICE_MIN = 0.5
+PRICE_MAX = 999.49
+
+PromptStyle = Literal["base", "chat"]
+PROMPT_STYLES: tuple[str, ...] = ("base", "chat")
+
+# Room kept after the prompt for the completion ("129" "." "00" + end of sequence) when a prompt is
+# truncated to a recipe's max length.
+COMPLETION_RESERVE = 4
+
+
+def price_trainable(price: float) -> bool:
+    """True when the rounded price is one of the single number tokens 0..999 (see DESIGN.md §4)."""
+    return PRICE_MIN <= price <= PRICE_MAX
+
+
+def completion(price: float) -> str:
+    """The training target for a price: ``"129.00"``."""
+    return f"{round(price)}.00"
+
+
+def _format(text: str, *, tokenizer: Any, style: str) -> str:
+    if style == "base":
+        return f"{QUESTION}\n\n{text}\n\n{PRICE_PREFIX}"
+    if style == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                "style='chat' needs a tokenizer with a chat template; use style='base' otherwise"
+            )
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"{QUESTION}\n\n{text}"},
+        ]
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return f"{rendered}{PRICE_PREFIX}"
+    raise ValueError(f"unknown prompt style {style!r}; expected one of {', '.join(PROMPT_STYLES)}")
+
+
+def count_tokens(tokenizer: Any, prompt: str) -> int:
+    """Tokens the model sees for ``prompt``, counting a BOS the tokenizer adds exactly once."""
+    return len(encode_prompt(tokenizer, prompt))
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a prompt. Chat templates that already write the BOS text must not get a second BOS."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and prompt.startswith(bos))
+    return list(tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+
+
+def build_prompt(
+    text: str,
+    *,
+    tokenizer: Any = None,
+    max_tokens: int | None = None,
+    style: PromptStyle | str = "base",
+) -> str:
+    """The prompt for one product.
+
+    With ``tokenizer`` and ``max_tokens`` the product text is cut (on token boundaries, from the end) so
+    that the whole prompt is at most ``max_tokens`` tokens; the question and ``PRICE_PREFIX`` are never cut.
+    """
+    text = text.strip()
+    prompt = _format(text, tokenizer=tokenizer, style=style)
+    if max_tokens is None:
+        return prompt
+    if tokenizer is None:
+        raise ValueError("max_tokens needs a tokenizer to count tokens")
+    if count_tokens(tokenizer, prompt) <= max_tokens:
+        return prompt
+    overhead = count_tokens(tokenizer, _format("", tokenizer=tokenizer, style=style))
+    if overhead >= max_tokens:
+        raise ValueError(f"max_tokens={max_tokens} leaves no room for the product text ({overhead} tokens)")
+    text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    keep = max_tokens - overhead
+    # Decoding a cut and re-encoding it can merge differently at the edges, so shrink until it fits.
+    while keep > 0:
+        cut = tokenizer.decode(text_ids[:keep], skip_special_tokens=True).strip()
+        prompt = _format(cut, tokenizer=tokenizer, style=style)
+        if count_tokens(tokenizer, prompt) <= max_tokens:
+            return prompt
+        keep -= 1
+    return _format("", tokenizer=tokenizer, style=style)
