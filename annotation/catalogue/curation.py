@@ -1,0 +1,248 @@
+"""Curation rules of the reference pricer, applied to every imported product (pure Python, no Django).
+
+The model sees ``text`` inside the prompt (DESIGN.md §4), so it must be short, free of boilerplate that
+says nothing about the price, and free of part numbers (they eat tokens and invite memorisation).
+Prices are kept in 0.50-999.49 so that every label is a single token in Llama-3 tokenizers; a price
+outside that range is stored but flagged.
+
+``curate_text`` is a fixed point: curating curated text returns it unchanged, so re-importing an
+exported catalogue changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+PRICE_MIN = Decimal("0.50")
+PRICE_MAX = Decimal("999.49")
+# Product.price is DecimalField(max_digits=12, decimal_places=2): anything larger cannot be stored.
+PRICE_STORABLE_MAX = Decimal("9999999999.99")
+_CENT = Decimal("0.01")
+
+# Amazon detail-sheet phrases that carry no price signal. Longer phrases first, so that
+# "Is Discontinued By Manufacturer" goes as a whole before "By Manufacturer"/"Manufacturer" could
+# leave "Is Discontinued" behind. A yes/no answer right after the battery questions goes with them.
+BOILERPLATE = (
+    "Is Discontinued By Manufacturer",
+    "Batteries Included?",
+    "Batteries Required?",
+    "Date First Available",
+    "Item model number",
+    "Best Sellers Rank",
+    "By Manufacturer",
+    "Manufacturer",
+)
+# A question or a flag is removed with its Yes/No answer ("Batteries Required? No").
+_ANSWERED = tuple(phrase for phrase in BOILERPLATE if phrase.endswith("?") or phrase.startswith("Is "))
+_ANSWER_RE = re.compile(r'[\s:"]*(?:Yes|No)\b')
+
+
+# The reference pricer scrubs these characters (JSON debris of the detail sheets and CJK brackets).
+_SCRUB_CHARS = '[]{}"【】'
+# "Part-number-like" (reference rule): a word of 7+ characters that contains a digit (XR4821B,
+# B07ZPKBL9V). Shorter ones ("2-Pack", "1500W", "15") carry price signal and stay.
+PART_NUMBER_MIN_CHARS = 7
+# Debris of removed words: "fits. . Dimensions" → "fits. Dimensions", "12, , black" → "12, black",
+# and a space before punctuation goes: "size 12 , black" → "size 12, black".
+_ORPHANS = tuple((f"{before} {orphan}", before) for before in ".,;:!?" for orphan in ".,;:")
+_DOUBLED = ((",,", ","), (";;", ";"), (",;", ","), (";,", ";"))
+_SPACED = tuple((f" {mark}", mark) for mark in ".,;:!?")
+
+# The removals below use str.find/replace, not regular expressions: they run on every line of every
+# imported product, and Python's regex engine costs about ten times more per character scanned.
+
+
+def _drop_boilerplate(line: str) -> str:
+    for phrase in BOILERPLATE:
+        at = line.find(phrase)
+        while at != -1:
+            end = at + len(phrase)
+            if phrase in _ANSWERED:
+                answer = _ANSWER_RE.match(line, end)
+                if answer:
+                    end = answer.end()
+            before_ok = at == 0 or not (line[at - 1].isalnum() or line[at - 1] == "_")
+            after_ok = end == len(line) or not (line[end].isalnum() or line[end] == "_")
+            if before_ok and after_ok:
+                line = f"{line[:at]} {line[end:]}"
+                at = line.find(phrase, at)
+            else:
+                at = line.find(phrase, at + 1)
+    return line
+
+
+def _scrub_chars(line: str) -> str:
+    for char in _SCRUB_CHARS:
+        if char in line:
+            line = line.replace(char, " ")
+    return line
+
+
+def _tidy_punctuation(line: str) -> str:
+    for pattern, replacement in _ORPHANS:
+        while pattern in line:
+            line = line.replace(pattern, replacement)
+    for pattern, replacement in _DOUBLED:
+        while pattern in line:
+            line = line.replace(pattern, replacement)
+    for pattern, replacement in _SPACED:
+        if pattern in line:
+            line = line.replace(pattern, replacement)
+    return line
+
+
+def _collapse_spaces(line: str) -> str:
+    # isprintable() is False for every whitespace but the ASCII space: a fast test that spares most
+    # lines the split/join.
+    if line.isprintable() and "  " not in line:
+        return line.strip()
+    return " ".join(line.split())
+
+
+def _drop_part_numbers(line: str) -> str:
+    """Remove the words (space-separated, as after ``_collapse_spaces``) that look like part numbers.
+
+    Written with str.find rather than a regex or a loop over all words: it only visits the words
+    that contain a digit, several times faster on catalogue text (the import's hottest loop).
+    """
+    spans: list[tuple[int, int]] = []
+    for digit in "0123456789":
+        at = line.find(digit)
+        while at != -1:
+            start = line.rfind(" ", 0, at) + 1
+            end = line.find(" ", at)
+            if end == -1:
+                end = len(line)
+            if end - start >= PART_NUMBER_MIN_CHARS:
+                spans.append((start, end))
+            at = line.find(digit, end)
+    if not spans:
+        return line
+    kept = []
+    last = 0
+    for start, end in sorted(set(spans)):
+        kept.append(line[last:start])
+        last = end
+    kept.append(line[last:])
+    return " ".join("".join(kept).split())
+
+
+def _needs_tidy(line: str) -> bool:
+    return (
+        " ." in line
+        or " ," in line
+        or " ;" in line
+        or " :" in line
+        or " !" in line
+        or " ?" in line
+        or ",," in line
+        or ";;" in line
+        or ",;" in line
+        or ";," in line
+    )
+
+
+def curate_line(line: str) -> str:
+    """One line of text with the reference rules applied, whitespace collapsed."""
+    line = _drop_part_numbers(_collapse_spaces(_scrub_chars(_drop_boilerplate(line))))
+    while _needs_tidy(line):
+        # Tidying can join a word to a number ("Weight .45" → "Weight.45"): repeat to a fixed point.
+        tidy = _drop_part_numbers(_tidy_punctuation(line))
+        if tidy == line:
+            break
+        line = tidy
+    return line.strip(" ,;:")
+
+
+def curate_title(title: str) -> str:
+    """A title on one line, curated like the text."""
+    return curate_line(" ".join(title.split()))
+
+
+def curate_text(title: str, text: str, *, max_chars: int, curated_title: str | None = None) -> str:
+    """The description the model and the annotators see: ``title`` on the first line, then the text.
+
+    Each line is curated; empty lines go; the title is prepended unless the text already starts
+    with it (the reference data does); the result is cut to ``max_chars`` at a word boundary.
+    ``curated_title`` saves curating the title twice when the caller has it.
+    """
+    if curated_title is None:
+        curated_title = curate_title(title)
+    raw_lines = text.splitlines()
+    lines = []
+    for number, raw in enumerate(raw_lines):
+        # The text usually opens with the title itself: reuse its curated form.
+        curated = curated_title if number == 0 and raw == title else curate_line(raw)
+        if curated:
+            lines.append(curated)
+    if curated_title and (not lines or lines[0] != curated_title):
+        lines.insert(0, curated_title)
+    return truncate("\n".join(lines), max_chars)
+
+
+def truncate(text: str, max_chars: int) -> str:
+    """``text`` cut to at most ``max_chars``, at the last space when that loses little."""
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    if space >= max_chars * 0.8:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:\n")
+
+
+class PriceError(ValueError):
+    """A price that cannot be stored; the message is the reason shown to the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class CuratedPrice:
+    value: Decimal | None
+    flag: str  # one of annotation.models.PriceFlag's values: "", "missing", "out_of_range"
+
+
+FLAG_OK = ""
+FLAG_MISSING = "missing"
+FLAG_OUT_OF_RANGE = "out_of_range"
+
+
+def parse_price(raw: object) -> CuratedPrice:
+    """Parse an import price: ``12.5``, ``"12.5"``, ``"$1,299.00"``; empty or ``None`` means no price.
+
+    Raises ``PriceError`` (with the reason) for negative, non-numeric, NaN/infinite or absurdly
+    large values. Prices outside 0.50-999.49 are kept, flagged ``out_of_range``.
+    """
+    if raw is None:
+        return CuratedPrice(None, FLAG_MISSING)
+    if isinstance(raw, bool):  # JSON true/false are ints to Python; never a price
+        raise PriceError(f"price {raw!r} is not a number")
+    if isinstance(raw, int | float):
+        if isinstance(raw, float) and not math.isfinite(raw):
+            raise PriceError(f"price {raw!r} is not a finite number")
+        value = Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
+    elif isinstance(raw, str):
+        cleaned = raw.strip()
+        if not cleaned:
+            return CuratedPrice(None, FLAG_MISSING)
+        cleaned = cleaned.removeprefix("$").replace(",", "").strip()
+        if cleaned.startswith("-$"):
+            cleaned = "-" + cleaned[2:]
+        try:
+            value = Decimal(cleaned)
+        except InvalidOperation:
+            raise PriceError(f"price {raw!r} is not a number (expected e.g. 12.50 or $1,299.00)") from None
+        if not value.is_finite():
+            raise PriceError(f"price {raw!r} is not a finite number")
+    else:
+        raise PriceError(f"price {raw!r} is not a number")
+    if value < 0:
+        raise PriceError(f"price {raw!r} is negative")
+    value = value.quantize(_CENT)
+    if value > PRICE_STORABLE_MAX:
+        raise PriceError(f"price {raw!r} is too large to store (max {PRICE_STORABLE_MAX})")
+    if PRICE_MIN <= value <= PRICE_MAX:
+        return CuratedPrice(value, FLAG_OK)
+    return CuratedPrice(value, FLAG_OUT_OF_RANGE)
