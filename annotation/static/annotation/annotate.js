@@ -63,35 +63,48 @@
     else help.showModal();
   }
 
-  document.addEventListener("keydown", (event) => {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
-    const help = $("#help");
-    if (help && help.open) return; // the dialog handles Esc itself
-    if (event.key === "Escape" && isTyping(event.target)) {
-      event.target.blur();
-      return;
-    }
-    if (isTyping(event.target)) return; // Enter in the price box submits its own form
-    if (event.key === "?") {
-      toggleHelp();
-      event.preventDefault();
-      return;
-    }
-    if (!$("#item")) return; // acknowledge, paused and empty states have no item shortcuts
-    const key = event.key;
+  // Keys of the item view; true when the key was one of ours.
+  function itemKey(key) {
     if (rejectMode) {
       if (/^[1-9]$/.test(key)) chooseReason(key);
       else if (key === "Escape") setRejectMode(false);
-      event.preventDefault();
-      return;
+      else announce("Reject: press a reason number (Esc cancels).");
+      return true;
     }
     if (/^[0-9.]$/.test(key)) startCorrection(key);
-    else if (key === "a") submit("accept-form");
+    else if (key === "a") submit("accept-form") || announce("This item shows no guess: type your price.");
     else if (key === "r") setRejectMode(true);
     else if (key === "s") submit("skip-form");
     else if (key === "u") submit("undo-form");
-    else return;
-    event.preventDefault();
+    else return false;
+    return true;
+  }
+
+  // Keys of the other views: acknowledge a new codebook (Enter), undo from the "nothing left" view.
+  function otherKey(key) {
+    if (key === "Enter") return submit("ack-form");
+    if (key === "u") return submit("undo-form");
+    return false;
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key;
+    const help = $("#help");
+    if (help && help.open) return; // the dialog closes itself on Esc
+    if (isTyping(event.target)) {
+      if (key === "Escape") event.target.blur(); // Enter in the price box submits its own form
+      return;
+    }
+    // A focused button or link already answers Enter (and Space) itself.
+    if (event.target instanceof HTMLElement && event.target.closest("button, a") && (key === "Enter" || key === " ")) {
+      return;
+    }
+    let handled = true;
+    if (key === "?") toggleHelp();
+    else if ($("#item")) handled = itemKey(key);
+    else handled = otherKey(key);
+    if (handled) event.preventDefault();
   });
 
   // Just before any work form is sent (by htmx or natively), stamp how long the item was on screen.
