@@ -14,15 +14,15 @@ import pytest
 
 from annotation.catalogue.synthetic import generate_products
 from training.engine.config import Recipe, load_recipe
-from training.engine.datasets import LabelRow, build_dpo, build_kto, build_sft
+from training.engine.datasets import LabelRow, Verdict, build_dpo, build_kto, build_sft
 from training.engine.prompts import COMPLETION_RESERVE
 
 CATALOGUE_SIZE = 160
 TEST_SHARE = 40  # the last items play the frozen test split
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread() -> None:
+@pytest.fixture(scope="session")
+def one_torch_thread() -> None:
     """The tiny model's matmuls are too small to gain from threads; on a busy 2-core CI box a second
     thread only adds contention (measured: 0.15 s vs 0.6-1.9 s per training step)."""
     import torch
@@ -46,7 +46,9 @@ def test_items(catalogue: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory, pool_items: list[dict[str, Any]]) -> Path:
+def tiny_base(
+    tmp_path_factory: pytest.TempPathFactory, pool_items: list[dict[str, Any]], one_torch_thread: None
+) -> Path:
     from training.engine.bootstrap import build_base
 
     return build_base(pool_items, tmp_path_factory.mktemp("base") / "tiny", size="tiny", seed=0)
@@ -69,7 +71,8 @@ def label_rows(items: list[dict[str, Any]]) -> list[LabelRow]:
     rows = []
     for n, item in enumerate(items):
         price = float(item["price"])
-        verdict = ("accept", "correct", "reject")[n % 3]
+        verdicts: tuple[Verdict, ...] = ("accept", "correct", "reject")
+        verdict = verdicts[n % 3]
         guess = price if verdict == "accept" else min(999.0, price * 2.5 + 50)
         rows.append(
             LabelRow(

@@ -56,7 +56,9 @@ def test_it_resumes_after_a_crash_and_ends_where_an_uninterrupted_run_ends(
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="worker killed"):
         train(tiny_recipe, datasets_dir / "sft.jsonl", run_dir, progress=_crash_at(6))
-    assert last_checkpoint(run_dir / "checkpoints").name == "checkpoint-4"
+    checkpoint = last_checkpoint(run_dir / "checkpoints")
+    assert checkpoint is not None
+    assert checkpoint.name == "checkpoint-4"
     assert not (run_dir / "adapter").exists()
 
     resumed = train(tiny_recipe, datasets_dir / "sft.jsonl", run_dir)

@@ -14,7 +14,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
@@ -104,7 +104,7 @@ class SafetensorsCheckpointMixin:
         from safetensors.torch import save_file
 
         os.makedirs(output_dir, exist_ok=True)
-        np_state = np.random.get_state()
+        np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
         tensors = {
             "cpu": torch.random.get_rng_state(),
             "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
