@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from annotation import selectors
+from annotation.codebook import markdown_diff_html
 from annotation.models import CodebookVersion
 
 MAX_REASON_KEYS = 9  # reasons are chosen with the digit keys 1-9
@@ -25,6 +26,22 @@ def codebook_previous(version: CodebookVersion) -> CodebookVersion | None:
     return CodebookVersion.objects.filter(number__lt=version.number).order_by("-number").first()
 
 
+def codebook_changes_html(old: CodebookVersion, new: CodebookVersion) -> SafeString:
+    """What changed from ``old`` to ``new``, as escaped, classed diff lines.
+
+    Both texts get a final newline first: published markdown is stripped, and a last line without one
+    would run into the next diff line ("-old last line+new last line").
+    """
+    return mark_safe(  # noqa: S308 - markdown_diff_html escapes every line
+        markdown_diff_html(
+            old.markdown.rstrip("\n") + "\n",
+            new.markdown.rstrip("\n") + "\n",
+            old_name=f"v{old.number}",
+            new_name=f"v{new.number}",
+        )
+    )
+
+
 def codebook_panel(version: CodebookVersion | None = None) -> CodebookPanel | None:
     """The codebook as the annotator sees it: the given (default: current) version and what changed."""
     version = version or selectors.codebook_current()
@@ -35,7 +52,7 @@ def codebook_panel(version: CodebookVersion | None = None) -> CodebookPanel | No
         number=version.number,
         html=selectors.codebook_render(version),
         previous_number=previous.number if previous else None,
-        changes_html=selectors.codebook_diff(previous, version, html=True) if previous else None,  # type: ignore[arg-type]
+        changes_html=codebook_changes_html(previous, version) if previous else None,
         reasons=[
             {"code": str(r["code"]), "label": str(r["label"])} for r in version.reason_codes[:MAX_REASON_KEYS]
         ],

@@ -30,7 +30,7 @@ from annotation.forms import (
     VerdictForm,
     first_error,
 )
-from annotation.page_selectors import codebook_panel, codebook_previous
+from annotation.page_selectors import codebook_changes_html, codebook_panel, codebook_previous
 from webapp.roles import Role, role_required
 
 annotator_only = role_required(Role.ANNOTATOR)
@@ -257,7 +257,7 @@ def codebook_version(request: HttpRequest, number: int) -> HttpResponse:
         "version": version,
         "html": selectors.codebook_render(version),
         "against": against,
-        "diff_html": selectors.codebook_diff(against, version, html=True) if against else None,
+        "diff_html": codebook_changes_html(against, version) if against else None,
         "versions": selectors.codebook_versions(),
     }
     return render(request, "annotation/review/codebook_version.html", context)

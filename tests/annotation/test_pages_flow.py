@@ -229,7 +229,9 @@ def test_it_publishes_a_codebook_version_from_the_editor(reviewer: User) -> None
     client.post("/review/codebook/", {"markdown": CODEBOOK + "- `duplicate`: seen before\n"})
     body = client.get("/review/codebook/v2/").content.decode()
     assert "Changes from v1 to v2" in body
-    assert "+- `duplicate`: seen before" in body
+    assert '<span class="diff-add">+- `duplicate`: seen before</span>' in body
+    # v1's last line is unchanged context, not removed and re-added, nor glued to the next line
+    assert '<span class="diff-ctx"> - `bundle`: several items</span>' in body
 
 
 def test_it_refuses_an_empty_codebook(reviewer: User) -> None:
