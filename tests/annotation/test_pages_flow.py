@@ -23,7 +23,7 @@ from annotation.models import (
 from tests.annotation.queue_helpers import lease, make_tasks, submit
 
 CODEBOOK = "# Rules\n\n## Reject reasons\n- `not-a-product`: no sellable item\n- `bundle`: several items\n"
-HTMX = {"HTTP_HX_REQUEST": "true"}
+HTMX = {"HX-Request": "true"}
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +48,7 @@ def _client(user: User) -> Client:
 
 def _form(client: Client) -> dict[str, str]:
     """The hidden fields of the item on screen, as the browser would send them."""
-    response = client.get("/annotate/workspace/", **HTMX)
+    response = client.get("/annotate/workspace/", headers=HTMX)
     context = response.context
     return {
         "assignment_id": str(context["assignment"].id),
@@ -111,7 +111,7 @@ def test_it_answers_htmx_with_the_next_item_and_the_progress(
     client = _client(annotator)
     fields = _form(client)
     response = client.post(
-        "/annotate/submit/", {**fields, "verdict": "accept", "seconds_spent": "3.5"}, **HTMX
+        "/annotate/submit/", {**fields, "verdict": "accept", "seconds_spent": "3.5"}, headers=HTMX
     )
     assert response.status_code == 200
     body = response.content.decode()
@@ -126,8 +126,8 @@ def test_it_counts_a_double_submit_once(annotator: User, codebook: CodebookVersi
     make_tasks(3)
     client = _client(annotator)
     fields = {**_form(client), "verdict": "accept", "seconds_spent": "1"}
-    client.post("/annotate/submit/", fields, **HTMX)
-    client.post("/annotate/submit/", fields, **HTMX)
+    client.post("/annotate/submit/", fields, headers=HTMX)
+    client.post("/annotate/submit/", fields, headers=HTMX)
     assert Annotation.objects.filter(annotator=annotator).count() == 1
 
 
@@ -147,7 +147,7 @@ def test_it_explains_bad_input_and_saves_nothing(
 ) -> None:
     tasks = make_tasks(1)
     client = _client(annotator)
-    response = client.post("/annotate/submit/", {**_form(client), **data}, **HTMX)
+    response = client.post("/annotate/submit/", {**_form(client), **data}, headers=HTMX)
     assert response.status_code == 200
     assert message in response.content.decode()
     assert response.context["assignment"].task == tasks[0]  # the same item stays on screen
@@ -165,7 +165,7 @@ def test_it_refuses_to_act_on_another_annotators_lease(
         ("/annotate/skip/", {"assignment_id": theirs.id}),
         ("/annotate/submit/", {**mine, "assignment_id": theirs.id, "verdict": "accept"}),
     ]:
-        response = client.post(url, data, **HTMX)
+        response = client.post(url, data, headers=HTMX)
         assert f"No assignment {theirs.id} of yours" in response.content.decode()
     theirs.refresh_from_db()
     assert theirs.status == AssignmentStatus.LIVE
@@ -175,10 +175,12 @@ def test_it_refuses_to_act_on_another_annotators_lease(
 def test_it_skips_and_undoes(annotator: User, codebook: CodebookVersion) -> None:
     tasks = make_tasks(3)
     client = _client(annotator)
-    client.post("/annotate/submit/", {**_form(client), "verdict": "accept", "seconds_spent": "1"}, **HTMX)
-    response = client.post("/annotate/skip/", {"assignment_id": _form(client)["assignment_id"]}, **HTMX)
+    client.post(
+        "/annotate/submit/", {**_form(client), "verdict": "accept", "seconds_spent": "1"}, headers=HTMX
+    )
+    response = client.post("/annotate/skip/", {"assignment_id": _form(client)["assignment_id"]}, headers=HTMX)
     assert response.context["assignment"].task == tasks[2]
-    response = client.post("/annotate/undo/", {}, **HTMX)
+    response = client.post("/annotate/undo/", {}, headers=HTMX)
     assert response.context["assignment"].task == tasks[0]
     assert "Undone" in response.content.decode()
     assert not Annotation.objects.exists()
@@ -196,7 +198,7 @@ def test_it_asks_for_the_new_codebook_before_the_next_item(
     assert 'id="item"' not in body
     assert "New codebook: version 2" in body
     assert "+- `duplicate`: seen before" in body
-    response = client.post("/annotate/acknowledge/", {"version_number": "2"}, **HTMX)
+    response = client.post("/annotate/acknowledge/", {"version_number": "2"}, headers=HTMX)
     assert response.context["state"] == "item"
     assert CodebookAck.objects.filter(annotator=annotator, version__number=2).exists()
 
@@ -311,6 +313,6 @@ def test_it_keeps_the_annotator_loop_to_a_bounded_number_of_queries(
     client = _client(annotator)
     fields = _form(client)
     with django_assert_max_num_queries(30):
-        client.post("/annotate/submit/", {**fields, "verdict": "accept", "seconds_spent": "1"}, **HTMX)
+        client.post("/annotate/submit/", {**fields, "verdict": "accept", "seconds_spent": "1"}, headers=HTMX)
     with django_assert_max_num_queries(17):
-        client.get("/annotate/workspace/", **HTMX)
+        client.get("/annotate/workspace/", headers=HTMX)
