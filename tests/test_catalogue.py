@@ -18,7 +18,8 @@ from annotation.catalogue.curation import (
     parse_price,
     truncate,
 )
-from annotation.catalogue.reader import split_for
+from annotation.catalogue.pipeline import decode_copy_line, encode_for_copy
+from annotation.catalogue.reader import ProductRow, split_for
 
 
 def test_it_removes_boilerplate_phrases_with_their_answers() -> None:
@@ -156,3 +157,24 @@ def test_it_writes_jsonl_and_csv_from_the_command_line(tmp_path: Path) -> None:
     assert [json.loads(line) for line in lines] == expected
     assert [row["id"] for row in rows] == [product["id"] for product in expected]
     assert [float(row["price"]) for row in rows] == [product["price"] for product in expected]
+
+
+def test_it_round_trips_rows_through_the_copy_format() -> None:
+    row = ProductRow(
+        line=3,
+        external_id="id\\1",
+        title="tab\there",
+        text="line one\nline two \\ back\r",
+        category="Toys",
+        price=Decimal("12.50"),
+        price_flag="",
+        split="pool",
+        source="s",
+        extra={"a": "x\ty", "n": [1, 2]},
+    )
+    encoded = encode_for_copy(row)
+    assert encoded.copy_line.count(b"\t") == 8
+    assert encoded.copy_line.count(b"\n") == 1
+    assert decode_copy_line(encoded) == row
+    no_price = ProductRow(4, "i", "t", "x", "c", None, "missing", "test", "", {})
+    assert decode_copy_line(encode_for_copy(no_price)) == no_price

@@ -8,10 +8,14 @@ right) and memory stays bounded: only a few batches are in flight at any time.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import re
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
 from itertools import islice
 from typing import Any, BinaryIO
 
@@ -27,19 +31,113 @@ from annotation.catalogue.reader import (
 
 BATCH_LINES = 1_000
 BATCHES_IN_FLIGHT_PER_WORKER = 3
+# Column order of a COPY line made by ``encode_for_copy``.
+COPY_COLUMNS = ("external_id", "title", "text", "category", "price", "price_flag", "split", "source", "extra")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_UNESCAPE_RE = re.compile(r"\\[\\tnr]")
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRow:
+    """A curated row already in PostgreSQL ``COPY`` text format (``COPY_COLUMNS``, tab-separated).
+
+    Workers send these instead of ``ProductRow`` objects: bytes cross the process boundary several
+    times cheaper than pickled objects, and the main process only has to write them.
+    """
+
+    line: int
+    external_id: str
+    copy_line: bytes
+
+
+def _copy_field(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def encode_for_copy(row: ProductRow) -> EncodedRow:
+    fields = (
+        _copy_field(row.external_id),
+        _copy_field(row.title),
+        _copy_field(row.text),
+        _copy_field(row.category),
+        "\\N" if row.price is None else str(row.price),
+        row.price_flag,
+        row.split,
+        _copy_field(row.source),
+        _copy_field(_JSON(row.extra)),
+    )
+    return EncodedRow(row.line, row.external_id, ("\t".join(fields) + "\n").encode("utf-8"))
+
+
+def decode_copy_line(encoded: EncodedRow) -> ProductRow:
+    """The ``ProductRow`` back from its COPY line (for the rare row-by-row retry after a failure)."""
+    unescape = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\r": "\r"}
+    fields = [
+        _COPY_UNESCAPE_RE.sub(lambda match: unescape[match.group()], field)
+        for field in encoded.copy_line.decode("utf-8").rstrip("\n").split("\t")
+    ]
+    values = dict(zip(COPY_COLUMNS, fields, strict=True))
+    return ProductRow(
+        line=encoded.line,
+        external_id=values["external_id"],
+        title=values["title"],
+        text=values["text"],
+        category=values["category"],
+        price=None if values["price"] == "\\N" else Decimal(values["price"]),
+        price_flag=values["price_flag"],
+        split=values["split"],
+        source=values["source"],
+        extra=json.loads(values["extra"]),
+    )
+
+
+def _encoded(items: list[ProductRow | RowError]) -> list[EncodedRow | RowError]:
+    return [item if isinstance(item, RowError) else encode_for_copy(item) for item in items]
+
+
+def _curate_jsonl_encoded(
+    first_line: int, lines: list[bytes], options: CurationSettings
+) -> list[EncodedRow | RowError]:
+    return _encoded(curate_jsonl_batch(first_line, lines, options))
+
+
+def _curate_csv_encoded(
+    items: list[tuple[int, dict[str, Any]] | RowError], options: CurationSettings
+) -> list[EncodedRow | RowError]:
+    return _encoded(curate_items(items, options, True))
+
+
+def can_use_workers() -> bool:
+    """Worker processes are not allowed everywhere: a daemonic process (a Celery prefork child)
+    cannot have children."""
+    return not multiprocessing.current_process().daemon
 
 
 def read_products_parallel(
-    stream: BinaryIO, fmt: Format, options: CurationSettings, *, workers: int, batch_lines: int = BATCH_LINES
-) -> Iterator[ProductRow | RowError]:
-    """Like ``reader.read_products``, with the parsing and curation done by ``workers`` processes."""
+    stream: BinaryIO,
+    fmt: Format,
+    options: CurationSettings,
+    *,
+    workers: int,
+    encode: bool = False,
+    batch_lines: int = BATCH_LINES,
+) -> Iterator[ProductRow | EncodedRow | RowError]:
+    """Like ``reader.read_products``, with the parsing and curation done by ``workers`` processes.
+
+    ``encode``: yield ``EncodedRow`` (for the PostgreSQL COPY writer) instead of ``ProductRow``.
+    The caller's main module must be import-safe (``if __name__ == "__main__":``), as always with
+    the spawn start method.
+    """
     # spawn, not fork: the parent holds database connections and threads that a forked child must
     # not inherit.
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    pending: deque[Future[list[ProductRow | RowError]]] = deque()
+    pending: deque[Future[list[Any]]] = deque()
     limit = workers * BATCHES_IN_FLIGHT_PER_WORKER
     try:
-        for submit_args in _batches(stream, fmt, options, batch_lines):
+        for submit_args in _batches(stream, fmt, options, batch_lines, encode):
             pending.append(pool.submit(*submit_args))
             if len(pending) >= limit:
                 yield from pending.popleft().result()
@@ -50,16 +148,22 @@ def read_products_parallel(
 
 
 def _batches(
-    stream: BinaryIO, fmt: Format, options: CurationSettings, batch_lines: int
+    stream: BinaryIO, fmt: Format, options: CurationSettings, batch_lines: int, encode: bool
 ) -> Iterator[tuple[Any, ...]]:
     if fmt == "jsonl":
         # Raw bytes go to the workers: decoding and JSON parsing are part of the work to spread.
         first = 1
         while lines := list(islice(stream, batch_lines)):
-            yield curate_jsonl_batch, first, lines, options
+            if encode:
+                yield _curate_jsonl_encoded, first, lines, options
+            else:
+                yield curate_jsonl_batch, first, lines, options
             first += len(lines)
     else:
         # CSV records may span lines, so the csv module reads them here; curation is spread.
         rows = read_csv(stream)
         while batch := list(islice(rows, batch_lines)):
-            yield curate_items, batch, options, True
+            if encode:
+                yield _curate_csv_encoded, batch, options
+            else:
+                yield curate_items, batch, options, True

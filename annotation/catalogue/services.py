@@ -16,7 +16,6 @@ On PostgreSQL each chunk goes through ``COPY`` into a temporary table and one ``
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,7 +25,14 @@ from typing import Any, BinaryIO, Literal
 from django.conf import settings
 from django.db import DatabaseError, connection, reset_queries, transaction
 
-from annotation.catalogue.pipeline import read_products_parallel
+from annotation.catalogue.pipeline import (
+    COPY_COLUMNS,
+    EncodedRow,
+    can_use_workers,
+    decode_copy_line,
+    encode_for_copy,
+    read_products_parallel,
+)
 from annotation.catalogue.reader import (
     CurationSettings,
     Format,
@@ -84,20 +90,18 @@ def products_import(
     method: Method = "auto",
     chunk_size: int | None = None,
     on_error: Callable[[RowError], None] | None = None,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> ImportResult:
     """Import the products of the file at ``path`` (format from ``fmt`` or the file extension).
 
-    ``workers``: processes that parse and curate (default: one per CPU, up to 4, for files over
-    8 MiB; inline otherwise).
+    ``workers``: processes that parse and curate (``default_workers(path)`` suggests a number); more
+    than one needs an import-safe main module, as always with multiprocessing's spawn.
 
     Raises ``CatalogueFormatError`` when the file as a whole cannot be read (unknown format, a CSV
     header without a required column); row problems are in the result and go to ``on_error`` as they
     are found, in line order.
     """
     file_format = detect_format(path, fmt)
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 4) if path.stat().st_size >= PARALLEL_MIN_BYTES else 1
     with path.open("rb") as stream:
         return products_import_stream(
             stream=stream,
@@ -110,6 +114,11 @@ def products_import(
             on_error=on_error,
             workers=workers,
         )
+
+
+def default_workers(path: Path) -> int:
+    """Worker processes worth starting for this file: one per CPU (up to 4) for big files."""
+    return min(os.cpu_count() or 1, 4) if path.stat().st_size >= PARALLEL_MIN_BYTES else 1
 
 
 def products_import_stream(
@@ -137,9 +146,9 @@ def products_import_stream(
         max_text_chars=max_text_chars or settings.CATALOGUE_MAX_TEXT_CHARS,
         default_source=source,
     )
-    items: Iterable[ProductRow | RowError]
-    if workers > 1:
-        items = read_products_parallel(stream, fmt, options, workers=workers)
+    items: Iterable[ProductRow | EncodedRow | RowError]
+    if workers > 1 and can_use_workers():
+        items = read_products_parallel(stream, fmt, options, workers=workers, encode=method == "copy")
     else:
         items = read_products(
             stream,
@@ -163,11 +172,11 @@ class _Importer:
         self.result = ImportResult()
         self.seen = _SeenIds()
 
-    def run(self, items: Iterable[ProductRow | RowError]) -> ImportResult:
+    def run(self, items: Iterable[ProductRow | EncodedRow | RowError]) -> ImportResult:
         self.seen.open()
         self.writer.open()
         try:
-            chunk: dict[str, ProductRow] = {}
+            chunk: dict[str, ProductRow | EncodedRow] = {}
             errors: list[RowError] = []
             for item in items:
                 if isinstance(item, RowError):
@@ -186,7 +195,7 @@ class _Importer:
             self.seen.close()
         return self.result
 
-    def _flush(self, rows: list[ProductRow], errors: list[RowError]) -> None:
+    def _flush(self, rows: list[ProductRow | EncodedRow], errors: list[RowError]) -> None:
         rows, duplicates = self.seen.claim(rows)
         errors.extend(duplicates)
         if rows:
@@ -209,7 +218,7 @@ class _Importer:
         if settings.DEBUG:
             reset_queries()  # DEBUG keeps every SQL string; a million-row import would hold them all
 
-    def _write_one_by_one(self, rows: list[ProductRow]) -> list[RowError]:
+    def _write_one_by_one(self, rows: list[ProductRow | EncodedRow]) -> list[RowError]:
         errors = []
         orm = _OrmWriter()
         for row in rows:
@@ -226,7 +235,7 @@ class _Importer:
         return errors
 
 
-def _duplicate(row: ProductRow, first_line: int) -> RowError:
+def _duplicate(row: ProductRow | EncodedRow, first_line: int) -> RowError:
     return RowError(row.line, f"duplicate id {row.external_id!r} (first seen on line {first_line}); skipped")
 
 
@@ -262,7 +271,9 @@ class _SeenIds:
     def close(self) -> None:
         _drop_temporary_table(self.table)
 
-    def claim(self, rows: list[ProductRow]) -> tuple[list[ProductRow], list[RowError]]:
+    def claim(
+        self, rows: list[ProductRow | EncodedRow]
+    ) -> tuple[list[ProductRow | EncodedRow], list[RowError]]:
         """The rows whose id no earlier chunk took (now taken), and an error for each of the others."""
         if not rows:
             return rows, []
@@ -307,7 +318,7 @@ class _Writer:
     def close(self) -> None:
         pass
 
-    def write(self, rows: list[ProductRow]) -> tuple[int, int]:
+    def write(self, rows: list[ProductRow | EncodedRow]) -> tuple[int, int]:
         """Upsert ``rows`` (distinct ids); return (created, updated). Runs inside a transaction."""
         raise NotImplementedError
 
@@ -315,16 +326,18 @@ class _Writer:
 class _OrmWriter(_Writer):
     """Any database: read the chunk's existing rows, then one ``bulk_create`` for new and changed ones."""
 
-    def write(self, rows: list[ProductRow]) -> tuple[int, int]:
+    def write(self, rows: list[ProductRow | EncodedRow]) -> tuple[int, int]:
+        # EncodedRow only arrives here in the row-by-row retry of a failed COPY chunk.
+        rows_ = [decode_copy_line(row) if isinstance(row, EncodedRow) else row for row in rows]
         existing: dict[str, tuple[Any, ...]] = {
             values[0]: values[1:]
             for values in Product.objects.filter(
-                external_id__in=[row.external_id for row in rows]
+                external_id__in=[row.external_id for row in rows_]
             ).values_list("external_id", *COMPARED_FIELDS)
         }
         created = updated = 0
         changed: list[Product] = []
-        for row in rows:
+        for row in rows_:
             old = existing.get(row.external_id)
             if old is None:
                 created += 1
@@ -365,7 +378,7 @@ class _CopyWriter(_Writer):
     """
 
     stage = "priceloop_import_stage"
-    columns = ("external_id", "title", "text", "category", "price", "price_flag", "split", "source", "extra")
+    columns = COPY_COLUMNS
 
     def open(self) -> None:
         with connection.cursor() as cursor:
@@ -378,30 +391,18 @@ class _CopyWriter(_Writer):
     def close(self) -> None:
         _drop_temporary_table(self.stage)
 
-    def write(self, rows: list[ProductRow]) -> tuple[int, int]:
+    def write(self, rows: list[ProductRow | EncodedRow]) -> tuple[int, int]:
         table = Product._meta.db_table
         names = ", ".join(self.columns)
         compared = ", ".join(COMPARED_FIELDS)
         updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in UPDATE_FIELDS if name != "updated")
-        dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+        payload = b"".join(
+            row.copy_line if isinstance(row, EncodedRow) else encode_for_copy(row).copy_line for row in rows
+        )
         with connection.cursor() as cursor:
             cursor.execute(f"TRUNCATE {self.stage}")
             with cursor.copy(f"COPY {self.stage} ({names}) FROM STDIN") as copy:
-                write_row = copy.write_row
-                for row in rows:
-                    write_row(
-                        (
-                            row.external_id,
-                            row.title,
-                            row.text,
-                            row.category,
-                            row.price,
-                            row.price_flag,
-                            row.split,
-                            row.source,
-                            dumps(row.extra),
-                        )
-                    )
+                copy.write(payload)
             cursor.execute(
                 f"""
                 WITH upserted AS (

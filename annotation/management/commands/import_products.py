@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.catalogue.reader import FORMATS, CatalogueFormatError, RowError
-from annotation.catalogue.services import products_import
+from annotation.catalogue.services import default_workers, products_import
 
 
 class Command(BaseCommand):
@@ -66,7 +66,7 @@ class Command(BaseCommand):
                 max_text_chars=options["max_text_chars"],
                 source=options["source"],
                 on_error=report,
-                workers=options["workers"],
+                workers=options["workers"] or default_workers(path),
             )
         except CatalogueFormatError as exc:
             raise CommandError(f"{path}: {exc}") from None
