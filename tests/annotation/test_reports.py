@@ -1,0 +1,155 @@
+"""Codebook text (reason codes, sanitized rendering, diff), agreement and anchoring reports, beat task."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from annotation import selectors, services
+from annotation.codebook import markdown_render, reason_codes_parse
+from annotation.models import Assignment, AssignmentStatus, Task
+from tests.annotation.queue_helpers import lease, make_tasks, submit
+from webapp.roles import Role
+from webapp.services import user_create_with_role
+from workers.annotation import annotation_leases_expire
+
+CODEBOOK = """# Pricing codebook
+
+Accept when the guess is within 10%.
+
+## Reject reasons
+- `not-a-product`: the text describes no sellable item
+- bundle — several items, no single price
+* used: second-hand or refurbished
+
+## Examples
+- `ignored`: not a reason, another section
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_gold_no_blind(settings) -> None:
+    settings.ANNOTATION_GOLD_RATE = 0.0
+    settings.ANNOTATION_BLIND_SHARE = 0.0
+
+
+def test_it_reads_reason_codes_from_the_reasons_section() -> None:
+    assert reason_codes_parse(CODEBOOK) == [
+        {"code": "not-a-product", "label": "the text describes no sellable item"},
+        {"code": "bundle", "label": "several items, no single price"},
+        {"code": "used", "label": "second-hand or refurbished"},
+    ]
+
+
+def test_it_renders_the_codebook_without_scripts_or_handlers() -> None:
+    html = markdown_render(
+        "# Rules\n\n<script>alert(1)</script>\n\n<img src=x onerror=alert(2)>\n\n"
+        "[link](javascript:alert(3)) **bold**\n"
+    )
+    assert "<script" not in html
+    assert "onerror" not in html
+    assert "javascript:" not in html
+    assert "<strong>bold</strong>" in html
+    assert "<h1>Rules</h1>" in html
+
+
+@pytest.mark.django_db
+def test_it_publishes_numbered_versions_and_diffs_them(reviewer: User) -> None:
+    v1 = services.codebook_publish(author=reviewer, markdown="# Rules\n\nAccept close guesses.\n")
+    v2 = services.codebook_publish(author=reviewer, markdown=CODEBOOK)
+    assert (v1.number, v2.number) == (1, 2)
+    assert [c["code"] for c in v2.reason_codes] == ["not-a-product", "bundle", "used"]
+    assert selectors.codebook_current() == v2
+    diff = selectors.codebook_diff(v1, v2)
+    assert "-Accept close guesses." in diff
+    assert "+## Reject reasons" in diff
+    html = selectors.codebook_diff(v1, v2, html=True)
+    assert '<span class="diff-add">+## Reject reasons</span>' in html
+    with pytest.raises(Exception, match="cannot be empty"):
+        services.codebook_publish(author=reviewer, markdown="   ")
+
+
+@pytest.mark.django_db
+def test_it_reports_krippendorff_alpha_and_tolerance_per_annotator() -> None:
+    tasks = make_tasks(6, overlap=3, guess="100.00")
+    users = [user_create_with_role(username=f"r{i}", role=Role.ANNOTATOR)[0] for i in range(3)]
+    truth = [20, 40, 80, 160, 320, 640]
+    for _ in tasks:
+        for k, user in enumerate(users):
+            a = lease(user)
+            base = truth[[t.id for t in tasks].index(a.task_id)]
+            # r0 and r1 agree closely; r2 answers at random-ish prices.
+            price = base * (1.02 if k == 0 else 0.99) if k < 2 else 500 - base / 2
+            submit(user, a, "correct", f"{price:.2f}")
+    reviewer = user_create_with_role(username="rev", role=Role.REVIEWER)[0]
+    for task in selectors.adjudication_queue():
+        services.adjudication_resolve(reviewer=reviewer, task_id=task.id, price=truth[tasks.index(task)])
+    report = selectors.agreement_report()
+    assert report["annotations"] == 18
+    assert report["items_with_two_or_more_prices"] == 6
+    assert report["alpha"] is not None
+    per = {row["username"]: row for row in report["per_annotator"]}
+    assert per["r0"]["accept_rate"] == 0.0
+    assert per["r0"]["within_tolerance"] == 1.0
+    assert per["r2"]["within_tolerance"] < 0.5
+
+    close = [[t * 1.02 for t in truth], [t * 0.99 for t in truth]]
+    import math
+
+    from annotation.selectors import _alpha
+
+    assert _alpha([[math.log(v) for v in row] for row in close]) > 0.99
+    assert report["alpha"] < 0.99
+
+
+@pytest.mark.django_db
+def test_it_compares_blind_and_shown_items(annotator: User) -> None:
+    shown = make_tasks(2, guess="100.00")
+    blind = make_tasks(2, guess="100.00", blind=True)
+    for _ in shown + blind:
+        a = lease(annotator)
+        submit(
+            annotator,
+            a,
+            "accept" if not a.task.is_blind else "correct",
+            None if not a.task.is_blind else "60",
+        )
+    report = selectors.blind_vs_shown_report()
+    assert report["shown"]["n"] == 2
+    assert report["blind"]["n"] == 2
+    assert report["shown"]["mean_rel_distance_from_guess"] == 0.0
+    assert report["blind"]["mean_rel_distance_from_guess"] == 0.4
+    assert report["anchoring_gap"] == 0.4
+
+
+@pytest.mark.django_db
+def test_it_reports_the_queue(annotator: User) -> None:
+    make_tasks(3)
+    submit(annotator, lease(annotator))
+    lease(annotator)
+    stats = selectors.queue_stats()
+    assert stats["tasks"] == {
+        "total": 3,
+        "open": 2,
+        "available": 1,
+        "needs_adjudication": 0,
+        "resolved": 1,
+        "gold": 0,
+    }
+    assert stats["leases"] == {"live": 1, "overdue": 0}
+    progress = selectors.annotator_progress(annotator=annotator)
+    assert (progress["done_today"], progress["remaining"]) == (1, 1)
+
+
+@pytest.mark.django_db
+def test_it_returns_expired_leases_from_the_beat_task(annotator: User) -> None:
+    (task,) = make_tasks(1)
+    a = lease(annotator)
+    Assignment.objects.filter(id=a.id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert annotation_leases_expire.apply().get() == 1
+    assert annotation_leases_expire.apply().get() == 0
+    assert Assignment.objects.get(id=a.id).status == AssignmentStatus.EXPIRED
+    assert Task.objects.get(id=task.id).claimed_count == 0
