@@ -33,7 +33,6 @@ BATCH_LINES = 1_000
 BATCHES_IN_FLIGHT_PER_WORKER = 3
 # Column order of a COPY line made by ``encode_for_copy``.
 COPY_COLUMNS = ("external_id", "title", "text", "category", "price", "price_flag", "split", "source", "extra")
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _COPY_UNESCAPE_RE = re.compile(r"\\[\\tnr]")
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
@@ -52,8 +51,16 @@ class EncodedRow:
 
 
 def _copy_field(value: str) -> str:
-    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        return value.translate(_COPY_ESCAPES)
+    # str.replace per character, not str.translate: translate looks every character up in a dict
+    # and cost more than all the curation of a row.
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\t" in value:
+        value = value.replace("\t", "\\t")
+    if "\n" in value:
+        value = value.replace("\n", "\\n")
+    if "\r" in value:
+        value = value.replace("\r", "\\r")
     return value
 
 
