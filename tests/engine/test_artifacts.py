@@ -123,3 +123,10 @@ def test_it_archives_deterministically_and_round_trips(version: Path, tmp_path: 
     assert first.sha256 == second.sha256
     unpacked = extract_version(first.path, tmp_path / "out")
     assert unpacked.files == read_version(version).files
+
+
+@pytest.mark.slow
+def test_loading_a_tampered_version_for_prediction_is_refused(version: Path, tiny_base: Path) -> None:
+    (version / "adapter_config.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="sha256"):
+        Predictor(tiny_base, version)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from training.engine.config import RecipeError, load_recipe
+from training.engine.config import RecipeError, available_recipes, load_recipe
 from training.engine.prompts import (
     PRICE_PREFIX,
     QUESTION,
@@ -108,3 +108,10 @@ def test_it_rejects_contradictory_or_bad_settings(overrides: dict[str, Any], mes
 def test_it_names_the_packaged_recipes_when_one_is_missing() -> None:
     with pytest.raises(RecipeError, match="tiny"):
         load_recipe("llama-9000")
+
+
+@pytest.mark.parametrize("name", available_recipes())
+def test_every_packaged_recipe_loads(name: str) -> None:
+    recipe = load_recipe(name)
+    assert recipe.name == name
+    assert recipe.fingerprint() == load_recipe(name).fingerprint()

@@ -58,6 +58,10 @@ class BaseSize:
     batch_size: int
     seq_len: int
     learning_rate: float
+    vocab_size: int = 0  # 0: exactly the tokenizer's; more pads the embedding to a real model's shape
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+    dtype: str = "float32"
 
 
 SIZES: dict[str, BaseSize] = {
@@ -65,6 +69,25 @@ SIZES: dict[str, BaseSize] = {
     "tiny": BaseSize(512, 64, 2, 4, 2, 192, 256, 60, 8, 80, 3e-3),
     # ~30M parameters: minutes on one GPU; big enough to learn prices from a few thousand items.
     "small": BaseSize(8000, 512, 8, 8, 4, 1408, 512, 3000, 64, 192, 6e-4),
+    # Llama-3.1-8B's exact shapes with random weights and no pretraining: for speed and memory
+    # measurements of the reference recipe without downloading the real weights (GPU only, ~16 GB).
+    "llama-3.1-8b-shape": BaseSize(
+        8000,
+        4096,
+        32,
+        32,
+        8,
+        14336,
+        8192,
+        0,
+        1,
+        182,
+        0.0,
+        vocab_size=128256,
+        rope_theta=500000.0,
+        tie_embeddings=False,
+        dtype="bfloat16",
+    ),
 }
 
 
@@ -162,6 +185,9 @@ def _pretrain(
 ) -> list[float]:
     import torch
 
+    if steps <= 0:  # a shape-only base (random weights)
+        model.eval()
+        return []
     rng = random.Random(seed)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
@@ -232,7 +258,7 @@ def build_base(
     if not texts:
         raise ValueError(f"no item has a price between 0.5 and 999.49 among {len(rows)} items")
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), spec.vocab_size),
         hidden_size=spec.hidden,
         intermediate_size=spec.intermediate,
         num_hidden_layers=spec.layers,
@@ -242,15 +268,17 @@ def build_base(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        rope_theta=10000.0,
+        tie_word_embeddings=spec.tie_embeddings,
+        rope_theta=spec.rope_theta,
     )
-    model = LlamaForCausalLM(config)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with torch.device(device):  # initialise in place: an 8B-shaped model would take minutes on CPU
+        model = LlamaForCausalLM(config)
+    steps = spec.steps if steps is None else steps
     losses = _pretrain(
-        model, tokenizer, texts, spec, seed=seed, steps=steps or spec.steps, device=device, progress=progress
+        model, tokenizer, texts, spec, seed=seed, steps=steps, device=device, progress=progress
     )
-    model.to("cpu")
+    model.to("cpu", dtype=getattr(torch, spec.dtype))
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -264,8 +292,8 @@ def build_base(
             "items": len(rows),
             "training_texts": len(texts),
             "steps": len(losses),
-            "first_loss": losses[0],
-            "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+            "first_loss": losses[0] if losses else None,
+            "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
             "parameters": sum(p.numel() for p in model.parameters()),
         }
         (tmp / "bootstrap.json").write_text(json.dumps(summary, indent=2))

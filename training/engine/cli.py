@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training.engine.bootstrap import SIZES
 from training.engine.config import recipe_fields
 
 
@@ -291,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build-base", help="train a tokenizer and pretrain a small Llama on a catalogue")
     _add_items_args(p)
     p.add_argument("--out", required=True, help="folder to write the base into")
-    p.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    p.add_argument(
+        "--size", choices=list(SIZES), default="tiny", help="tiny: CPU seconds; small: GPU minutes"
+    )
     p.add_argument("--steps", type=int, help="pretraining steps (default: by size)")
     p.set_defaults(func=cmd_build_base)
 

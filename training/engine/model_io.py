@@ -84,6 +84,23 @@ def load_base_model(
     return model
 
 
+def check_adapter_dir(adapter_dir: str | Path) -> None:
+    """The one gate before peft reads an adapter folder: a version folder (it has a manifest) must pass
+    ``read_version`` (checksums, no pickles); a bare training output must hold safetensors weights and
+    no pickle-format file that peft might prefer or fall back to."""
+    from training.engine.artifacts import MANIFEST, PICKLE_SUFFIXES, ArtifactError, read_version
+
+    folder = Path(adapter_dir)
+    if (folder / MANIFEST).is_file():
+        read_version(folder)
+        return
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise ArtifactError(f"{folder} has no adapter_model.safetensors")
+    unsafe = sorted(p.name for p in folder.iterdir() if p.name.lower().endswith(PICKLE_SUFFIXES))
+    if unsafe:
+        raise ArtifactError(f"{folder} holds pickle-format files {unsafe}: refused")
+
+
 def has_tokenizer_files(folder: str | Path) -> bool:
     return (Path(folder) / "tokenizer_config.json").is_file()
 
@@ -102,14 +119,14 @@ def load_for_inference(
     The adapter folder must hold safetensors weights only; ``artifacts.read_version`` checks a version
     before its folder gets here.
     """
+    if adapter_dir is not None:
+        check_adapter_dir(adapter_dir)
     tokenizer_source = adapter_dir if adapter_dir and has_tokenizer_files(adapter_dir) else base
     tokenizer = load_tokenizer(tokenizer_source, revision=None if tokenizer_source != base else revision)
     model = load_base_model(base, quant=quant, revision=revision, dtype=dtype, device=device)
     if adapter_dir is not None:
         from peft import PeftModel
 
-        if (Path(adapter_dir) / "adapter_model.bin").exists():
-            raise ValueError(f"{adapter_dir} holds adapter_model.bin: only safetensors adapters are loaded")
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     model.eval()
     return model, tokenizer

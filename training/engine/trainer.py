@@ -52,6 +52,18 @@ class ProgressEvent:
 
 
 @dataclass
+class TrainHooks:
+    """Extension points for speed paths (``speed.py``) and instrumentation; all optional."""
+
+    # Called with the loaded base (quantized or not) before LoRA is attached; returns the model to use.
+    prepare_model: Callable[[Any], Any] | None = None
+    # Merged last into the TRL config kwargs (e.g. gradient checkpointing choices).
+    args_overrides: dict[str, Any] = field(default_factory=dict)
+    # Classes put before the TRL trainer in the bases (e.g. a compute_loss override).
+    trainer_mixins: tuple[type, ...] = ()
+
+
+@dataclass
 class TrainResult:
     adapter_dir: Path
     steps: int
@@ -60,6 +72,8 @@ class TrainResult:
     seconds: float
     method: str = "sft"
     resumed_from_step: int = 0
+    # What the run was (recipe, dataset sha256, base, parent adapter sha256): the version manifest's core.
+    run: dict[str, Any] = field(default_factory=dict)
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -187,7 +201,9 @@ def _prepare_run_dir(out_dir: Path, identity: dict[str, Any], resume: bool) -> N
     run_file.write_text(json.dumps(identity, indent=2, sort_keys=True))
 
 
-def _trainer_args(recipe: Recipe, method: str, output_dir: Path, device: str) -> Any:
+def _trainer_args(
+    recipe: Recipe, method: str, output_dir: Path, device: str, overrides: dict[str, Any] | None = None
+) -> Any:
     from trl import DPOConfig, KTOConfig, SFTConfig
 
     t = recipe.train
@@ -224,17 +240,19 @@ def _trainer_args(recipe: Recipe, method: str, output_dir: Path, device: str) ->
         "max_length": t.max_length,
     }
     if method == "sft":
-        return SFTConfig(**common, completion_only_loss=t.completion_only_loss)
-    if method == "dpo":
-        return DPOConfig(**common, beta=t.beta)
-    return KTOConfig(**common, beta=t.beta)
+        common["completion_only_loss"] = t.completion_only_loss
+    else:
+        common["beta"] = t.beta
+    common.update(overrides or {})
+    config_class = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig}[method]
+    return config_class(**common)
 
 
-def _trainer_class(method: str) -> type:
+def _trainer_class(method: str, mixins: tuple[type, ...] = ()) -> type:
     from trl import DPOTrainer, KTOTrainer, SFTTrainer
 
     parent = {"sft": SFTTrainer, "dpo": DPOTrainer, "kto": KTOTrainer}[method]
-    return type(f"Safe{parent.__name__}", (SafetensorsCheckpointMixin, parent), {})
+    return type(f"Safe{parent.__name__}", (*mixins, SafetensorsCheckpointMixin, parent), {})
 
 
 def _save_adapter(model: Any, adapter_dir: Path) -> None:
@@ -259,6 +277,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     device: str | None = None,
     callbacks: list[Any] | None = None,
+    hooks: TrainHooks | None = None,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on ``dataset_path`` with the recipe's method; return where it is.
 
@@ -266,7 +285,8 @@ def train(
     continues that adapter instead of starting a new one (its LoRA shape wins over the recipe's).
     ``progress`` receives a ``ProgressEvent`` at every logging step; ``should_stop`` is polled after
     every step and a True stops training with ``TrainingCancelled``. ``callbacks`` are extra
-    ``transformers.TrainerCallback`` objects (speed instrumentation, tests that inspect the model).
+    ``transformers.TrainerCallback`` objects (speed instrumentation, tests that inspect the model);
+    ``hooks`` let a speed path adjust the model, the TRL config and the trainer class.
     """
     from transformers import TrainerCallback, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -279,8 +299,10 @@ def train(
         raise ValueError("no base model: pass base= or set model.base in the recipe")
     dataset_path, out_dir = Path(dataset_path), Path(out_dir)
     parent = Path(parent_adapter) if parent_adapter else None
-    if parent is not None and not (parent / "adapter_model.safetensors").is_file():
-        raise ValueError(f"parent adapter {parent} has no adapter_model.safetensors")
+    if parent is not None:
+        from training.engine.model_io import check_adapter_dir
+
+        check_adapter_dir(parent)
     device = device or default_device()
     identity = _run_identity(recipe, dataset_path, str(base), parent)
     _prepare_run_dir(out_dir, identity, resume)
@@ -292,6 +314,9 @@ def train(
     model = load_base_model(
         base, quant=recipe.quant, revision=recipe.model.revision, dtype=recipe.model.dtype, device=device
     )
+    hooks = hooks or TrainHooks()
+    if hooks.prepare_model is not None:
+        model = hooks.prepare_model(model)
     peft_config = None
     if parent is not None:
         from peft import PeftModel
@@ -311,9 +336,9 @@ def train(
 
     # TrainerCallback supplies no-op handlers for the events _ProgressCallback does not care about.
     callback = type("PriceLoopProgress", (_ProgressCallback, TrainerCallback), {})(progress, should_stop)
-    trainer = _trainer_class(method)(
+    trainer = _trainer_class(method, hooks.trainer_mixins)(
         model=model,
-        args=_trainer_args(recipe, method, out_dir / CHECKPOINTS_DIRNAME, device),
+        args=_trainer_args(recipe, method, out_dir / CHECKPOINTS_DIRNAME, device, hooks.args_overrides),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
@@ -350,5 +375,6 @@ def train(
         seconds=seconds,
         method=method,
         resumed_from_step=int(checkpoint.name.split("-")[-1]) if checkpoint else 0,
+        run=json.loads((out_dir / RUN_FILE).read_text()),
         log_history=list(trainer.state.log_history),
     )
