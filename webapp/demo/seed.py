@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
 
 from webapp.roles import Role
 from webapp.services import user_create_with_role
@@ -74,37 +72,31 @@ def seed_codebook() -> None:
     codebook_publish(author=reviewer, markdown=text)
 
 
-@transaction.atomic
-def seed_baseline_guesses_and_tasks() -> int:
-    """Until a model exists, guesses come from the TF-IDF ridge baseline (marked as such).
+def seed_champion() -> str:
+    """Build the tiny base from the catalogue and train ``v1`` on seeded prices (once): the champion."""
+    from training.services.bootstrap import version_bootstrap_v1
 
-    The baseline is fitted on a small share of pool products whose price is known (the demo's "seed
-    labels"); gold items are a few of those with a known price.
-    """
-    from annotation.models import Guess, Product, Split
-    from annotation.services import gold_tasks_create, guesses_record_bulk, tasks_create_for_products
-    from training.engine.baselines import tfidf_ridge
+    return version_bootstrap_v1().name
 
-    if Guess.objects.exists():
+
+def seed_guesses_and_tasks() -> int:
+    """The champion guesses the pool (queued for annotation); a few priced products become gold items."""
+    from annotation.models import Product, Split, Task
+    from annotation.services import gold_tasks_create
+    from training.services.guesses import champion_guess_products
+
+    if Task.objects.exists():
         return 0
-    pool = list(Product.objects.filter(split=Split.POOL).order_by("id"))
-    known = [p for p in pool if p.price is not None][:150]
-    model = tfidf_ridge([p.text for p in known], [float(p.price) for p in known])  # type: ignore[arg-type]
-    prices = model.predict([p.text for p in pool])
-    guesses_record_bulk(
-        rows=[
-            {"product_id": p.id, "price": Decimal(f"{price:.2f}")}
-            for p, price in zip(pool, prices, strict=True)
-        ],
-        source=f"baseline:{model.name}",
-    )
-    gold_tasks_create(products=known[:GOLD_ITEMS])
-    return tasks_create_for_products(products=[p.id for p in pool[GOLD_ITEMS:]])
+    guessed = champion_guess_products()
+    known = Product.objects.filter(split=Split.POOL, price__isnull=False).order_by("id")[:GOLD_ITEMS]
+    gold_tasks_create(products=list(known))
+    return guessed
 
 
 def seed_all() -> dict[str, str]:
     tokens = seed_users()
     seed_catalogue()
     seed_codebook()
-    seed_baseline_guesses_and_tasks()
+    seed_champion()
+    seed_guesses_and_tasks()
     return tokens
