@@ -22,27 +22,40 @@ SCHEDULER_STATE = "scheduler.json"
 TRAINING_ARGS = "training_args.json"
 
 
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _flatten(value: Any, path: str, tensors: dict[str, Any], plain: dict[str, Any]) -> None:
+    """Split a nested state into tensors (for safetensors) and plain values (for JSON), keyed by path.
+
+    bitsandbytes nests its quantization state in a dict per parameter, so this recurses; "/" joins the
+    path, which no optimizer slot name contains.
+    """
     import torch
 
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().to("cpu").contiguous()
+    elif isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(item, f"{path}/{key}", tensors, plain)
+    else:
+        plain[path] = value
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     tensors: dict[str, Any] = {}
-    scalars: dict[str, Any] = {}
+    plain: dict[str, Any] = {}
     for param_id, slots in state["state"].items():
-        for slot, value in slots.items():
-            key = f"{param_id}.{slot}"
-            if isinstance(value, torch.Tensor):
-                tensors[key] = value.detach().to("cpu").contiguous()
-            else:
-                scalars[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+        _flatten(slots, str(param_id), tensors, plain)
+    return tensors, {"param_groups": state["param_groups"], "plain": plain}
 
 
 def _unflatten_optimizer(tensors: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
-    for source in (tensors, meta["scalars"]):
-        for key, value in source.items():
-            param_id, slot = key.split(".", 1)
-            state.setdefault(int(param_id), {})[slot] = value
+    for source in (tensors, meta["plain"]):
+        for path, value in source.items():
+            param_id, *keys = path.split("/")
+            node = state.setdefault(int(param_id), {})
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = value
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
