@@ -115,3 +115,14 @@ def test_every_packaged_recipe_loads(name: str) -> None:
     recipe = load_recipe(name)
     assert recipe.name == name
     assert recipe.fingerprint() == load_recipe(name).fingerprint()
+
+
+def test_a_chat_prompt_never_carries_the_bos_text(tokenizer: Any) -> None:
+    original = tokenizer.chat_template
+    tokenizer.chat_template = "{{ bos_token }}" + original  # as Llama-3-Instruct's template does
+    try:
+        prompt = build_prompt("A red mug", tokenizer=tokenizer, style="chat")
+    finally:
+        tokenizer.chat_template = original
+    assert not prompt.startswith(tokenizer.bos_token)
+    assert tokenizer(prompt)["input_ids"].count(tokenizer.bos_token_id) == 1

@@ -48,6 +48,11 @@ def _format(text: str, *, tokenizer: Any, style: str) -> str:
             {"role": "user", "content": f"{QUESTION}\n\n{text}"},
         ]
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # Llama-3-Instruct templates write the BOS text themselves; the tokenizer adds BOS too, so a
+        # prompt carrying it would train (TRL tokenizes with special tokens) on a doubled BOS.
+        bos = getattr(tokenizer, "bos_token", None)
+        if bos and rendered.startswith(bos):
+            rendered = rendered[len(bos) :]
         return f"{rendered}{PRICE_PREFIX}"
     raise ValueError(f"unknown prompt style {style!r}; expected one of {', '.join(PROMPT_STYLES)}")
 
