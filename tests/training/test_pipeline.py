@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from annotation.models import Guess, Split
-from tests.training.conftest import import_catalogue, label_everything
+from tests.training.conftest import WEAK_V1, import_catalogue, label_everything
 from training.models import (
     AuditEvent,
     BatchStatus,
@@ -31,7 +31,7 @@ def test_it_promotes_a_better_candidate_and_rejects_a_worse_one(
     pipeline_settings: Any, annotator: Any, reviewer: Any
 ) -> None:
     import_catalogue()
-    v1 = version_bootstrap_v1(max_items=30, overrides={"train": {"max_steps": 1, "learning_rate": 1e-5}})
+    v1 = version_bootstrap_v1(max_items=30, overrides=WEAK_V1)
     assert v1.status == VersionStatus.CHAMPION
     assert v1.number == 1
     assert champion_guess_products() > 0
