@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -279,26 +279,43 @@ def baselines_evaluate(*, products: list[Product] | None = None) -> list[Evaluat
 # --- the gate and the champion swap ---------------------------------------------------------------
 
 
-def _swap_champion(*, new: ModelVersion, expected_old_id: int | None) -> ModelVersion | bool | None:
-    """Inside a transaction: demote the champion, promote ``new``. ``False`` if the champion changed.
+# Any number that other advisory locks of the project do not use; it names "the champion slot".
+_CHAMPION_LOCK_KEY = 0x5052_4C50  # "PRLP"
 
-    Returns the demoted champion (or None when there was none).
+
+def _lock_champion_slot() -> None:
+    """Serialize champion swaps (inside the caller's transaction, released at its end).
+
+    PostgreSQL: a transaction-level advisory lock, so the champion read after it is the latest
+    committed one (row locks alone cannot do this: a swap changes *which* row is champion).
+    SQLite: transactions already take the database write lock at BEGIN (IMMEDIATE mode).
     """
-    ids = sorted({new.pk} | ({expected_old_id} if expected_old_id else set()))
-    locked = {v.pk: v for v in ModelVersion.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAMPION_LOCK_KEY])
+
+
+_ANY = object()
+
+
+def _swap_champion(*, new: ModelVersion, expected_old_id: Any = _ANY) -> ModelVersion | bool | None:
+    """Inside a transaction: demote the champion, promote ``new``; one statement each, one commit.
+
+    ``expected_old_id``: the champion the decision was made against (None: no champion); if another
+    one is champion by now, nothing changes and ``False`` is returned. Otherwise returns the demoted
+    champion (or None when there was none).
+    """
+    _lock_champion_slot()
     current = ModelVersion.objects.filter(status=VersionStatus.CHAMPION).first()
-    if (current.pk if current else None) != expected_old_id:
+    if expected_old_id is not _ANY and (current.pk if current else None) != expected_old_id:
         return False
-    old = locked.get(expected_old_id) if expected_old_id else None
     now = timezone.now()
-    if old is not None:
-        old.status = VersionStatus.ARCHIVED
-        old.save(update_fields=["status"])
-    target = locked[new.pk]
-    target.status = VersionStatus.CHAMPION
-    target.promoted_at = now
-    target.save(update_fields=["status", "promoted_at"])
-    return old
+    if current is not None:
+        if current.pk == new.pk:
+            return None
+        ModelVersion.objects.filter(pk=current.pk).update(status=VersionStatus.ARCHIVED)
+    ModelVersion.objects.filter(pk=new.pk).update(status=VersionStatus.CHAMPION, promoted_at=now)
+    return current
 
 
 def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
@@ -428,26 +445,19 @@ def version_rollback(*, reviewer: AbstractBaseUser, version_id: int, reason: str
         raise VersionStateError(
             f"{target.name} is still a candidate being evaluated; wait for its gate decision."
         )
-    for _attempt in range(5):
-        champion = ModelVersion.objects.filter(status=VersionStatus.CHAMPION).first()
-        try:
-            with transaction.atomic():
-                swapped = _swap_champion(new=target, expected_old_id=champion.pk if champion else None)
-                if swapped is False:
-                    continue
-                AuditEvent.objects.create(
-                    action=AuditAction.ROLLBACK,
-                    actor=reviewer,
-                    version=target,
-                    previous_champion=champion,
-                    message=reason,
-                    numbers={
-                        "to": {"version": target.name, "metrics": target.metrics},
-                        "from": {"version": champion.name, "metrics": champion.metrics} if champion else None,
-                    },
-                )
-        except IntegrityError:
-            continue
-        target.refresh_from_db()
-        return target
-    raise VersionStateError("the champion kept changing during the rollback; try again.")
+    with transaction.atomic():
+        swapped = _swap_champion(new=target)
+        previous = swapped if isinstance(swapped, ModelVersion) else None
+        AuditEvent.objects.create(
+            action=AuditAction.ROLLBACK,
+            actor=reviewer,
+            version=target,
+            previous_champion=previous,
+            message=reason,
+            numbers={
+                "to": {"version": target.name, "metrics": target.metrics},
+                "from": {"version": previous.name, "metrics": previous.metrics} if previous else None,
+            },
+        )
+    target.refresh_from_db()
+    return target
