@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from annotation.conf import AnnotationConfig, annotation_config
@@ -48,12 +48,20 @@ def codebook_unacknowledged(*, annotator: User) -> CodebookVersion | None:
     return current
 
 
-def annotator_status_locked(*, annotator: User) -> AnnotatorStatus:
-    """The annotator's status row, locked until the end of the current transaction."""
-    status = AnnotatorStatus.objects.select_for_update().filter(user=annotator).first()
+def annotator_status_locked(*, annotator: User, with_live: bool = False) -> AnnotatorStatus:
+    """The annotator's status row, locked until the end of the current transaction.
+
+    ``with_live=True`` also reads the id of their live lease (``status.live_id``, None if none) in
+    the same query.
+    """
+    qs = AnnotatorStatus.objects.select_for_update().filter(user=annotator)
+    if with_live:
+        live = Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE).values("id")[:1]
+        qs = qs.annotate(live_id=Subquery(live))
+    status = qs.first()
     if status is None:
         AnnotatorStatus.objects.get_or_create(user=annotator)
-        status = AnnotatorStatus.objects.select_for_update().get(user=annotator)
+        status = qs.get()
     return status
 
 
@@ -118,18 +126,16 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
     now = timezone.now()
     expires_at = now + timedelta(seconds=cfg.lease_ttl_s)
     with transaction.atomic():
-        status = annotator_status_locked(annotator=annotator)
+        status = annotator_status_locked(annotator=annotator, with_live=True)
         if status.paused:
             raise AnnotatorPaused(status.paused_reason)
-        live = (
-            Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE)
-            .select_related(*_RELATED)
-            .first()
-        )
-        if live is not None:
-            Assignment.objects.filter(id=live.id, status=AssignmentStatus.LIVE).update(expires_at=expires_at)
-            live.expires_at = expires_at
-            return live
+        if status.live_id is not None:  # type: ignore[attr-defined]
+            renewed = Assignment.objects.filter(id=status.live_id, status=AssignmentStatus.LIVE).update(  # type: ignore[attr-defined]
+                expires_at=expires_at
+            )
+            if renewed:  # else the expirer took it back a moment ago: lease afresh
+                live = Assignment.objects.select_related(*_RELATED).get(id=status.live_id)  # type: ignore[attr-defined]
+                return live
 
         task = _pick_gold(annotator) if _gold_due(status, cfg) else None
         if task is None:
@@ -172,9 +178,11 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
 
 
 def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
+    current_codebook = CodebookVersion.objects.order_by("-number").values("id")[:1]
     assignment = (
         Assignment.objects.filter(id=assignment_id, annotator=annotator)
         .select_related("task", "task__guess")
+        .annotate(current_codebook_id=Subquery(current_codebook))
         .select_for_update(of=("self", "task"))
         .first()
     )

@@ -342,7 +342,12 @@ def _submit(
             raise LeaseLost(
                 f"Assignment {assignment_id} is {assignment.status}, not live: take the next item."
             )
-        version = CodebookVersion.objects.order_by("-number").first()
+        # The version in force now (read with the lock) stamps the annotation; a reject's reason is
+        # checked against its codes.
+        version_id = assignment.current_codebook_id  # type: ignore[attr-defined]
+        version = (
+            CodebookVersion.objects.get(id=version_id) if version_id and verdict == Verdict.REJECT else None
+        )
         price = _validate_verdict(
             task=task,
             verdict=verdict,
@@ -359,7 +364,7 @@ def _submit(
             price_flag=price_flag(price) if price is not None else "",
             reason_code=reason_code,
             seconds_spent=seconds,
-            codebook_version=version,
+            codebook_version_id=version_id,
             guess_shown=not task.is_blind and task.guess_id is not None,
             client_token=client_token,
         )

@@ -270,19 +270,19 @@ def test_it_pins_the_queries_of_next_and_submit(annotator: User) -> None:
     make_tasks(5, entropies=[5, 4, 3, 2, 1])
     client = client_for(annotator)
     submit(annotator, lease(annotator))  # steady state: the annotator's status row exists
-    # session, user, groups (role), codebook check, lock status, live lease?, pick, insert, claim, counters
+    # session, user, groups (role), codebook ack?, lock status + live lease id, pick, insert, counters, claim
     with CaptureQueriesContext(connection) as ctx:
         item = client.post("/api/v1/annotate/next").json()
     fresh_next = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    assert len(fresh_next) == 10, "\n".join(fresh_next)
+    assert len(fresh_next) == 9, "\n".join(fresh_next)
     with CaptureQueriesContext(connection) as ctx:
         client.post("/api/v1/annotate/next")
     again = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    assert len(again) == 7, "\n".join(again)  # session, user, groups, codebook, lock, live lease, renew
+    assert len(again) == 7, "\n".join(again)  # session, user, groups, codebook, lock+live id, renew, load
     body = {"assignment_id": item["id"], "verdict": "correct", "corrected_price": "12", "client_token": "t"}
     with CaptureQueriesContext(connection) as ctx:
         assert client.post("/api/v1/annotate/submit", body, format="json").status_code == 200
     sub = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    # session, user, groups, dedupe, lock lease+task, codebook, resolve task, lease done, insert, label
-    assert len(sub) == 10, "\n".join(sub)
+    # session, user, groups, dedupe, lock lease+task (+ codebook id), resolve task, lease done, insert, label
+    assert len(sub) == 9, "\n".join(sub)
     assert Task.objects.filter(status="resolved").count() == 2
