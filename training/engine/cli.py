@@ -198,7 +198,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    summary = {k: v for k, v in vars(result).items() if k != "log_history"}
+    summary = {k: v for k, v in vars(result).items() if k not in ("log_history", "run")}
+    summary["recipe_sha256"] = result.run.get("recipe_sha256")
+    summary["dataset_sha256"] = result.run.get("dataset_sha256")
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
