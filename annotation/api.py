@@ -135,7 +135,7 @@ class ProgressOut(serializers.Serializer):
 
 class ReasonCodeOut(serializers.Serializer):
     code = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
 
 
 class CodebookOut(serializers.Serializer):

@@ -37,9 +37,8 @@ _RELATED = ("task__product", "task__guess")
 def codebook_unacknowledged(*, annotator: User) -> CodebookVersion | None:
     """The current codebook version if ``annotator`` has not acknowledged it yet (one query)."""
     current = (
-        CodebookVersion.objects.annotate(
-            acked=Exists(CodebookAck.objects.filter(annotator=annotator, version=OuterRef("pk")))
-        )
+        CodebookVersion.objects.defer("markdown", "reason_codes")  # read on every next: keep it small
+        .annotate(acked=Exists(CodebookAck.objects.filter(annotator=annotator, version=OuterRef("pk"))))
         .order_by("-number")
         .first()
     )

@@ -256,8 +256,8 @@ def blind_vs_shown_report(*, limit: int = 50_000) -> dict[str, Any]:
         "shown": defaultdict(float),
         "blind": defaultdict(float),
     }
-    for shown, verdict, corrected, guess_price, true_price in rows:
-        group = groups["shown" if shown else "blind"]
+    for was_shown, verdict, corrected, guess_price, true_price in rows:
+        group = groups["shown" if was_shown else "blind"]
         price = vote_price(verdict, corrected, guess_price)
         if price is None:
             continue

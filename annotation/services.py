@@ -221,16 +221,16 @@ def _validate_verdict(
     if verdict == Verdict.ACCEPT and (task.is_blind or task.guess_id is None):
         raise ValidationError({"verdict": ["This item shows no guess to accept: type the price instead."]})
     if verdict == Verdict.REJECT:
-        codes = [c["code"] for c in (version.reason_codes if version else [])]
+        codes = [c["code"] for c in version.reason_codes] if version is not None else []
         if not reason_code:
             raise ValidationError({"reason_code": ["A reject needs a reason code from the codebook."]})
-        if codes and reason_code not in codes:
+        if version is not None and codes and reason_code not in codes:
             raise ValidationError(
                 {
                     "reason_code": [
                         f"{reason_code!r} is not in codebook v{version.number}: {', '.join(codes)}."
                     ]
-                }  # type: ignore[union-attr]
+                }
             )
     elif reason_code:
         raise ValidationError({"reason_code": ["Only a reject carries a reason code."]})
