@@ -55,7 +55,16 @@ _SPACED = tuple((f" {mark}", mark) for mark in ".,;:!?")
 # imported product, and Python's regex engine costs about ten times more per character scanned.
 
 
+# Every phrase contains one of these: five substring tests rule most lines out at once.
+_BOILERPLATE_HINTS = ("Manufacturer", "Batteries", "Date First", "Item model", "Best Sellers")
+
+
 def _drop_boilerplate(line: str) -> str:
+    for hint in _BOILERPLATE_HINTS:
+        if hint in line:
+            break
+    else:
+        return line
     for phrase in BOILERPLATE:
         at = line.find(phrase)
         while at != -1:
@@ -158,8 +167,8 @@ def curate_line(line: str) -> str:
 
 
 def curate_title(title: str) -> str:
-    """A title on one line, curated like the text."""
-    return curate_line(" ".join(title.split()))
+    """A title on one line, curated like the text (``curate_line`` collapses its newlines too)."""
+    return curate_line(title)
 
 
 def curate_text(title: str, text: str, *, max_chars: int, curated_title: str | None = None) -> str:
