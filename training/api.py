@@ -135,7 +135,7 @@ class VersionDetailOut(VersionOut):
     def get_lineage(self, obj: ModelVersion) -> dict[str, Any]:
         return selectors.version_lineage(obj)
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(serializers.DictField(allow_null=True))
     def get_gate(self, obj: ModelVersion) -> dict[str, Any] | None:
         run = selectors.version_run(obj)
         return run.gate if run and run.gate else None
@@ -194,7 +194,7 @@ class BatchOut(serializers.Serializer):
     created = serializers.DateTimeField()
     run_id = serializers.SerializerMethodField()
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_run_id(self, obj: RetrainBatch) -> int | None:
         run = getattr(obj, "run", None)
         return run.pk if run else None
