@@ -1,0 +1,144 @@
+"""Reviewer pages of the retraining loop: who may see them, and what the buttons do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tests.training.factories import make_version
+from training.models import AuditEvent, BatchStatus, RetrainBatch, TrainingRun, VersionStatus
+
+PAGES = ["/review/batches/", "/review/runs/", "/review/versions/"]
+
+
+def _client(user: Any) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def registry(settings: Any, tmp_path: Path) -> dict[str, Any]:
+    settings.ARTIFACT_ROOT = tmp_path
+    v1 = make_version(tmp_path, 1, mae=80.0)
+    v2 = make_version(tmp_path, 2, status=VersionStatus.CHAMPION, mae=60.0)
+    batch = RetrainBatch.objects.create(
+        content_sha256="b" * 64,
+        size=0,
+        stats={"rows": 0, "shares": {"accept": 0.5, "correct": 0.5, "reject": 0}, "price": {"histogram": []}},
+    )
+    run = TrainingRun.objects.create(
+        recipe_name="tiny",
+        base_model="tiny-base",
+        candidate=v2,
+        status="succeeded",
+        gate={
+            "promote": True,
+            "reasons": ["ok: MAE $60.00 vs champion $80.00"],
+            "candidate": "v2",
+            "champion": "v1",
+        },
+    )
+    return {"v1": v1, "v2": v2, "batch": batch, "run": run}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", PAGES)
+def test_it_shows_the_pages_to_reviewers_only(
+    url: str, reviewer: Any, annotator: Any, api_client_user: Any, outsider: Any
+) -> None:
+    assert _client(reviewer).get(url).status_code == 200
+    for user in (annotator, api_client_user, outsider):
+        assert _client(user).get(url).status_code == 403
+    anonymous = _client(None).get(url)
+    assert anonymous.status_code == 302
+    assert anonymous["Location"].startswith("/login/")
+
+
+@pytest.mark.django_db
+def test_it_shows_the_leaderboard_with_charts_and_lineage(registry: dict[str, Any], reviewer: Any) -> None:
+    client = _client(reviewer)
+    page = client.get("/review/versions/").content.decode()
+    assert "v2" in page
+    assert "$60.00" in page
+    assert "/review/versions/podium.png" in page
+    podium = client.get("/review/versions/podium.png")
+    assert podium.status_code == 200
+    assert podium["Content-Type"] == "image/png"
+    assert b"".join(podium.streaming_content).startswith(b"\x89PNG")
+    assert client.get("/review/versions/2/scatter.png").status_code == 404  # the factory draws no chart
+
+
+@pytest.mark.django_db
+def test_it_rolls_back_from_the_leaderboard(registry: dict[str, Any], reviewer: Any, annotator: Any) -> None:
+    assert _client(annotator).post("/review/versions/1/rollback/").status_code == 403
+    response = _client(reviewer).post("/review/versions/1/rollback/", {"reason": "v2 misprices shoes"})
+    assert response.status_code == 302
+    registry["v1"].refresh_from_db()
+    registry["v2"].refresh_from_db()
+    assert registry["v1"].status == VersionStatus.CHAMPION
+    assert registry["v2"].status == VersionStatus.ARCHIVED
+    event = AuditEvent.objects.get(action="rollback")
+    assert event.actor == reviewer
+    assert event.previous_champion == registry["v2"]
+    assert event.message == "v2 misprices shoes"
+
+
+@pytest.mark.django_db
+def test_it_rejects_a_batch_only_with_a_reason(registry: dict[str, Any], reviewer: Any) -> None:
+    client = _client(reviewer)
+    batch = registry["batch"]
+    page = client.post(f"/review/batches/{batch.pk}/reject/", {"reason": "  "}, follow=True)
+    assert "a reason is required" in page.content.decode()
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.PENDING_REVIEW
+    client.post(f"/review/batches/{batch.pk}/reject/", {"reason": "labels from a broken codebook"})
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.REJECTED
+    assert batch.reason == "labels from a broken codebook"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_approves_a_batch_once_and_shows_the_run(
+    registry: dict[str, Any], reviewer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.services import batches
+
+    sent: list[int] = []
+    monkeypatch.setattr(batches, "_enqueue_dataset", sent.append)  # no worker here: count the sends
+    client = _client(reviewer)
+    batch = registry["batch"]
+    first = client.post(f"/review/batches/{batch.pk}/approve/", {"recipe": "dpo"})
+    second = client.post(f"/review/batches/{batch.pk}/approve/", {"recipe": "sft"})
+    run = TrainingRun.objects.get(batch=batch)
+    assert first["Location"] == second["Location"] == f"/review/runs/{run.pk}/"
+    assert run.recipe == "dpo"
+    assert sent == [run.pk]
+    page = client.get(f"/review/runs/{run.pk}/").content.decode()
+    assert 'id="loss-curve"' in page
+    assert f"/api/v1/runs/{run.pk}/progress" in page
+
+
+@pytest.mark.django_db
+def test_it_escapes_product_text_in_the_batch_sample(registry: dict[str, Any], reviewer: Any) -> None:
+    from annotation.models import Product, ResolvedLabel, Task
+    from training.models import BatchItem
+
+    product = Product.objects.create(
+        external_id="x1", title="<script>alert(1)</script> lamp", text="<img src=x onerror=alert(2)>"
+    )
+    label = ResolvedLabel.objects.create(
+        task=Task.objects.create(product=product), price="12.00", method="median", n_annotations=1
+    )
+    batch = registry["batch"]
+    BatchItem.objects.create(
+        batch=batch, resolved_label=label, product=product, price="12.00", verdict="correct"
+    )
+    page = _client(reviewer).get(f"/review/batches/{batch.pk}/").content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; lamp" in page
+    assert "<script>alert(1)" not in page
+    assert "<img src=x" not in page

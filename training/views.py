@@ -1,0 +1,266 @@
+"""Reviewer pages of the retraining loop: batches, runs (live loss curve), the version leaderboard.
+
+Routes under ``/review/batches/``, ``/review/runs/``, ``/review/versions/`` (the annotation app owns
+the other ``/review/`` pages). Every page is reviewer-only (``role_required``); writes are POST with
+CSRF and call one service each; domain errors become a message on the page they came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from django.contrib import messages
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from training import paths, selectors
+from training.exceptions import TrainingError
+from training.models import BatchStatus, Recipe, VersionStatus
+from training.services import batches as batch_services
+from training.services import registry as registry_services
+from training.services import runs as run_services
+from webapp.roles import Role, role_required
+
+reviewer_only = role_required(Role.REVIEWER)
+
+
+def _domain_errors(request: HttpRequest, action: Any) -> bool:
+    try:
+        action()
+    except (TrainingError, PermissionError) as exc:
+        messages.error(request, str(exc))
+        return False
+    return True
+
+
+# --- batches ------------------------------------------------------------------------------------------
+
+
+@reviewer_only
+@require_GET
+def batch_list(request: HttpRequest) -> HttpResponse:
+    batches = list(selectors.batches_list()[:200])
+    pending = [b for b in batches if b.status == BatchStatus.PENDING_REVIEW]
+    return render(
+        request,
+        "training/batch_list.html",
+        {"section": "batches", "batches": batches, "pending": pending, "recipes": Recipe.choices},
+    )
+
+
+@reviewer_only
+@require_POST
+def batch_create(request: HttpRequest) -> HttpResponse:
+    recipe = request.POST.get("recipe") or Recipe.SFT
+    holder: dict[str, Any] = {}
+
+    def act() -> None:
+        holder["batch"] = batch_services.batch_create_from_resolved(recipe=recipe)
+
+    if _domain_errors(request, act):
+        messages.success(request, f"Batch {holder['batch'].pk} created with {holder['batch'].size} labels.")
+        return redirect("training:batch", batch_id=holder["batch"].pk)
+    return redirect("training:batches")
+
+
+@reviewer_only
+@require_GET
+def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
+    batch = selectors.batch_get(batch_id=batch_id)
+    if batch is None:
+        raise Http404("no such batch")
+    context = {
+        "section": "batches",
+        "batch": batch,
+        "stats": batch.stats,
+        "sample": selectors.batch_sample(batch=batch, size=25),
+        "run": selectors.batch_run(batch),
+        "recipes": Recipe.choices,
+    }
+    return render(request, "training/batch_detail.html", context)
+
+
+@reviewer_only
+@require_POST
+def batch_approve(request: HttpRequest, batch_id: int) -> HttpResponse:
+    recipe = request.POST.get("recipe") or None
+    holder: dict[str, Any] = {}
+
+    def act() -> None:
+        holder["run"] = batch_services.batch_approve(reviewer=request.user, batch_id=batch_id, recipe=recipe)
+
+    if _domain_errors(request, act):
+        messages.success(request, f"Batch {batch_id} approved: run {holder['run'].pk} is queued.")
+        return redirect("training:run", run_id=holder["run"].pk)
+    return redirect("training:batch", batch_id=batch_id)
+
+
+@reviewer_only
+@require_POST
+def batch_reject(request: HttpRequest, batch_id: int) -> HttpResponse:
+    reason = request.POST.get("reason", "")
+
+    def act() -> None:
+        batch_services.batch_reject(reviewer=request.user, batch_id=batch_id, reason=reason)
+
+    if _domain_errors(request, act):
+        messages.success(request, f"Batch {batch_id} rejected.")
+    return redirect("training:batch", batch_id=batch_id)
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+
+@reviewer_only
+@require_GET
+def run_list(request: HttpRequest) -> HttpResponse:
+    runs = list(selectors.runs_list()[:200])
+    return render(request, "training/run_list.html", {"section": "runs", "runs": runs})
+
+
+@reviewer_only
+@require_GET
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = selectors.run_get(run_id=run_id)
+    if run is None:
+        raise Http404("no such run")
+    points = [
+        {"step": p.step, "loss": p.loss, "learning_rate": p.learning_rate, "tokens_per_s": p.tokens_per_s}
+        for p in selectors.run_points(run_id=run.pk)
+    ]
+    context = {
+        "section": "runs",
+        "run": run,
+        "points": points,
+        "gate": run.gate,
+        "dataset": getattr(run, "dataset", None),
+    }
+    return render(request, "training/run_detail.html", context)
+
+
+@reviewer_only
+@require_POST
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    if _domain_errors(request, lambda: run_services.run_cancel(reviewer=request.user, run_id=run_id)):
+        messages.success(request, f"Run {run_id}: cancel requested.")
+    return redirect("training:run", run_id=run_id)
+
+
+# --- versions -----------------------------------------------------------------------------------------
+
+
+@reviewer_only
+@require_GET
+def leaderboard(request: HttpRequest) -> HttpResponse:
+    board = selectors.leaderboard()
+    return render(
+        request,
+        "training/leaderboard.html",
+        {
+            "section": "versions",
+            "rows": board["versions"][::-1],
+            "baselines": board["baselines"],
+            "audit": selectors.audit_events(limit=30),
+            "champion": selectors.champion_get(),
+            "statuses": VersionStatus,
+        },
+    )
+
+
+@reviewer_only
+@require_POST
+def version_rollback(request: HttpRequest, number: int) -> HttpResponse:
+    version = selectors.version_get(number=number)
+    if version is None:
+        raise Http404("no such version")
+    reason = request.POST.get("reason", "")
+
+    def act() -> None:
+        registry_services.version_rollback(reviewer=request.user, version_id=version.pk, reason=reason)
+
+    if _domain_errors(request, act):
+        messages.success(request, f"{version.name} is champion again.")
+    return redirect("training:versions")
+
+
+@reviewer_only
+@require_POST
+def baselines_score(request: HttpRequest) -> HttpResponse:
+    scored = registry_services.baselines_evaluate()
+    messages.success(request, f"{len(scored)} baseline(s) scored on the test split.")
+    return redirect("training:versions")
+
+
+def _png(path: Path) -> FileResponse:
+    if not path.is_file():
+        raise Http404("chart not drawn yet")
+    response = FileResponse(path.open("rb"), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=60"
+    return response
+
+
+@reviewer_only
+@require_GET
+def version_scatter(request: HttpRequest, number: int) -> FileResponse:
+    version = selectors.version_get(number=number)
+    evaluation = version.evaluations.order_by("-id").first() if version else None
+    if evaluation is None or not evaluation.chart_path:
+        raise Http404("no evaluation chart for this version")
+    return _png(paths.resolve(evaluation.chart_path))
+
+
+@reviewer_only
+@require_GET
+def baseline_scatter(request: HttpRequest, name: str) -> FileResponse:
+    evaluation = next((e for e in selectors.leaderboard()["baselines"] if e.baseline == name), None)
+    if evaluation is None or not evaluation.chart_path:
+        raise Http404("no chart for this baseline")
+    return _png(paths.resolve(evaluation.chart_path))
+
+
+@reviewer_only
+@require_GET
+def podium(request: HttpRequest) -> FileResponse:
+    """MAE of every scored version and baseline (95% intervals), drawn once per set of numbers."""
+    from training.engine.evaluator import podium_chart
+
+    board = selectors.leaderboard()
+    entries = []
+    for row in board["versions"]:
+        evaluation = row["evaluation"]
+        if evaluation is None:
+            continue
+        version = row["version"]
+        low, high = evaluation.metrics.get("mae_ci95", [None, None])
+        kind = "champion" if version.status == VersionStatus.CHAMPION else "version"
+        entries.append(
+            {
+                "name": version.name,
+                "mae": evaluation.metrics["mae"],
+                "ci_low": low,
+                "ci_high": high,
+                "kind": kind,
+            }
+        )
+    for evaluation in board["baselines"]:
+        low, high = evaluation.metrics.get("mae_ci95", [None, None])
+        entries.append(
+            {
+                "name": evaluation.baseline.replace("_", " "),
+                "mae": evaluation.metrics["mae"],
+                "ci_low": low,
+                "ci_high": high,
+                "kind": "baseline",
+            }
+        )
+    if not entries:
+        raise Http404("nothing scored yet")
+    key = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
+    path = paths.chart_dir() / f"podium-{key}.png"
+    if not path.is_file():
+        podium_chart(entries, path)
+    return _png(path)
