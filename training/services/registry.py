@@ -378,8 +378,17 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
         decision["candidate"] = candidate.name
         decision["candidate_metrics"] = candidate_eval.metrics
         if _apply_decision(run_id=run_id, candidate=candidate, champion=champion, decision=decision):
+            _baselines_quietly(products)
             return decision
     raise RunStateError(f"run {run_id}: the champion kept changing during the gate; try again")
+
+
+def _baselines_quietly(products: list[Product]) -> None:
+    """Keep the leaderboard's baselines scored on the current test split (cached; a failure only logs)."""
+    try:
+        baselines_evaluate(products=products)
+    except Exception:
+        logger.exception("scoring the baselines failed")
 
 
 def _apply_decision(

@@ -1,0 +1,133 @@
+"""Pipeline services without a model: batching, state guards, cancel, the stale-run reaper, refusals."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from annotation.models import Product, Split
+from annotation.services import guesses_record_bulk, tasks_create_for_products
+from tests.training.conftest import catalogue_rows, import_catalogue, label_everything
+from training.exceptions import BatchStateError, NotEnoughLabelsError, RunStateError
+from training.models import (
+    AuditEvent,
+    BatchItem,
+    BatchStatus,
+    RetrainBatch,
+    RunStage,
+    RunStatus,
+    TrainingRun,
+)
+from training.services.batches import batch_approve, batch_create_from_resolved, batch_reject
+from training.services.runs import dataset_build, run_cancel, run_train, runs_fail_stale
+
+
+@pytest.fixture
+def labelled(pipeline_settings: Any, annotator: Any) -> int:
+    """40 products imported, guessed by the mean baseline, and labelled (every other one corrected)."""
+    import_catalogue(catalogue_rows(40))
+    pool = list(Product.objects.filter(split=Split.POOL))
+    guesses_record_bulk(rows=[{"product_id": p.pk, "price": "50.00"} for p in pool], source="baseline:mean")
+    tasks_create_for_products(products=[p.pk for p in pool])
+    return label_everything(annotator, price_of=lambda p: p.price if p.pk % 2 else None)
+
+
+@pytest.mark.django_db
+def test_it_snapshots_resolved_labels_into_a_batch_once(labelled: int, reviewer: Any) -> None:
+    with pytest.raises(NotEnoughLabelsError, match="needs at least"):
+        batch_create_from_resolved(min_size=labelled + 1)
+    batch = batch_create_from_resolved(min_size=1)
+    assert batch.size == labelled
+    assert len(batch.content_sha256) == 64
+    assert batch.stats["rows"] == labelled
+    assert set(batch.stats["shares"]) == {"accept", "correct", "reject"}
+    assert abs(sum(batch.stats["shares"].values()) - 1) < 1e-9
+    assert batch.stats["annotators"][0]["username"] == "alice"
+    assert sum(b["count"] for b in batch.stats["price"]["histogram"]) == labelled
+    verdicts = set(BatchItem.objects.filter(batch=batch).values_list("verdict", flat=True))
+    assert verdicts == {"accept", "correct"}
+    with pytest.raises(NotEnoughLabelsError):
+        batch_create_from_resolved(min_size=1)  # every label is in a batch already
+    assert AuditEvent.objects.filter(action="batch_create", batch=batch).exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_approval_of_a_rejected_batch_and_rejection_without_reason(
+    reviewer: Any, annotator: Any
+) -> None:
+    batch = RetrainBatch.objects.create(content_sha256="1" * 64)
+    with pytest.raises(BatchStateError, match="reason is required"):
+        batch_reject(reviewer=reviewer, batch_id=batch.pk, reason="")
+    with pytest.raises(PermissionError):
+        batch_reject(reviewer=annotator, batch_id=batch.pk, reason="no")
+    batch_reject(reviewer=reviewer, batch_id=batch.pk, reason="duplicates")
+    with pytest.raises(BatchStateError, match="rejected"):
+        batch_approve(reviewer=reviewer, batch_id=batch.pk)
+    assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_does_nothing_when_a_step_is_delivered_again(reviewer: Any) -> None:
+    run = TrainingRun.objects.create(
+        recipe_name="tiny", base_model="b", status=RunStatus.RUNNING, stage=RunStage.EVALUATE
+    )
+    assert run_train(run_id=run.pk) == "skipped"  # trained already: a redelivery does not train twice
+    assert dataset_build(run_id=run.pk) is None
+    TrainingRun.objects.filter(pk=run.pk).update(stage=RunStage.TRAIN, heartbeat=timezone.now())
+    assert run_train(run_id=run.pk) == "busy"  # a live worker holds the lease
+    run.refresh_from_db()
+    assert run.attempts == 0
+
+
+@pytest.mark.django_db
+def test_it_cancels_a_queued_run_at_once(reviewer: Any) -> None:
+    batch = RetrainBatch.objects.create(content_sha256="2" * 64)
+    run = TrainingRun.objects.create(batch=batch, recipe_name="tiny", base_model="b")
+    run = run_cancel(reviewer=reviewer, run_id=run.pk)
+    assert run.status == RunStatus.CANCELLED
+    assert dataset_build(run_id=run.pk) is None
+    with pytest.raises(RunStateError, match="already ended"):
+        run_cancel(reviewer=reviewer, run_id=run.pk)
+
+
+@pytest.mark.django_db
+def test_it_fails_runs_whose_worker_died_and_leaves_waiting_runs_alone() -> None:
+    old = timezone.now() - timedelta(hours=1)
+    dead = TrainingRun.objects.create(
+        recipe_name="tiny", base_model="b", status=RunStatus.RUNNING, stage=RunStage.TRAIN, heartbeat=old
+    )
+    waiting = TrainingRun.objects.create(
+        recipe_name="tiny", base_model="b", status=RunStatus.RUNNING, stage=RunStage.TRAIN, started=old
+    )
+    assert runs_fail_stale(stale_after_s=60) == [dead.pk]
+    dead.refresh_from_db()
+    waiting.refresh_from_db()
+    assert dead.status == RunStatus.FAILED
+    assert "worker lost" in dead.error
+    assert waiting.status == RunStatus.RUNNING
+
+
+@pytest.mark.django_db
+def test_it_fails_the_run_when_a_test_product_reaches_the_dataset(labelled: int, reviewer: Any) -> None:
+    batch = batch_create_from_resolved(min_size=1)
+    item = BatchItem.objects.filter(batch=batch).select_related("product").first()
+    assert item is not None
+    Product.objects.filter(pk=item.product_id).update(split=Split.TEST)  # as if the split had moved
+    run = TrainingRun.objects.create(
+        batch=batch, recipe_name="tiny", base_model=_base(), status=RunStatus.QUEUED
+    )
+    RetrainBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.APPROVED, reviewed_at=timezone.now())
+    assert dataset_build(run_id=run.pk) is None
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert "test-split product" in run.error
+    assert item.product.external_id in run.error
+
+
+def _base() -> str:
+    from django.conf import settings
+
+    return settings.BASE_MODEL
