@@ -35,7 +35,16 @@ class GuessAdmin(admin.ModelAdmin):
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
-    list_display = ["id", "product", "status", "overlap", "claimed_count", "completed_count", "is_gold", "is_blind"]
+    list_display = [
+        "id",
+        "product",
+        "status",
+        "overlap",
+        "claimed_count",
+        "completed_count",
+        "is_gold",
+        "is_blind",
+    ]
     list_filter = ["status", "is_gold", "is_blind"]
     raw_id_fields = ["product", "guess"]
     readonly_fields = ["claimed_count", "completed_count", "status", "resolved_at"]

@@ -34,6 +34,8 @@ from annotation.exceptions import AnnotationError, CodebookAckRequired
 from annotation.models import Assignment, CodebookVersion, Task, Verdict
 from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
 
+MAX_ID = 2**63 - 1  # larger ids are a 400, not a database error
+
 
 class DomainError(exceptions.APIException):
     def __init__(self, exc: AnnotationError) -> None:
@@ -196,7 +198,7 @@ class SubmitApi(AnnotationApi):
         class Meta:
             ref_name = "SubmitInput"
 
-        assignment_id = serializers.IntegerField(min_value=1)
+        assignment_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
         verdict = serializers.ChoiceField(choices=Verdict.choices)
         corrected_price = serializers.DecimalField(
             max_digits=None, decimal_places=None, required=False, allow_null=True, help_text="for correct"
@@ -225,7 +227,7 @@ class SubmitApi(AnnotationApi):
 
 
 class AssignmentInput(serializers.Serializer):
-    assignment_id = serializers.IntegerField(min_value=1)
+    assignment_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
 
 
 class SkipApi(AnnotationApi):
@@ -297,7 +299,7 @@ class CodebookAckApi(AnnotationApi):
         class Meta:
             ref_name = "CodebookAckInput"
 
-        version = serializers.IntegerField(min_value=1)
+        version = serializers.IntegerField(min_value=1, max_value=MAX_ID)
 
     @extend_schema(
         operation_id="annotate_codebook_ack",

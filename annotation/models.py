@@ -79,7 +79,8 @@ class Task(models.Model):
     ``claimed_count`` = live leases + completed annotations; a task is offered only while
     ``claimed_count < overlap``. ``completed_count`` never exceeds ``overlap`` (services use conditional
     updates; the check constraints make the database refuse it too). Gold tasks carry a known price and
-    are served to every annotator once, unannounced; they never resolve.
+    are served to every annotator once, unannounced; they never resolve and keep no counts (each
+    annotator's gold record is ``AnnotatorStatus``).
     """
 
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="tasks")

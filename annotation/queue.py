@@ -16,6 +16,7 @@ from datetime import timedelta
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models.functions import Mod
 from django.utils import timezone
 
 from annotation.conf import AnnotationConfig, annotation_config
@@ -76,12 +77,14 @@ def _not_seen_by(annotator: User) -> Exists:
 
 
 def _pick_gold(annotator: User) -> Task | None:
-    # Gold has no capacity to protect (everyone answers it once): no lock needed.
+    # Gold has no capacity to protect (everyone answers it once): no lock, no counters. A shuffled
+    # order per annotator keeps annotators off the same gold item at the same time.
+    shuffle = Mod(F("id") * 7919 + annotator.id * 104_729, 1_000_003)
     return (
         Task.objects.filter(is_gold=True, status=TaskStatus.OPEN)
         .filter(~_not_seen_by(annotator))
         .select_related("product", "guess")
-        .order_by("id")
+        .order_by(shuffle, "id")
         .first()
     )
 
@@ -163,15 +166,14 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
                 expires_at,
                 now,
             )
-        # The row is locked (or gold, which has no cap); the condition is the database-side guard.
-        claimed = (
-            Task.objects.filter(id=task.id)
-            .filter(Q(is_gold=True) | Q(claimed_count__lt=F("overlap")))
-            .update(claimed_count=F("claimed_count") + 1)
-        )
-        if claimed != 1:  # pragma: no cover - only reachable if the locks above were bypassed
-            raise LeaseLost("The item was taken meanwhile; ask for the next one.")
-        task.claimed_count += 1
+        if not task.is_gold:
+            # The row is locked; the condition is the database-side guard.
+            claimed = Task.objects.filter(id=task.id, claimed_count__lt=F("overlap")).update(
+                claimed_count=F("claimed_count") + 1
+            )
+            if claimed != 1:  # pragma: no cover - only reachable if the locks above were bypassed
+                raise LeaseLost("The item was taken meanwhile; ask for the next one.")
+            task.claimed_count += 1
         assignment.task = task
         return assignment
 
@@ -201,7 +203,7 @@ def assignment_skip(*, annotator: User, assignment_id: int) -> Assignment:
         )
         if changed != 1:
             raise LeaseLost(f"Assignment {assignment_id} is {assignment.status}, not live: nothing to skip.")
-        Task.objects.filter(id=assignment.task_id).update(claimed_count=F("claimed_count") - 1)
+        Task.objects.filter(id=assignment.task_id, is_gold=False).update(claimed_count=F("claimed_count") - 1)
         assignment.status, assignment.updated = AssignmentStatus.SKIPPED, now
         return assignment
 
@@ -214,7 +216,9 @@ def _release(assignment_ids: list[int], *, new_status: str, only_expired_before:
     rows = Assignment.objects.filter(id__in=assignment_ids, status=AssignmentStatus.LIVE)
     if only_expired_before is not None:
         rows = rows.filter(expires_at__lt=only_expired_before)
-    per_task = dict(rows.values("task_id").annotate(n=Count("id")).values_list("task_id", "n"))
+    per_task = dict(  # gold tasks keep no claim counts
+        rows.filter(task__is_gold=False).values("task_id").annotate(n=Count("id")).values_list("task_id", "n")
+    )
     changed = rows.update(status=new_status, updated=now)
     # Row locks are held on these assignments (callers lock them), so ``changed`` matches ``per_task``.
     for task_id, n in per_task.items():

@@ -17,7 +17,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max
 from django.utils import timezone
 
 from annotation.codebook import reason_codes_parse
@@ -81,11 +81,11 @@ def price_parse(value: Any, *, field: str) -> Decimal:
         raise ValidationError(
             {field: [f"{value!r} is not a price: write a number such as 129.99."]}
         ) from None
-    if not price.is_finite() or price <= 0 or price > MAX_PRICE:
-        raise ValidationError(
-            {field: [f"{value!r} is not a price: it must be a positive number of dollars."]}
-        )
-    return price.quantize(CENT)
+    if price.is_finite() and 0 < price <= MAX_PRICE:
+        price = price.quantize(CENT)
+        if price > 0:  # 0.001 rounds to nothing
+            return price
+    raise ValidationError({field: [f"{value!r} is not a price: it must be a positive number of dollars."]})
 
 
 def guesses_record_bulk(
@@ -378,14 +378,13 @@ def _submit(
             votes = [Vote(v, vote_price(v, p, guess_price)) for v, p in [*others, (verdict, price)]]
             updates["status"], label = _resolve(task, votes)
             updates["resolved_at"] = now if label is not None else None
-        # The compare-and-set that makes "never more than overlap" hold even if the lock were bypassed.
-        done = (
-            Task.objects.filter(id=task.id, status=TaskStatus.OPEN)
-            .filter(Q(is_gold=True) | Q(completed_count__lt=F("overlap")))
-            .update(**updates)
-        )
-        if done != 1:
-            raise TaskFull(f"Task {task.id} already has its {task.overlap} annotation(s).")
+        if not task.is_gold:  # gold keeps no counts: everyone answers it once
+            # The compare-and-set that keeps "never more than overlap" even if the lock were bypassed.
+            done = Task.objects.filter(
+                id=task.id, status=TaskStatus.OPEN, completed_count__lt=F("overlap")
+            ).update(**updates)
+            if done != 1:
+                raise TaskFull(f"Task {task.id} already has its {task.overlap} annotation(s).")
         Assignment.objects.filter(id=assignment.id).update(status=AssignmentStatus.DONE, updated=now)
         assignment.status = AssignmentStatus.DONE
         annotation.save(force_insert=True)
@@ -449,7 +448,7 @@ def annotation_undo_last(*, annotator: User) -> Annotation:
             from annotation.queue import _release
 
             _release(other_live, new_status=AssignmentStatus.RELEASED)
-        Task.objects.filter(id=task.id).update(
+        Task.objects.filter(id=task.id, is_gold=False).update(
             completed_count=F("completed_count") - 1, status=TaskStatus.OPEN, resolved_at=None
         )
         assignment = annotation.assignment

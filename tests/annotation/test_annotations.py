@@ -60,7 +60,9 @@ def test_it_stores_an_out_of_range_correction_but_flags_it(annotator: User) -> N
     assert ResolvedLabel.objects.get().price_flag == "out_of_range"
 
 
-@pytest.mark.parametrize("bad", ["abc", "-5", "0", "NaN", "Infinity", "1e30"])
+@pytest.mark.parametrize(
+    "bad", ["abc", "-5", "0", "0.001", "1e-999999", "NaN", "Infinity", "1e30", "1e999999"]
+)
 def test_it_rejects_a_malformed_price_naming_the_field(annotator: User, bad: str) -> None:
     make_tasks(1)
     a = lease(annotator)

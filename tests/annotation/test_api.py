@@ -150,12 +150,17 @@ def test_it_runs_next_submit_skip_undo_over_http(annotator: User) -> None:
         ({"verdict": "maybe"}, "verdict"),
         ({"verdict": "reject"}, "reason_code"),
         ({"verdict": "accept", "seconds_spent": "soon"}, "seconds_spent"),
+        ({"verdict": "correct", "corrected_price": "1e999999"}, "corrected_price"),
+        ({"verdict": "correct", "corrected_price": "9" * 2000}, "corrected_price"),
+        ({"verdict": "accept", "assignment_id": 2**70}, "assignment_id"),
+        ({"verdict": "accept", "assignment_id": "x"}, "assignment_id"),
     ],
 )
 def test_it_answers_400_naming_the_bad_field(annotator: User, body: dict, field: str) -> None:
     make_tasks(1)
     assignment = lease(annotator)
     response = _call(annotator, "post", "/api/v1/annotate/submit", {"assignment_id": assignment.id, **body})
+    assert response.status_code == 400, response.content
     assert response.status_code == 400
     assert field in response.json()["error"]["fields"]
     assert not Annotation.objects.exists()

@@ -11,7 +11,8 @@ TRUNCATED: give it one of its own. Setup is bulk SQL (``generate_series``): prod
 every annotator has acknowledged, and one API token per annotator. A rerun with the same
 ``--products`` keeps the catalogue and only resets the queue.
 
-The server is production-style: ``gunicorn -w W --threads T webapp.wsgi`` with DEBUG=0 on 127.0.0.1.
+The server is production-style: ``gunicorn -w W --threads T webapp.wsgi`` with DEBUG=0 on 127.0.0.1
+(``--keep-alive 75``, as behind a proxy: gunicorn's 2 s default drops idle annotators' connections).
 The client is one asyncio process (httpx, one keep-alive connection per annotator): each annotator
 loops ``POST /api/v1/annotate/next`` then ``POST /api/v1/annotate/submit`` (70% accept, 25% correct
 near the guess, 5% reject; blind items are corrected) until the duration is over, with an optional
@@ -183,7 +184,7 @@ def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.
     cmd = [
         str(Path(sys.executable).with_name("gunicorn")),
         "-w", str(workers), "--threads", str(threads), "-b", f"127.0.0.1:{port}",
-        "--log-level", "warning", "--timeout", "60", "webapp.wsgi",
+        "--log-level", "warning", "--timeout", "60", "--keep-alive", "75", "webapp.wsgi",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     import httpx
