@@ -289,3 +289,14 @@ def test_it_takes_back_a_gold_answer_on_undo(annotator: User, settings) -> None:
     services.annotation_undo_last(annotator=annotator)
     status = AnnotatorStatus.objects.get(user=annotator)
     assert (status.gold_seen, status.gold_correct) == (0, 0)
+
+
+def test_it_refuses_undo_once_a_retrain_batch_took_the_label(annotator: User) -> None:
+    from training.services.batches import batch_create_from_resolved
+
+    make_tasks(1)
+    submit(annotator, lease(annotator), "correct", "42")
+    batch_create_from_resolved(min_size=1)
+    with pytest.raises(UndoNotAllowed, match="final"):
+        services.annotation_undo_last(annotator=annotator)
+    assert ResolvedLabel.objects.get().price == Decimal("42.00")
