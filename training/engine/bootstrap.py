@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.engine.prompts import build_prompt, completion, price_trainable
+from training.engine.prompts import COMPLETION_RESERVE, build_prompt, completion, price_trainable
 
 BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"
 HEADER_START, HEADER_END, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
@@ -161,29 +161,53 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
     return fast
 
 
-def _training_texts(items: list[dict[str, Any]], tokenizer: Any, seq_len: int) -> list[str]:
-    texts = []
+# The base is pretrained on whole catalogue prompts, but what it is for is the one token after "$".
+# Plain language-model loss spends almost all its signal on the product text (and on small numbers that
+# are frequent there, "4 pack", "12 inch"), so the price token's loss is added once more on top: per
+# sequence it then weighs as much as all the text together.
+PRICE_LOSS_WEIGHT = 1.0
+
+
+def _training_examples(
+    items: list[dict[str, Any]], tokenizer: Any, seq_len: int
+) -> list[tuple[list[int], int]]:
+    """(token ids of prompt + completion + EOS, index of the price token) per trainable item."""
+    examples = []
     for item in items:
         price = float(item["price"])
         if not price_trainable(price):
             continue
-        prompt = build_prompt(item["text"], tokenizer=tokenizer, max_tokens=seq_len - 4)
-        texts.append(prompt + completion(price) + tokenizer.eos_token)
-    return texts
+        prompt = build_prompt(item["text"], tokenizer=tokenizer, max_tokens=seq_len - COMPLETION_RESERVE)
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        answer_ids = tokenizer(completion(price) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        examples.append((prompt_ids + answer_ids, len(prompt_ids)))
+    return examples
+
+
+def _batch(examples: list[tuple[list[int], int]], pad_id: int, device: str) -> tuple[Any, Any, Any]:
+    import torch
+
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in examples], device=device)
+    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in examples], device=device)
+    price_pos = torch.tensor([pos for _, pos in examples], device=device)
+    return input_ids, mask, price_pos
 
 
 def _pretrain(
     model: Any,
     tokenizer: Any,
-    texts: list[str],
+    examples: list[tuple[list[int], int]],
     spec: BaseSize,
     *,
     seed: int,
     steps: int,
     device: str,
     progress: Callable[[int, int, float], None] | None,
-) -> list[float]:
+) -> list[tuple[float, float]]:
+    """Returns (language-model loss, price-token loss) per step."""
     import torch
+    import torch.nn.functional as F  # noqa: N812
 
     if steps <= 0:  # a shape-only base (random weights)
         model.eval()
@@ -199,33 +223,32 @@ def _pretrain(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    tokenizer.padding_side = "right"
     losses = []
     order: list[int] = []
     for step in range(steps):
         if len(order) < spec.batch_size:
-            order += rng.sample(range(len(texts)), len(texts))
-        batch = [texts[order.pop()] for _ in range(min(spec.batch_size, len(texts)))]
-        enc = tokenizer(
-            batch,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=spec.seq_len,
-            add_special_tokens=True,
-        ).to(device)
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        loss = model(**enc, labels=labels).loss
-        loss.backward()
+            order += rng.sample(range(len(examples)), len(examples))
+        chosen = [examples[order.pop()] for _ in range(min(spec.batch_size, len(examples)))]
+        input_ids, mask, price_pos = _batch(chosen, tokenizer.pad_token_id, device)
+        logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+        # Position t predicts token t+1.
+        token_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), input_ids[:, 1:], reduction="none")
+        lm_loss = (token_loss * mask[:, 1:]).sum() / mask[:, 1:].sum()
+        price_loss = token_loss.gather(1, (price_pos - 1).unsqueeze(1)).mean()
+        (lm_loss + PRICE_LOSS_WEIGHT * price_loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.item()))
+        losses.append((float(lm_loss.item()), float(price_loss.item())))
         if progress is not None:
-            progress(step + 1, steps, losses[-1])
+            progress(step + 1, steps, losses[-1][0])
     model.eval()
     return losses
+
+
+def _tail_mean(values: list[float], n: int = 10) -> float | None:
+    return sum(values[-n:]) / len(values[-n:]) if values else None
 
 
 def build_base(
@@ -254,8 +277,8 @@ def build_base(
         raise ValueError("build_base needs at least one catalogue item with text and price")
     set_seed(seed)
     tokenizer = train_tokenizer((r["text"] for r in rows), vocab_size=spec.bpe_vocab + len(SPECIAL_TOKENS))
-    texts = _training_texts(rows, tokenizer, spec.seq_len)
-    if not texts:
+    examples = _training_examples(rows, tokenizer, spec.seq_len)
+    if not examples:
         raise ValueError(f"no item has a price between 0.5 and 999.49 among {len(rows)} items")
     config = LlamaConfig(
         vocab_size=max(len(tokenizer), spec.vocab_size),
@@ -276,7 +299,7 @@ def build_base(
         model = LlamaForCausalLM(config)
     steps = spec.steps if steps is None else steps
     losses = _pretrain(
-        model, tokenizer, texts, spec, seed=seed, steps=steps, device=device, progress=progress
+        model, tokenizer, examples, spec, seed=seed, steps=steps, device=device, progress=progress
     )
     model.to("cpu", dtype=getattr(torch, spec.dtype))
     out_dir = Path(out_dir)
@@ -290,10 +313,12 @@ def build_base(
             "size": size,
             "seed": seed,
             "items": len(rows),
-            "training_texts": len(texts),
+            "training_texts": len(examples),
             "steps": len(losses),
-            "first_loss": losses[0] if losses else None,
-            "final_loss": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
+            "first_loss": losses[0][0] if losses else None,
+            "final_loss": _tail_mean([lm for lm, _ in losses]),
+            "first_price_loss": losses[0][1] if losses else None,
+            "final_price_loss": _tail_mean([price for _, price in losses]),
             "parameters": sum(p.numel() for p in model.parameters()),
         }
         (tmp / "bootstrap.json").write_text(json.dumps(summary, indent=2))
