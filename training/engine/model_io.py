@@ -5,6 +5,7 @@ Used as a library by the trainer and the predictor; nothing here is run directly
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,10 @@ def load_base_model(
     kwargs: dict[str, Any] = {"revision": revision, "dtype": load_dtype}
     if bnb is not None:
         kwargs["quantization_config"] = bnb
-        kwargs["device_map"] = {"": 0} if device.startswith("cuda") else {"": "cpu"}
+        # Quantized weights cannot move after loading, so each DDP process (accelerate launch/torchrun
+        # set LOCAL_RANK) must load straight onto its own GPU.
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        kwargs["device_map"] = {"": local_rank} if device.startswith("cuda") else {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(str(base), **kwargs)
     if bnb is None:
         model.to(device)
