@@ -23,11 +23,11 @@ from safetensors.torch import load_file
 from annotation.catalogue.synthetic import generate_products
 from training.engine.bootstrap import build_base
 from training.engine.config import load_recipe
-from training.engine.datasets import LabelRow, build_dpo, build_kto, build_sft
+from training.engine.datasets import LabelRow, Verdict, build_dpo, build_kto, build_sft
 from training.engine.evaluator import evaluate
 from training.engine.model_io import load_tokenizer
 from training.engine.predictor import Predictor
-from training.engine.trainer import train
+from training.engine.trainer import ProgressEvent, train
 
 out = Path(os.environ.get("OUT", "/tmp/out"))
 work = Path("/tmp/work")
@@ -41,7 +41,7 @@ report["tiny_build_s"] = time.time() - t
 tok = load_tokenizer(base)
 rows = []
 for n, it in enumerate(pool):
-    v = ("accept", "correct", "reject")[n % 3]
+    v: Verdict = ("accept", "correct", "reject")[n % 3]
     rows.append(
         LabelRow(
             product_id=str(it["id"]),
@@ -64,7 +64,7 @@ q = {
     "train.batch_size": 16,
 }
 recipe = load_recipe("tiny", q)
-ev = []
+ev: list[ProgressEvent] = []
 t = time.time()
 straight = train(recipe, work / "sft.jsonl", work / "straight", progress=ev.append)
 report["sft"] = {
