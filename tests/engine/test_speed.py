@@ -1,0 +1,133 @@
+"""Speed paths (training/engine/speed.py) on the tiny base, CPU: same numbers as the plain computation.
+
+Run: .venv/bin/python -m pytest tests/engine/test_speed.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from training.engine import speed
+from training.engine.predictor import number_token_ids
+from training.engine.prompts import build_prompt, completion
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_base: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32).eval()
+
+
+def sft_batch(tokenizer: Any, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Right-padded prompt+completion rows, labels on the completion (and EOS) only, as TRL builds them."""
+    rows, labels = [], []
+    for item in items:
+        prompt_ids = tokenizer(build_prompt(item["text"], tokenizer=tokenizer, max_tokens=60))["input_ids"]
+        answer_ids = tokenizer(completion(float(item["price"])), add_special_tokens=False)["input_ids"]
+        ids = prompt_ids + answer_ids + [tokenizer.eos_token_id]
+        rows.append(ids)
+        labels.append([-100] * len(prompt_ids) + answer_ids + [tokenizer.eos_token_id])
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    return {
+        "input_ids": torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
+        "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+        "labels": torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels]),
+    }
+
+
+def test_it_computes_the_same_completion_loss_as_full_logits(
+    tiny_model: Any, tokenizer: Any, pool_items: list[dict[str, Any]]
+) -> None:
+    batch = sft_batch(tokenizer, pool_items[:6])
+    logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    full = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
+    )
+    fast = speed.answer_only_loss(tiny_model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    assert fast.item() == pytest.approx(full.item(), rel=1e-5)
+    assert 0 < fast.item() < 20
+
+
+def test_it_gives_the_same_gradients_as_full_logits(
+    tiny_model: Any, tokenizer: Any, pool_items: list[dict[str, Any]]
+) -> None:
+    batch = sft_batch(tokenizer, pool_items[6:10])
+    head = tiny_model.get_output_embeddings().weight
+
+    logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    full = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
+    )
+    (grad_full,) = torch.autograd.grad(full, head)
+    fast = speed.answer_only_loss(tiny_model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    (grad_fast,) = torch.autograd.grad(fast, head)
+    assert torch.allclose(grad_fast, grad_full, atol=1e-6, rtol=1e-4)
+
+
+def test_it_reads_the_last_position_like_a_full_forward(
+    tiny_model: Any, tokenizer: Any, pool_items: list[dict[str, Any]]
+) -> None:
+    prompts = [build_prompt(it["text"], tokenizer=tokenizer, max_tokens=60) for it in pool_items[:5]]
+    rows = [tokenizer(p)["input_ids"] for p in prompts]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    number_ids = number_token_ids(tokenizer)
+    assert number_ids is not None
+    numbers = torch.tensor(number_ids)
+
+    fast = speed.last_position_logits(tiny_model, ids, mask, numbers)
+    with torch.no_grad():
+        for row, r in enumerate(rows):  # each prompt alone, no padding, every position projected
+            alone = tiny_model(input_ids=torch.tensor([r])).logits[0, -1]
+            assert torch.allclose(fast[row], alone[numbers], atol=1e-4)
+    assert fast.shape == (5, 1000)
+    assert fast.dtype == torch.float32
+
+
+def test_it_leaves_the_reference_recipe_alone() -> None:
+    reference = speed.SpeedSection(mode="reference")
+    assert (
+        speed.sft_config_overrides(reference, gradient_checkpointing=True, optimizer="paged_adamw_32bit")
+        == {}
+    )
+
+    class Recipe:  # the two sections train_hooks reads
+        speed = reference
+
+    assert speed.train_hooks(Recipe()) is None
+
+
+def test_it_turns_checkpointing_off_on_the_fast_path() -> None:
+    fast = speed.SpeedSection(mode="fast", checkpointing="off")
+    overrides = speed.sft_config_overrides(fast, gradient_checkpointing=True, optimizer="paged_adamw_32bit")
+    assert overrides["gradient_checkpointing"] is False
+    follows = speed.SpeedSection(mode="fast")  # checkpointing="recipe"
+    assert speed.sft_config_overrides(follows, gradient_checkpointing=True, optimizer="adamw_torch")[
+        "gradient_checkpointing"
+    ]
+
+
+def test_it_rejects_contradictory_speed_settings() -> None:
+    with pytest.raises(ValueError, match=r"speed\.mode"):
+        speed.SpeedSection(mode="turbo")
+    with pytest.raises(ValueError, match=r"only applies to speed\.mode=fast"):
+        speed.SpeedSection(mode="reference", checkpointing="off")
+    with pytest.raises(ValueError, match=r"speed\.checkpointing"):
+        speed.SpeedSection(checkpointing="sometimes")
+
+
+def test_it_skips_the_gpu_kernels_on_cpu(tiny_model: Any) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU fallback")
+    assert speed.apply_liger(tiny_model) == []
+    assert speed.compile_layers(tiny_model) == 0
