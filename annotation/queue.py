@@ -33,6 +33,9 @@ from annotation.models import (
 
 RETURNABLE = (AssignmentStatus.SKIPPED, AssignmentStatus.EXPIRED, AssignmentStatus.RELEASED)
 _RELATED = ("task__product", "task__guess")
+# Columns an annotator never sees: not read on the hot path (they load lazily if touched).
+_DEFERRED = ("task__product__extra", "task__guess__topk")
+_TASK_DEFERRED = ("product__extra", "guess__topk")
 
 
 def codebook_unacknowledged(*, annotator: User) -> CodebookVersion | None:
@@ -84,6 +87,7 @@ def _pick_gold(annotator: User) -> Task | None:
         Task.objects.filter(is_gold=True, status=TaskStatus.OPEN)
         .filter(~_not_seen_by(annotator))
         .select_related("product", "guess")
+        .defer(*_TASK_DEFERRED)
         .order_by(shuffle, "id")
         .first()
     )
@@ -96,6 +100,7 @@ def _pick_fresh(annotator: User) -> Task | None:
         .filter(~_not_seen_by(annotator))
         .order_by("-claimed_count", "-priority", "id")
         .select_related("product", "guess")
+        .defer(*_TASK_DEFERRED)
         .select_for_update(skip_locked=True, of=("self",))
         .first()
     )
@@ -108,6 +113,7 @@ def _pick_returned(annotator: User) -> Assignment | None:
         .filter(Q(task__is_gold=True) | Q(task__claimed_count__lt=F("task__overlap")))
         .order_by("updated", "id")
         .select_related(*_RELATED)
+        .defer(*_DEFERRED)
         .select_for_update(skip_locked=True, of=("self", "task"))
         .first()
     )
@@ -136,7 +142,7 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
                 expires_at=expires_at
             )
             if renewed:  # else the expirer took it back a moment ago: lease afresh
-                live = Assignment.objects.select_related(*_RELATED).get(id=status.live_id)  # type: ignore[attr-defined]
+                live = Assignment.objects.select_related(*_RELATED).defer(*_DEFERRED).get(id=status.live_id)  # type: ignore[attr-defined]
                 return live
 
         task = _pick_gold(annotator) if _gold_due(status, cfg) else None
