@@ -20,6 +20,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from training.engine.prompts import PROMPT_STYLES
+from training.engine.speed import SpeedSection
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -193,6 +194,7 @@ SECTIONS: dict[str, type] = {
     "lora": LoraSection,
     "train": TrainSection,
     "predict": PredictSection,
+    "speed": SpeedSection,
 }
 
 
@@ -204,6 +206,8 @@ class Recipe:
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
     predict: PredictSection = field(default_factory=PredictSection)
+    # Speed paths (speed.py, docs/benchmarks.md): 'fast' by default; the reference recipe says 'reference'.
+    speed: SpeedSection = field(default_factory=SpeedSection)
 
     def __post_init__(self) -> None:
         # Cross-section contradictions; each section validated its own fields already.

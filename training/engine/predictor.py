@@ -89,6 +89,7 @@ class Predictor:
         device: str | None = None,
         model: Any = None,
         tokenizer: Any = None,
+        fused_kernels: bool = False,
     ) -> None:
         if not 1 <= k <= 1000:
             raise ValueError(f"k={k}: must be between 1 and 1000")
@@ -101,6 +102,11 @@ class Predictor:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        if fused_kernels:
+            # speed.mode=fast: Liger RMSNorm/SwiGLU (CUDA only; a no-op elsewhere). docs/benchmarks.md
+            from training.engine.speed import apply_liger
+
+            apply_liger(model)
         self.model = model
         self.tokenizer = tokenizer
         self.k = k
@@ -123,6 +129,7 @@ class Predictor:
             "max_new_tokens": recipe.predict.max_new_tokens,
             "revision": recipe.model.revision,
             "dtype": recipe.model.dtype,
+            "fused_kernels": recipe.speed.mode == "fast" and recipe.speed.liger,
         }
         options.update(kwargs)
         return cls(base, adapter_dir, **options)
@@ -175,7 +182,11 @@ class Predictor:
         # alone: this is what makes batched predictions equal unbatched ones.
         position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            logits = self.model(**enc, position_ids=position_ids, use_cache=False).logits[:, -1, :]
+            # logits_to_keep=1: the LM head runs on the last position only (the same numbers, without a
+            # batch x length x vocabulary tensor; see speed.last_position_logits and docs/benchmarks.md).
+            logits = self.model(**enc, position_ids=position_ids, use_cache=False, logits_to_keep=1).logits[
+                :, -1, :
+            ]
         probs = torch.softmax(logits.float(), dim=-1)
         numbers = probs[:, torch.tensor(self.number_ids, device=probs.device)]
         mass = numbers.sum(-1)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F  # noqa: N812
+if TYPE_CHECKING:  # torch loads lazily: config.py imports SpeedSection and the Django side imports config
+    import torch
 
 SPEED_MODES = ("reference", "fast")
 CHECKPOINTING = ("recipe", "off", "selective", "full")
@@ -52,14 +52,16 @@ class SpeedSection:
     )
 
     def __post_init__(self) -> None:
+        from training.engine.config import RecipeError
+
         if self.mode not in SPEED_MODES:
-            raise ValueError(f"speed.mode={self.mode!r}: use one of {', '.join(SPEED_MODES)}")
+            raise RecipeError(f"speed.mode={self.mode!r}: use one of {', '.join(SPEED_MODES)}")
         if self.checkpointing not in CHECKPOINTING:
-            raise ValueError(
+            raise RecipeError(
                 f"speed.checkpointing={self.checkpointing!r}: use one of {', '.join(CHECKPOINTING)}"
             )
         if self.mode == "reference" and self.checkpointing != "recipe":
-            raise ValueError(
+            raise RecipeError(
                 "speed.checkpointing only applies to speed.mode=fast; "
                 "the reference runs the recipe exactly as written"
             )
@@ -67,6 +69,8 @@ class SpeedSection:
 
 def liger_available() -> bool:
     """True when the Liger kernels can run here (package installed and a CUDA device present)."""
+    import torch
+
     return torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None
 
 
@@ -113,6 +117,8 @@ def compile_layers(model: Any) -> int:
     of it otherwise) and lets Inductor fuse the elementwise ops between matmuls. CUDA only; returns the
     number of layers wrapped. Call after PEFT wrapping (the adapters are part of what gets compiled).
     """
+    import torch
+
     if not torch.cuda.is_available():
         return 0
     backbone, _ = causal_lm_parts(model)
@@ -142,6 +148,8 @@ def answer_only_loss(
     over the labelled tokens) but with ``n_answer × vocab`` logits instead of ``batch × seq × vocab``; for a
     price completion that is 4 positions of ~180.
     """
+    import torch
+
     backbone, head = causal_lm_parts(model)
     hidden = backbone(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
@@ -150,7 +158,7 @@ def answer_only_loss(
     mask = targets != IGNORE_INDEX
     picked = hidden[:, :-1][mask]
     logits = head(picked).float()
-    return F.cross_entropy(logits, targets[mask], reduction="sum") / mask.sum().clamp(min=1)
+    return torch.nn.functional.cross_entropy(logits, targets[mask], reduction="sum") / mask.sum().clamp(min=1)
 
 
 def last_position_logits(
@@ -164,6 +172,8 @@ def last_position_logits(
     With ``token_ids`` only those rows of the LM head are used (e.g. the 1,000 number tokens), so the head
     costs 1,000 × hidden instead of vocab × hidden per prompt, and no other position is projected at all.
     """
+    import torch
+
     backbone, head = causal_lm_parts(model)
     position_ids = None
     if attention_mask is not None:
@@ -176,7 +186,7 @@ def last_position_logits(
         return head(hidden).float()
     weight = head.weight[token_ids]
     bias = head.bias[token_ids] if getattr(head, "bias", None) is not None else None
-    return F.linear(hidden, weight, bias).float()
+    return torch.nn.functional.linear(hidden, weight, bias).float()
 
 
 def sft_config_overrides(
@@ -191,6 +201,8 @@ def sft_config_overrides(
     to a multiple of 8 so the compiled layers see two widths (176/184) instead of one per longest item
     (measured under DDP on two H200s: 10.0k tokens/s with a recompile per width, 23.0k with padding).
     """
+    import torch
+
     if section.mode == "reference":
         return {}
     out: dict[str, Any] = {}

@@ -314,6 +314,11 @@ def train(
     model = load_base_model(
         base, quant=recipe.quant, revision=recipe.model.revision, dtype=recipe.model.dtype, device=device
     )
+    if hooks is None:
+        from training.engine.speed import train_hooks
+
+        # The recipe's speed section (speed.py): None for speed.mode=reference, which runs unchanged.
+        hooks = train_hooks(recipe)
     hooks = hooks or TrainHooks()
     if hooks.prepare_model is not None:
         model = hooks.prepare_model(model)
