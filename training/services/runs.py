@@ -326,6 +326,7 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
             "final_loss": _finite(result.final_loss),
             "tokens": int(result.tokens),
             "seconds": float(result.seconds),
+            "resumed_from_step": int(getattr(result, "resumed_from_step", 0) or 0),
         }
         TrainingRun.objects.filter(pk=run_id).update(result=numbers)
         version = version_register(
