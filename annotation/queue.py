@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Mod
 from django.utils import timezone
 
@@ -215,18 +215,27 @@ def assignment_skip(*, annotator: User, assignment_id: int) -> Assignment:
 
 
 def _release(assignment_ids: list[int], *, new_status: str, only_expired_before: object = None) -> int:
-    """Compare-and-set ``live → new_status`` for each id, then give each task its claim back once."""
+    """Compare-and-set ``live → new_status`` for each id, then give each task its claim back once.
+
+    The rows are locked first, so the claims given back are exactly those of the rows changed here,
+    even if an expirer or a submit races for the same leases (they wait, then find them no longer live).
+    """
     if not assignment_ids:
         return 0
     now = timezone.now()
     rows = Assignment.objects.filter(id__in=assignment_ids, status=AssignmentStatus.LIVE)
     if only_expired_before is not None:
         rows = rows.filter(expires_at__lt=only_expired_before)
-    per_task = dict(  # gold tasks keep no claim counts
-        rows.filter(task__is_gold=False).values("task_id").annotate(n=Count("id")).values_list("task_id", "n")
+    locked = list(rows.select_for_update(of=("self",)).values_list("id", "task_id", "task__is_gold"))
+    if not locked:
+        return 0
+    changed = Assignment.objects.filter(id__in=[row[0] for row in locked]).update(
+        status=new_status, updated=now
     )
-    changed = rows.update(status=new_status, updated=now)
-    # Row locks are held on these assignments (callers lock them), so ``changed`` matches ``per_task``.
+    per_task: dict[int, int] = {}
+    for _, task_id, is_gold in locked:
+        if not is_gold:  # gold tasks keep no claim counts
+            per_task[task_id] = per_task.get(task_id, 0) + 1
     for task_id, n in per_task.items():
         Task.objects.filter(id=task_id).update(claimed_count=F("claimed_count") - n)
     return changed
