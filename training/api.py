@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -74,6 +76,14 @@ class TrainingApi(APIView):
         return super().handle_exception(exc)
 
 
+def _reviewer(request: Request) -> User:
+    """The reviewer making the request (the view's permission class has checked the role)."""
+    user = request.user
+    if not isinstance(user, User):
+        raise exceptions.NotAuthenticated()
+    return user
+
+
 def _not_found(what: str) -> exceptions.NotFound:
     return exceptions.NotFound(detail=f"{what} does not exist.")
 
@@ -96,7 +106,7 @@ class VersionOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=VersionStatus.choices)
     base_model = serializers.CharField()
     base_revision = serializers.CharField()
-    parent = serializers.CharField(source="parent.name", allow_null=True, default=None)
+    parent = serializers.CharField(source="parent.name", allow_null=True, default=None)  # type: ignore[assignment]
     metrics = serializers.DictField(help_text="Tester metrics on the test split (empty until scored)")
     sha256 = serializers.CharField(source="artifact_sha256", help_text="sha256 of the download archive")
     size = serializers.IntegerField(source="artifact_size", help_text="bytes of the download archive")
@@ -118,7 +128,7 @@ class LineageOut(serializers.Serializer):
     run_id = serializers.IntegerField(allow_null=True)
     batch = serializers.DictField(allow_null=True)
     dataset = serializers.DictField(allow_null=True)
-    parent = serializers.CharField(allow_null=True)
+    parent = serializers.CharField(allow_null=True)  # type: ignore[assignment]
     base = serializers.DictField()
 
 
@@ -157,7 +167,7 @@ class RunOut(serializers.Serializer):
     recipe_name = serializers.CharField()
     hyperparameters = serializers.DictField()
     base_model = serializers.CharField()
-    parent = serializers.CharField(source="parent.name", allow_null=True, default=None)
+    parent = serializers.CharField(source="parent.name", allow_null=True, default=None)  # type: ignore[assignment]
     status = serializers.ChoiceField(choices=RunStatus.choices)
     stage = serializers.CharField()
     cancel_requested = serializers.BooleanField()
@@ -268,7 +278,7 @@ class VersionDownloadApi(TrainingApi):
             409: ERROR,
         },
     )
-    def get(self, request: Request, number: int) -> HttpResponse:
+    def get(self, request: Request, number: int) -> HttpResponseBase:
         from training.engine.artifacts import ArtifactError, read_version
 
         version = selectors.version_get(number=number)
@@ -276,9 +286,9 @@ class VersionDownloadApi(TrainingApi):
             raise _not_found(f"version v{number}")
         etag = f'"{version.artifact_sha256}"'
         if request.headers.get("If-None-Match") == etag:
-            response = HttpResponse(status=304)
-            response["ETag"] = etag
-            return response
+            not_modified = HttpResponse(status=304)
+            not_modified["ETag"] = etag
+            return not_modified
         folder = paths.resolve(version.artifact_path)
         try:
             read_version(folder)  # files complete and checksums matching, or no download
@@ -316,7 +326,7 @@ class VersionRollbackApi(TrainingApi):
         if version is None:
             raise _not_found(f"version v{number}")
         version = registry_services.version_rollback(
-            reviewer=request.user, version_id=version.pk, reason=data.validated_data["reason"]
+            reviewer=_reviewer(request), version_id=version.pk, reason=data.validated_data["reason"]
         )
         return Response(VersionDetailOut(version).data)
 
@@ -382,7 +392,7 @@ class RunCancelApi(TrainingApi):
     @extend_schema(operation_id="runs_cancel", request=None, responses={200: RunOut, 404: ERROR, 409: ERROR})
     def post(self, request: Request, run_id: int) -> Response:
         _run_or_404(run_id)
-        run = run_services.run_cancel(reviewer=request.user, run_id=run_id)
+        run = run_services.run_cancel(reviewer=_reviewer(request), run_id=run_id)
         return Response(RunOut(run).data)
 
 
@@ -469,7 +479,7 @@ class BatchApproveApi(TrainingApi):
         data.is_valid(raise_exception=True)
         _batch_or_404(batch_id)
         run = batch_services.batch_approve(
-            reviewer=request.user, batch_id=batch_id, recipe=data.validated_data.get("recipe")
+            reviewer=_reviewer(request), batch_id=batch_id, recipe=data.validated_data.get("recipe")
         )
         return Response(RunOut(run).data)
 
@@ -491,7 +501,7 @@ class BatchRejectApi(TrainingApi):
         data.is_valid(raise_exception=True)
         _batch_or_404(batch_id)
         batch = batch_services.batch_reject(
-            reviewer=request.user, batch_id=batch_id, reason=data.validated_data["reason"]
+            reviewer=_reviewer(request), batch_id=batch_id, reason=data.validated_data["reason"]
         )
         return Response(BatchDetailOut(batch).data)
 
@@ -511,7 +521,9 @@ class ImportOut(serializers.Serializer):
     updated = serializers.IntegerField()
     unchanged = serializers.IntegerField()
     bad = serializers.IntegerField()
-    errors = serializers.ListField(child=serializers.DictField(), help_text="[{line, reason}] of bad rows")
+    errors = serializers.ListField(  # type: ignore[assignment]
+        child=serializers.DictField(), help_text="[{line, reason}] of bad rows"
+    )
     guessing = serializers.BooleanField(help_text="the champion was asked to guess the new products")
 
 

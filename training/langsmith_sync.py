@@ -91,6 +91,8 @@ def sync_guesses(client: Any) -> int:
     )
     sent = 0
     for guess in guesses:
+        version = guess.model_version
+        assert version is not None  # filtered above
         end = guess.created
         start = end - timedelta(milliseconds=guess.latency_ms or 0)
         try:
@@ -103,8 +105,8 @@ def sync_guesses(client: Any) -> int:
                 start_time=start,
                 end_time=end,
                 outputs={"price": float(guess.price), "topk": guess.topk, "entropy": guess.entropy},
-                extra={"metadata": {"model_version": guess.model_version.name, "guess_id": guess.pk}},
-                tags=[guess.model_version.name],
+                extra={"metadata": {"model_version": version.name, "guess_id": guess.pk}},
+                tags=[version.name],
             )
         except Exception as exc:
             if sent:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.auth.models import User
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -26,6 +27,12 @@ from training.services import runs as run_services
 from webapp.roles import Role, role_required
 
 reviewer_only = role_required(Role.REVIEWER)
+
+
+def _reviewer(request: HttpRequest) -> User:
+    """The logged-in reviewer (``role_required`` has let only reviewers in)."""
+    assert isinstance(request.user, User)
+    return request.user
 
 
 def _domain_errors(request: HttpRequest, action: Any) -> bool:
@@ -91,7 +98,9 @@ def batch_approve(request: HttpRequest, batch_id: int) -> HttpResponse:
     holder: dict[str, Any] = {}
 
     def act() -> None:
-        holder["run"] = batch_services.batch_approve(reviewer=request.user, batch_id=batch_id, recipe=recipe)
+        holder["run"] = batch_services.batch_approve(
+            reviewer=_reviewer(request), batch_id=batch_id, recipe=recipe
+        )
 
     if _domain_errors(request, act):
         messages.success(request, f"Batch {batch_id} approved: run {holder['run'].pk} is queued.")
@@ -105,7 +114,7 @@ def batch_reject(request: HttpRequest, batch_id: int) -> HttpResponse:
     reason = request.POST.get("reason", "")
 
     def act() -> None:
-        batch_services.batch_reject(reviewer=request.user, batch_id=batch_id, reason=reason)
+        batch_services.batch_reject(reviewer=_reviewer(request), batch_id=batch_id, reason=reason)
 
     if _domain_errors(request, act):
         messages.success(request, f"Batch {batch_id} rejected.")
@@ -145,7 +154,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 @reviewer_only
 @require_POST
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
-    if _domain_errors(request, lambda: run_services.run_cancel(reviewer=request.user, run_id=run_id)):
+    if _domain_errors(request, lambda: run_services.run_cancel(reviewer=_reviewer(request), run_id=run_id)):
         messages.success(request, f"Run {run_id}: cancel requested.")
     return redirect("training:run", run_id=run_id)
 
@@ -180,7 +189,7 @@ def version_rollback(request: HttpRequest, number: int) -> HttpResponse:
     reason = request.POST.get("reason", "")
 
     def act() -> None:
-        registry_services.version_rollback(reviewer=request.user, version_id=version.pk, reason=reason)
+        registry_services.version_rollback(reviewer=_reviewer(request), version_id=version.pk, reason=reason)
 
     if _domain_errors(request, act):
         messages.success(request, f"{version.name} is champion again.")

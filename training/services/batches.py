@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -181,12 +181,12 @@ def _stats_for(
     return batch_stats(labels=rows, facts=facts, annotator_quality=quality)
 
 
-def _require_reviewer(user: AbstractBaseUser) -> None:
+def _require_reviewer(user: User) -> None:
     if not has_role(user, Role.REVIEWER):
         raise PermissionError("only reviewers may approve or reject retrain batches.")
 
 
-def batch_approve(*, reviewer: AbstractBaseUser, batch_id: int, recipe: str | None = None) -> TrainingRun:
+def batch_approve(*, reviewer: User, batch_id: int, recipe: str | None = None) -> TrainingRun:
     """Approve a batch and create its one training run; the dataset task starts after the commit.
 
     Idempotent and safe under concurrency: the batch row is locked, an approved batch returns its
@@ -239,7 +239,7 @@ def _enqueue_dataset(run_id: int) -> None:
     TrainingRun.objects.filter(pk=run_id, celery_task_id="").update(celery_task_id=result.id or "")
 
 
-def batch_reject(*, reviewer: AbstractBaseUser, batch_id: int, reason: str) -> RetrainBatch:
+def batch_reject(*, reviewer: User, batch_id: int, reason: str) -> RetrainBatch:
     """Reject a pending batch with a reason. Its labels stay used (they are not re-batched)."""
     _require_reviewer(reviewer)
     reason = (reason or "").strip()

@@ -49,7 +49,7 @@ def base_ensure(*, base_model: str | None = None, max_items: int = 2000) -> str:
     if not items:
         raise RunStateError("no priced pool product to build the tiny base from; import a catalogue first.")
     logger.info("building the tiny base from %s products into %s", len(items), path)
-    build_base([{"text": i["text"], "price": float(i["price"])} for i in items], path, size="tiny")
+    build_base([{"text": i["text"], "price": float(i["price"] or 0)} for i in items], path, size="tiny")
     return base
 
 

@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -168,7 +169,7 @@ def _store_evaluation(
 ) -> Evaluation:
     from training.engine.evaluator import evaluate, scatter_chart
 
-    truths = [float(p.price) for p in products]  # type: ignore[arg-type]
+    truths = [float(p.price or 0) for p in products]
     metrics = evaluate(truths, guesses).to_dict()
     chart = paths.chart_dir() / f"{(version.name if version else baseline)}-{fingerprint[:12]}.png"
     try:
@@ -258,7 +259,7 @@ def baselines_evaluate(*, products: list[Product] | None = None) -> list[Evaluat
             continue
         started = time.monotonic()
         texts = [t for t, _ in train]
-        prices = [float(p) for _, p in train]
+        prices = [float(p or 0) for _, p in train]
         model = mean_baseline(prices) if name == "training_mean" else tfidf_ridge(texts, prices)
         guesses = [float(g) for g in model.predict([p.text for p in products])]
         out.append(
@@ -372,7 +373,7 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
                 comparison,
                 min_delta=float(settings.GATE_MIN_DELTA),
                 alpha=float(settings.GATE_ALPHA),
-                test=settings.GATE_TEST,
+                test=_gate_test(),
             ).to_dict()
         decision["champion"] = champion.name if champion else None
         decision["candidate"] = candidate.name
@@ -381,6 +382,14 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
             _baselines_quietly(products)
             return decision
     raise RunStateError(f"run {run_id}: the champion kept changing during the gate; try again")
+
+
+def _gate_test() -> Literal["bootstrap", "wilcoxon"]:
+    if settings.GATE_TEST == "wilcoxon":
+        return "wilcoxon"
+    if settings.GATE_TEST == "bootstrap":
+        return "bootstrap"
+    raise ImproperlyConfigured(f"GATE_TEST={settings.GATE_TEST!r}: use bootstrap or wilcoxon.")
 
 
 def _baselines_quietly(products: list[Product]) -> None:
@@ -443,7 +452,7 @@ def enqueue_guess(version_id: int) -> None:
     guess_products.delay(version_id=version_id)
 
 
-def version_rollback(*, reviewer: AbstractBaseUser, version_id: int, reason: str = "") -> ModelVersion:
+def version_rollback(*, reviewer: User, version_id: int, reason: str = "") -> ModelVersion:
     """Make an earlier version champion again (the current one is archived); audited with both metrics."""
     if not has_role(reviewer, Role.REVIEWER):
         raise PermissionError("only reviewers may roll back the champion.")

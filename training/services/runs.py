@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -79,7 +79,7 @@ def _finish_cancelled(run_id: int) -> bool:
     return bool(ended)
 
 
-def run_cancel(*, reviewer: AbstractBaseUser, run_id: int) -> TrainingRun:
+def run_cancel(*, reviewer: User, run_id: int) -> TrainingRun:
     """Ask a run to stop. A queued run stops at once; a training one at its next step."""
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run_id)
