@@ -316,7 +316,7 @@ def check_database(url: str) -> dict[str, int]:
         "claim_counter_drift": """SELECT count(*) FROM annotation_task t WHERE t.claimed_count <>
             (SELECT count(*) FROM annotation_assignment s
              WHERE s.task_id = t.id AND s.status IN ('live', 'done'))
-            AND t.id IN (SELECT task_id FROM annotation_assignment)""",
+            AND NOT t.is_gold AND t.id IN (SELECT task_id FROM annotation_assignment)""",
         "annotations": "SELECT count(*) FROM annotation_annotation",
         "resolved_labels": "SELECT count(*) FROM annotation_resolvedlabel",
         "annotators_paused": "SELECT count(*) FROM annotation_annotatorstatus WHERE paused",
