@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -25,13 +26,14 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import exceptions, serializers, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors, services
 from annotation.exceptions import AnnotationError, CodebookAckRequired
-from annotation.models import Assignment, CodebookVersion, Task, Verdict
+from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
 from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
 
 MAX_ID = 2**63 - 1  # larger ids are a 400, not a database error
@@ -110,6 +112,52 @@ class AssignmentOut(serializers.Serializer):
         return {"price": f"{task.guess.price:.2f}"}
 
 
+def _when(value: Any) -> str | None:
+    # DRF's DateTimeField output: ISO 8601 in the current time zone, "Z" for UTC.
+    if value is None:
+        return None
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def assignment_out(assignment: Assignment) -> dict[str, Any]:
+    """``AssignmentOut(assignment).data`` without building serializers: the queue's hot path answers
+    with it (a test checks that both agree). ``task``, ``task.product`` and ``task.guess`` loaded."""
+    task, product = assignment.task, assignment.task.product
+    return {
+        "id": assignment.id,
+        "task_id": assignment.task_id,
+        "status": assignment.status,
+        "expires_at": _when(assignment.expires_at),
+        "product": {
+            "id": product.id,
+            "external_id": product.external_id,
+            "title": product.title,
+            "text": product.text,
+            "category": product.category,
+        },
+        "guess": None if task.is_blind or task.guess is None else {"price": f"{task.guess.price:.2f}"},
+    }
+
+
+def annotation_out(annotation: Annotation) -> dict[str, Any]:
+    """``AnnotationOut(annotation).data`` without building serializers (a test checks both agree)."""
+    price = annotation.corrected_price
+    return {
+        "id": annotation.id,
+        "assignment_id": annotation.assignment_id,
+        "task_id": annotation.task_id,
+        "verdict": annotation.verdict,
+        "corrected_price": None if price is None else f"{price:.2f}",
+        "price_flag": annotation.price_flag,
+        "reason_code": annotation.reason_code,
+        "seconds_spent": float(annotation.seconds_spent),
+        "codebook_version": annotation.codebook_version.number if annotation.codebook_version_id else None,
+        "guess_shown": annotation.guess_shown,
+        "created": _when(annotation.created),
+    }
+
+
 class AnnotationOut(serializers.Serializer):
     id = serializers.IntegerField(allow_null=True)
     assignment_id = serializers.IntegerField()
@@ -172,6 +220,7 @@ class UndoOut(serializers.Serializer):
 
 class NextTaskApi(AnnotationApi):
     permission_classes = [IsAnnotator]
+    renderer_classes = [JSONRenderer]  # scripts and the page's fetch: no browsable API on the hot path
 
     @extend_schema(
         operation_id="annotate_next",
@@ -188,11 +237,12 @@ class NextTaskApi(AnnotationApi):
         assignment = services.lease_next_task(annotator=self.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(AssignmentOut(assignment).data)
+        return Response(assignment_out(assignment))
 
 
 class SubmitApi(AnnotationApi):
     permission_classes = [IsAnnotator]
+    renderer_classes = [JSONRenderer]
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -223,7 +273,7 @@ class SubmitApi(AnnotationApi):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         annotation = services.annotation_submit(annotator=self.user, **data.validated_data)
-        return Response(AnnotationOut(annotation).data)
+        return Response(annotation_out(annotation))
 
 
 class AssignmentInput(serializers.Serializer):

@@ -54,13 +54,18 @@ def codebook_unacknowledged(*, annotator: User) -> CodebookVersion | None:
 def annotator_status_locked(*, annotator: User, with_live: bool = False) -> AnnotatorStatus:
     """The annotator's status row, locked until the end of the current transaction.
 
-    ``with_live=True`` also reads the id of their live lease (``status.live_id``, None if none) in
-    the same query.
+    ``with_live=True`` also reads, in the same query, the id of their live lease (``status.live_id``,
+    None if none), the current codebook version's id (``status.codebook_id``, None before the first
+    one) and whether they acknowledged it (``status.codebook_acked``).
     """
     qs = AnnotatorStatus.objects.select_for_update().filter(user=annotator)
     if with_live:
         live = Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE).values("id")[:1]
-        qs = qs.annotate(live_id=Subquery(live))
+        current = CodebookVersion.objects.order_by("-number").values("id")[:1]
+        acked = CodebookAck.objects.filter(annotator=annotator, version_id=OuterRef("codebook_id"))
+        qs = qs.annotate(live_id=Subquery(live), codebook_id=Subquery(current)).annotate(
+            codebook_acked=Exists(acked)
+        )
     status = qs.first()
     if status is None:
         AnnotatorStatus.objects.get_or_create(user=annotator)
@@ -127,14 +132,15 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
     when gold accuracy paused the annotator. The returned assignment has ``task``, ``task.product`` and
     ``task.guess`` loaded.
     """
-    unacked = codebook_unacknowledged(annotator=annotator)
-    if unacked is not None:
-        raise CodebookAckRequired(unacked)
     cfg = annotation_config()
     now = timezone.now()
     expires_at = now + timedelta(seconds=cfg.lease_ttl_s)
     with transaction.atomic():
+        # One query: the lock, the live lease and the codebook check (it reads the version current
+        # now, so a version published a moment ago is caught here as before).
         status = annotator_status_locked(annotator=annotator, with_live=True)
+        if status.codebook_id is not None and not status.codebook_acked:  # type: ignore[attr-defined]
+            raise CodebookAckRequired(CodebookVersion.objects.defer("markdown").get(id=status.codebook_id))  # type: ignore[attr-defined]
         if status.paused:
             raise AnnotatorPaused(status.paused_reason)
         if status.live_id is not None:  # type: ignore[attr-defined]
@@ -185,11 +191,14 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
 
 
 def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
-    current_codebook = CodebookVersion.objects.order_by("-number").values("id")[:1]
+    current_codebook = CodebookVersion.objects.order_by("-number")[:1]
     assignment = (
         Assignment.objects.filter(id=assignment_id, annotator=annotator)
         .select_related("task", "task__guess")
-        .annotate(current_codebook_id=Subquery(current_codebook))
+        .annotate(
+            current_codebook_id=Subquery(current_codebook.values("id")),
+            current_codebook_number=Subquery(current_codebook.values("number")),
+        )
         .select_for_update(of=("self", "task"))
         .first()
     )

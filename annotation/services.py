@@ -297,10 +297,8 @@ def annotation_submit(
     A repeated submit with the same ``client_token`` returns the first annotation and writes nothing.
     """
     client_token = (client_token or "")[:64]
-    if client_token:
-        existing = Annotation.objects.filter(annotator=annotator, client_token=client_token).first()
-        if existing is not None:
-            return existing
+    # No look-up up front: a retried submit finds its lease no longer live (``_submit`` then returns
+    # the first annotation), and a token reused on another lease hits the unique constraint (below).
     try:
         seconds = max(0.0, min(float(seconds_spent), 86_400.0))
     except (TypeError, ValueError):
@@ -339,15 +337,22 @@ def _submit(
         assignment = _assignment_locked(annotator=annotator, assignment_id=assignment_id)
         task = assignment.task
         if assignment.status != AssignmentStatus.LIVE:
+            if client_token:  # a retry of a submit that went through: the first annotation, no write
+                existing = Annotation.objects.filter(annotator=annotator, client_token=client_token).first()
+                if existing is not None:
+                    return existing
             raise LeaseLost(
                 f"Assignment {assignment_id} is {assignment.status}, not live: take the next item."
             )
         # The version in force now (read with the lock) stamps the annotation; a reject's reason is
         # checked against its codes.
         version_id = assignment.current_codebook_id  # type: ignore[attr-defined]
-        version = (
-            CodebookVersion.objects.get(id=version_id) if version_id and verdict == Verdict.REJECT else None
-        )
+        version = None
+        if version_id and verdict == Verdict.REJECT:
+            version = CodebookVersion.objects.get(id=version_id)
+        elif version_id:  # the number is all the answer shows: the other columns load if touched
+            number = assignment.current_codebook_number  # type: ignore[attr-defined]
+            version = CodebookVersion.from_db(assignment._state.db, ["id", "number"], [version_id, number])
         price = _validate_verdict(
             task=task,
             verdict=verdict,
@@ -364,7 +369,7 @@ def _submit(
             price_flag=price_flag(price) if price is not None else "",
             reason_code=reason_code,
             seconds_spent=seconds,
-            codebook_version_id=version_id,
+            codebook_version=version,
             guess_shown=not task.is_blind and task.guess_id is not None,
             client_token=client_token,
         )

@@ -275,19 +275,62 @@ def test_it_pins_the_queries_of_next_and_submit(annotator: User) -> None:
     make_tasks(5, entropies=[5, 4, 3, 2, 1])
     client = client_for(annotator)
     submit(annotator, lease(annotator))  # steady state: the annotator's status row exists
-    # session, user, groups (role), codebook ack?, lock status + live lease id, pick, insert, counters, claim
+    # session, user, groups (role), lock status + live lease id + codebook ack?, pick, insert, counters, claim
     with CaptureQueriesContext(connection) as ctx:
         item = client.post("/api/v1/annotate/next").json()
     fresh_next = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    assert len(fresh_next) == 9, "\n".join(fresh_next)
+    assert len(fresh_next) == 8, "\n".join(fresh_next)
     with CaptureQueriesContext(connection) as ctx:
         client.post("/api/v1/annotate/next")
     again = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    assert len(again) == 7, "\n".join(again)  # session, user, groups, codebook, lock+live id, renew, load
+    assert len(again) == 6, "\n".join(again)  # session, user, groups, lock+live id+codebook, renew, load
     body = {"assignment_id": item["id"], "verdict": "correct", "corrected_price": "12", "client_token": "t"}
     with CaptureQueriesContext(connection) as ctx:
         assert client.post("/api/v1/annotate/submit", body, format="json").status_code == 200
     sub = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    # session, user, groups, dedupe, lock lease+task (+ codebook id), resolve task, lease done, insert, label
-    assert len(sub) == 9, "\n".join(sub)
+    # session, user, groups, lock lease+task (+ codebook id and number), resolve task, lease done, insert,
+    # label; no dedupe look-up (only a lease no longer live looks its token up) and no codebook load
+    assert len(sub) == 8, "\n".join(sub)
     assert Task.objects.filter(status="resolved").count() == 2
+
+
+def test_it_answers_next_and_submit_exactly_as_their_documented_serializers(
+    annotator: User, reviewer: User
+) -> None:
+    """The hot path writes its JSON by hand (annotation/api.py): it must match the schema's serializers."""
+    from annotation.api import AnnotationOut, AssignmentOut
+
+    make_tasks(3, entropies=[3, 2, 1])
+    Task.objects.filter(priority=2).update(is_blind=True)
+    _call(
+        reviewer,
+        "post",
+        "/api/v1/annotation/codebook/versions",
+        {"markdown": "# Rules\n- `dup`: a duplicate\n"},
+    )
+    client = client_for(annotator)
+    assert client.post("/api/v1/annotate/codebook/ack", {"version": 1}, format="json").status_code == 200
+    for verdict, extra in (
+        ("accept", {}),
+        ("correct", {"corrected_price": "12.5"}),
+        ("reject", {"reason_code": "dup"}),
+    ):
+        item = client.post("/api/v1/annotate/next").json()
+        assignment = Assignment.objects.select_related("task__product", "task__guess").get(id=item["id"])
+        assert item == AssignmentOut(assignment).data
+        if item["guess"] is None and verdict == "accept":
+            verdict, extra = "correct", {"corrected_price": "7"}
+        body = {
+            "assignment_id": item["id"],
+            "verdict": verdict,
+            "seconds_spent": 2,
+            "client_token": verdict,
+            **extra,
+        }
+        answer = client.post("/api/v1/annotate/submit", body, format="json").json()
+        assert answer == AnnotationOut(Annotation.objects.get(id=answer["id"])).data
+        assert answer["codebook_version"] == 1
+        # a retried submit answers the same annotation and writes nothing
+        assert client.post("/api/v1/annotate/submit", body, format="json").json() == answer
+    assert Annotation.objects.count() == 3
+    assert any(a.task.is_blind for a in Annotation.objects.select_related("task"))
