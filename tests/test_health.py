@@ -16,14 +16,9 @@ def test_it_reports_database_and_broker_ok() -> None:
 
 @pytest.mark.django_db
 def test_it_returns_503_when_the_broker_is_unreachable(settings) -> None:  # type: ignore[no-untyped-def]
-    from webapp.celery import app
-
-    original = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-    try:
-        response = Client().get("/healthz")
-    finally:
-        app.conf.broker_url = original
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    response = Client().get("/healthz")
     assert response.status_code == 503
     assert response.json()["broker"]["ok"] is False
 
