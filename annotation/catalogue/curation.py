@@ -218,7 +218,30 @@ FLAG_MISSING = "missing"
 FLAG_OUT_OF_RANGE = "out_of_range"
 
 
+# Catalogue prices repeat (37.99, 19.99, …): a float's curated price is remembered instead of going
+# through Decimal again. 0.0 is left out: -0.0 equals it but curates to Decimal("-0.00").
+_FLOAT_PRICES: dict[float, CuratedPrice] = {}
+_FLOAT_PRICES_MAX = 100_000
+
+
 def parse_price(raw: object) -> CuratedPrice:
+    """Parse an import price: ``12.5``, ``"12.5"``, ``"$1,299.00"``; empty or ``None`` means no price.
+
+    Raises ``PriceError`` (with the reason) for negative, non-numeric, NaN/infinite or absurdly
+    large values. Prices outside 0.50-999.49 are kept, flagged ``out_of_range``.
+    """
+    if type(raw) is float:
+        cached = _FLOAT_PRICES.get(raw)
+        if cached is not None:
+            return cached
+        price = _parse_price(raw)
+        if raw != 0.0 and len(_FLOAT_PRICES) < _FLOAT_PRICES_MAX:
+            _FLOAT_PRICES[raw] = price
+        return price
+    return _parse_price(raw)
+
+
+def _parse_price(raw: object) -> CuratedPrice:
     """Parse an import price: ``12.5``, ``"12.5"``, ``"$1,299.00"``; empty or ``None`` means no price.
 
     Raises ``PriceError`` (with the reason) for negative, non-numeric, NaN/infinite or absurdly

@@ -21,6 +21,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+import orjson
+
 from annotation.catalogue.curation import PriceError, curate_text, curate_title, parse_price, truncate
 
 Format = Literal["jsonl", "csv"]
@@ -111,8 +113,41 @@ def _decode(number: int, raw: bytes) -> str | RowError:
         )
 
 
+# orjson parses a line about four times faster than json, but it does not read everything the same way:
+# integers beyond 64 bits become floats, and it refuses NaN/Infinity, lone surrogates and a BOM. Lines
+# it refuses, and lines with a float beyond 2**63 (it may have been a big integer), take the json path
+# below, so every line parses exactly as json.loads parses it.
+_INT64_LIMIT = 2.0**63
+
+
+def _may_be_big_integer(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return not -_INT64_LIMIT < value < _INT64_LIMIT
+    if kind is dict:
+        return any(_may_be_big_integer(item) for item in value.values())
+    if kind is list:
+        return any(_may_be_big_integer(item) for item in value)
+    return False
+
+
 def parse_jsonl_line(number: int, raw: bytes) -> tuple[int, dict[str, Any]] | RowError | None:
     """One JSONL line: ``(line, object)``, a ``RowError``, or ``None`` for a blank line."""
+    try:
+        obj = orjson.loads(raw)
+    except ValueError:  # orjson.JSONDecodeError
+        return _parse_jsonl_line_json(number, raw)
+    # orjson refuses lone surrogates, so a "\\ud…" escape it took is a valid pair, read as json does.
+    if type(obj) is not dict or b"\\u0000" in raw:
+        return _parse_jsonl_line_json(number, raw)
+    for value in obj.values():
+        if type(value) is not str and _may_be_big_integer(value):
+            return _parse_jsonl_line_json(number, raw)
+    return number, obj
+
+
+def _parse_jsonl_line_json(number: int, raw: bytes) -> tuple[int, dict[str, Any]] | RowError | None:
+    """``parse_jsonl_line`` with the json module: the reference for every line orjson does not take."""
     line = _decode(number, raw)
     if isinstance(line, RowError):
         return line
@@ -258,21 +293,30 @@ def curate_row(
     from_csv: bool,
 ) -> ProductRow | RowError:
     """Validate and curate one raw row; a ``RowError`` says what is wrong with it."""
+    # Runs once per imported row: plain str values (nearly all) skip the ``_string`` call.
+    for name in REQUIRED_FIELDS:
+        if name == "text":
+            if "text" not in raw and "description" not in raw:
+                return RowError(line, "missing field 'text' (or 'description')")
+        elif name not in raw:
+            return RowError(line, f"missing field '{name}'")
+    text_key = "text" if "text" in raw else "description"
+    external_id, raw_title, raw_text, category = raw["id"], raw["title"], raw[text_key], raw["category"]
+    source = raw.get("source") or default_source
     try:
-        for name in REQUIRED_FIELDS:
-            if name == "text":
-                if "text" not in raw and "description" not in raw:
-                    return RowError(line, "missing field 'text' (or 'description')")
-            elif name not in raw:
-                return RowError(line, f"missing field '{name}'")
-        text_key = "text" if "text" in raw else "description"
-        external_id = _string(raw["id"], "id").strip()
-        raw_title = _string(raw["title"], "title")
-        raw_text = _string(raw[text_key], text_key)
-        category = _string(raw["category"], "category").strip()
-        source = _string(raw.get("source") or default_source, "source").strip()
+        if type(external_id) is not str:
+            external_id = _string(external_id, "id")
+        if type(raw_title) is not str:
+            raw_title = _string(raw_title, "title")
+        if type(raw_text) is not str:
+            raw_text = _string(raw_text, text_key)
+        if type(category) is not str:
+            category = _string(category, "category")
+        if type(source) is not str:
+            source = _string(source, "source")
     except ValueError as exc:
         return RowError(line, str(exc))
+    external_id, category, source = external_id.strip(), category.strip(), source.strip()
     if not external_id:
         return RowError(line, "field 'id' is empty")
     if len(external_id) > MAX_ID_CHARS:
@@ -291,9 +335,10 @@ def curate_row(
         price = parse_price(raw.get("price"))
     except PriceError as exc:
         return RowError(line, str(exc))
-    extra = {
-        key: value for key, value in raw.items() if key not in KNOWN_FIELDS and not (from_csv and value == "")
-    }
+    if from_csv:
+        extra = {key: value for key, value in raw.items() if key not in KNOWN_FIELDS and value != ""}
+    else:
+        extra = {key: value for key, value in raw.items() if key not in KNOWN_FIELDS}
     if text_key == "text" and "description" in raw:
         extra["description"] = raw["description"]
     if not all(type(value) is str for value in extra.values()):
@@ -301,18 +346,10 @@ def curate_row(
             json.dumps(extra, allow_nan=False)
         except ValueError:
             return RowError(line, "extra fields contain NaN or Infinity, which JSON storage cannot hold")
-    return ProductRow(
-        line=line,
-        external_id=external_id,
-        title=title,
-        text=text,
-        category=category,
-        price=price.value,
-        price_flag=price.flag,
-        split=split_for(external_id, test_fraction),
-        source=source,
-        extra=extra,
-    )
+    # Positional: ProductRow's field order (line, external_id, title, text, category, price, price_flag,
+    # split, source, extra).
+    split = split_for(external_id, test_fraction)
+    return ProductRow(line, external_id, title, text, category, price.value, price.flag, split, source, extra)
 
 
 @dataclass(frozen=True, slots=True)
