@@ -21,7 +21,7 @@ app.conf.task_queues = (Queue("default"), Queue("train"))
 app.conf.task_routes = {"workers.training.*": {"queue": "train"}}
 
 # Every periodic job of PriceLoop, with why it runs at that rate.
-app.conf.beat_schedule: dict[str, dict[str, object]] = {
+BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Proves the worker and beat are alive (the health page shows the last beat).
     "heartbeat": {"task": "workers.system.heartbeat", "schedule": 60.0},
     # Resolved labels become a retrain batch once there are RETRAIN_MIN_BATCH_SIZE of them.
@@ -38,4 +38,5 @@ app.conf.beat_schedule: dict[str, dict[str, object]] = {
     # Leases past their TTL go back to the queue; every 30 s so an abandoned item waits at most TTL + 30 s.
     "annotation-leases-expire": {"task": "workers.annotation.leases_expire", "schedule": 30.0},
 }
+app.conf.beat_schedule = BEAT_SCHEDULE
 app.autodiscover_tasks(["workers"], related_name="tasks")
