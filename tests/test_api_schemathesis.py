@@ -7,6 +7,7 @@ have something to answer with. Run it alone with ``pytest tests/test_api_schemat
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,13 @@ import pytest
 from django.core import signals
 from django.db import close_old_connections
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from rest_framework.authtoken.models import Token
 
 MAX_EXAMPLES = 3
+
+# Hypothesis caches (charmap, constants) go to the temp dir, not to a .hypothesis folder in the repo.
+set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "priceloop-hypothesis"))
 
 
 def _seed_registry(root: Path) -> None:

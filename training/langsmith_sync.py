@@ -118,6 +118,16 @@ def sync_guesses(client: Any) -> int:
     return sent
 
 
+def _project_id(client: Any) -> Any:
+    """The LangSmith project's id (feedback names it: required on SmithDB-only deployments)."""
+    from langsmith.utils import LangSmithNotFoundError
+
+    try:
+        return client.read_project(project_name=settings.LANGSMITH_PROJECT).id
+    except LangSmithNotFoundError:
+        return client.create_project(settings.LANGSMITH_PROJECT).id
+
+
 def sync_annotations(client: Any) -> int:
     after = _cursor(ANNOTATIONS)
     guesses_done = _cursor(GUESSES)
@@ -126,15 +136,20 @@ def sync_annotations(client: Any) -> int:
     )
     last = after
     sent = 0
+    project_id = None
     for annotation in annotations:
         guess = annotation.task.guess
         if guess is not None and guess.model_version_id is not None:
             if guess.pk > guesses_done:
                 break  # its run is not in LangSmith yet: wait for the next sync
             try:
+                if project_id is None:
+                    project_id = _project_id(client)
                 client.create_feedback(
                     guess_run_id(guess.pk),
                     feedback_id=annotation_feedback_id(annotation.pk),
+                    trace_id=guess_run_id(guess.pk),  # each guess is the root of its own trace
+                    session_id=project_id,
                     stop_after_attempt=1,
                     **feedback_for(annotation),
                 )

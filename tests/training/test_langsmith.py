@@ -21,6 +21,8 @@ from tests.training.factories import make_version
 from training import langsmith_sync
 from training.models import SyncCursor, VersionStatus
 
+PROJECT_ID = "11111111-2222-3333-4444-555555555555"
+
 
 class Recorder(ThreadingHTTPServer):
     def __init__(self) -> None:
@@ -49,7 +51,18 @@ class Handler(BaseHTTPRequestHandler):
             }
         )
         status = 500 if self.server.fail else 200
-        payload = json.dumps({"id": "00000000-0000-0000-0000-000000000000"} if status == 200 else {}).encode()
+        answer: Any = {"id": "00000000-0000-0000-0000-000000000000"}
+        if self.command == "GET" and self.path.startswith("/sessions"):
+            answer = [
+                {
+                    "id": PROJECT_ID,
+                    "name": "priceloop-test",
+                    "tenant_id": PROJECT_ID,
+                    "start_time": "2026-11-22T00:00:00",
+                    "reference_dataset_id": None,
+                }
+            ]
+        payload = json.dumps(answer if status == 200 else {}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -136,6 +149,7 @@ def test_it_logs_guesses_as_runs_and_annotations_as_feedback(
     assert by_value["reject"]["comment"] == "not_a_product"
     assert by_value["correct"]["correction"] == {"price": 77.0}
     assert {f["run_id"] for f in by_value.values()} <= guess_ids
+    assert {f["session_id"] for f in by_value.values()} == {PROJECT_ID}
     # Nothing new: a second sync sends nothing.
     server.requests.clear()
     assert langsmith_sync.sync_all() == {"guesses": 0, "annotations": 0}
