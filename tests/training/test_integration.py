@@ -119,6 +119,7 @@ def test_it_closes_the_loop_with_a_real_worker(
             timeout=180,
             what="v1's guesses on the pool",
         )
+        assert not Guess.objects.filter(product__split=Split.TEST).exists()  # the test split is never queued
         loop_started = time.monotonic()
         labelled = _annotate_all(annotator_client, price_of=lambda p: p.price)
         assert labelled == pool

@@ -30,7 +30,7 @@ from training.services.runs import enqueue_train, runs_fail_stale
 
 pytestmark = pytest.mark.slow
 
-LONG = {**FAST, "train": {**FAST["train"], "max_steps": 300, "save_steps": 5, "learning_rate": 1e-3}}
+LONG = {**FAST, "train": {**FAST["train"], "max_steps": 80, "save_steps": 5, "learning_rate": 1e-3}}
 
 
 def _run_ready_to_train() -> TrainingRun:
@@ -119,7 +119,7 @@ def test_it_resumes_a_run_whose_training_process_was_killed(pipeline_settings: A
     assert done.status == RunStatus.RUNNING, done.error
     assert done.stage == RunStage.EVALUATE
     assert done.attempts == 2
-    assert done.result["steps"] == 300
+    assert done.result["steps"] == 80
     assert done.result["resumed_from_step"] >= 10  # from the last checkpoint, not from scratch
     assert done.candidate is not None
     _listed_versions_verify()
