@@ -205,6 +205,20 @@ def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.
     raise SystemExit("gunicorn did not answer within 60 s")
 
 
+def server_cpu_s(proc: subprocess.Popen[bytes]) -> float:
+    """CPU seconds (user + system) used so far by gunicorn's processes (its process group)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == proc.pid:  # field 5 of stat: the process group
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -364,11 +378,13 @@ def main() -> None:
     load_before = os.getloadavg()
     server = start_server(url, args.port, args.workers, args.threads)
     try:
+        cpu_start, client_start = server_cpu_s(server), time.process_time()
         warm, out, elapsed = asyncio.run(
             run_load(
                 f"http://127.0.0.1:{args.port}", tokens, args.warmup, args.duration, args.think_ms / 1000
             )
         )
+        server_cpu, client_cpu = server_cpu_s(server) - cpu_start, time.process_time() - client_start
     finally:
         stop_server(server)
     checks = check_database(url)
@@ -385,6 +401,7 @@ def main() -> None:
             "max_ms": round(max(values) * 1000, 1) if values else None,
             "mean_ms": round(statistics.fmean(values) * 1000, 1) if values else None,
         }
+    n_requests = sum(len(sink[k]) for sink in (warm, out) for k in ("next", "submit"))
     duplicates = sum(
         checks[k]
         for k in (
@@ -417,6 +434,11 @@ def main() -> None:
         and not (out["errors"] or warm["errors"])
         and duplicates == 0,
         "setup_timings_s": {k: round(v, 1) for k, v in timings.items()},
+        # CPU per HTTP request (warm-up included, as the CPU figures are): what caps throughput here.
+        "cpu_ms_per_request": {
+            "server": round(server_cpu / max(1, n_requests) * 1000, 2),
+            "client": round(client_cpu / max(1, n_requests) * 1000, 2),
+        },
         "machine": {
             "cpus": os.cpu_count(),
             "load_avg_before": [round(x, 2) for x in load_before],
@@ -434,7 +456,9 @@ def main() -> None:
     print(
         f"\nitems/s {result['items_per_s']}  errors {result['errors']}  duplicates {duplicates}  "
         f"annotations {checks['annotations']} (= submits: {result['annotations_match_submits']})  "
-        f"load avg before {result['machine']['load_avg_before']}  target met: {result['target_met']}"
+        f"load avg before {result['machine']['load_avg_before']}  target met: {result['target_met']}\n"
+        f"CPU per request: server {result['cpu_ms_per_request']['server']} ms, "
+        f"client {result['cpu_ms_per_request']['client']} ms"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
