@@ -142,3 +142,17 @@ def test_it_escapes_product_text_in_the_batch_sample(registry: dict[str, Any], r
     assert "&lt;script&gt;alert(1)&lt;/script&gt; lamp" in page
     assert "<script>alert(1)" not in page
     assert "<img src=x" not in page
+
+
+@pytest.mark.django_db
+def test_it_shows_a_finished_run_with_its_curve_and_gate(registry: dict[str, Any], reviewer: Any) -> None:
+    from training.models import ProgressPoint
+
+    run = registry["run"]
+    for step in (1, 2):
+        ProgressPoint.objects.create(run=run, step=step, total_steps=2, loss=2.0 / step, learning_rate=1e-3)
+    page = _client(reviewer).get(f"/review/runs/{run.pk}/").content.decode()
+    assert "promoted v2" in page
+    assert '<li class="ok">ok: MAE $60.00 vs champion $80.00</li>' in page
+    assert '"loss": 1.0' in page  # the stored points, for the curve script
+    assert 'data-live="0"' in page  # finished: no polling
