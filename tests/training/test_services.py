@@ -131,3 +131,23 @@ def _base() -> str:
     from django.conf import settings
 
     return settings.BASE_MODEL
+
+
+@pytest.mark.django_db
+def test_it_picks_products_to_guess_new_only_or_the_unlabelled_pool(labelled: int, settings: Any) -> None:
+    from annotation.models import Guess
+    from training.models import ModelVersion
+    from training.services.guesses import products_needing_guess
+
+    version = ModelVersion.objects.create(number=7, base_model="b")
+    fresh = Product.objects.create(external_id="fresh", title="New", text="new product", split=Split.POOL)
+    Product.objects.create(external_id="exam", title="Test", text="test product", split=Split.TEST)
+    assert products_needing_guess(version=version, reguess_pool=False) == [fresh.pk]
+    unlabelled = set(
+        Product.objects.filter(split=Split.POOL, tasks__resolved_label__isnull=True).values_list(
+            "pk", flat=True
+        )
+    ) | {fresh.pk}
+    assert set(products_needing_guess(version=version, reguess_pool=True)) == unlabelled
+    Guess.objects.create(product=fresh, model_version=version, source="model", price="3.00")
+    assert fresh.pk not in products_needing_guess(version=version, reguess_pool=True)
