@@ -152,7 +152,7 @@ def annotation_out(annotation: Annotation) -> dict[str, Any]:
         "price_flag": annotation.price_flag,
         "reason_code": annotation.reason_code,
         "seconds_spent": float(annotation.seconds_spent),
-        "codebook_version": annotation.codebook_version.number if annotation.codebook_version_id else None,
+        "codebook_version": version.number if (version := annotation.codebook_version) else None,
         "guess_shown": annotation.guess_shown,
         "created": _when(annotation.created),
     }

@@ -251,7 +251,7 @@ def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
         # Someone else's assignment is indistinguishable from a missing one (no IDOR oracle).
         raise LeaseNotFound(f"No assignment {assignment_id} of yours.")
     values = iter(row)
-    assignment, task, guess = (_from_row(model, values) for model in (Assignment, Task, Guess))
+    assignment, task, guess = _from_row(Assignment, values), _from_row(Task, values), _from_row(Guess, values)
     task.guess = guess if task.guess_id is not None else None
     assignment.task = task
     assignment.current_codebook_id, assignment.current_codebook_number = next(values), next(values)  # type: ignore[attr-defined]
@@ -279,7 +279,9 @@ def _from_row(model: type[_M], values: Iterator[Any], *, skip: tuple[str, ...] =
 
 def _columns(model: type[Model], alias: str, *, skip: tuple[str, ...] = ()) -> str:
     quote = connection.ops.quote_name
-    return ", ".join(f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields if f.name not in skip)
+    return ", ".join(
+        f"{alias}.{quote(str(f.column))}" for f in model._meta.concrete_fields if f.name not in skip
+    )
 
 
 def _assignment_locked_sql() -> str:
