@@ -23,8 +23,10 @@ Afterwards the database is checked: tasks with more than ``overlap`` annotations
 to one annotator, annotators with two live leases, claim counters that disagree with the rows, and
 annotations the clients did not submit. Report: p50/p95/p99/max per endpoint, throughput, errors,
 those counts, as a table and as JSON. Target (issue 4): p99 < 100 ms for next and submit, 0 errors,
-0 duplicates. Client and server share the machine's cores: the JSON records how many there are and
-the load average before the run.
+0 duplicates. Client and server share the machine's cores: the JSON records how many there are, the
+load average before the run, and the CPU each HTTP request cost the server (gunicorn's process group)
+and the client. Per-request profile in process: ``tests/benchmarks/profile_queue.py``; figures in
+docs/perf-queue.md.
 """
 
 from __future__ import annotations
