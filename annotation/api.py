@@ -34,6 +34,7 @@ from rest_framework.views import APIView
 from annotation import selectors, services
 from annotation.exceptions import AnnotationError, CodebookAckRequired
 from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
+from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
 
 MAX_ID = 2**63 - 1  # larger ids are a 400, not a database error
@@ -43,22 +44,6 @@ class DomainError(exceptions.APIException):
     def __init__(self, exc: AnnotationError) -> None:
         super().__init__(detail=exc.message, code=exc.code)
         self.status_code = exc.status
-
-
-ERROR = inline_serializer(
-    "Error",
-    fields={
-        "error": inline_serializer(
-            "ErrorBody",
-            fields={
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "fields": serializers.DictField(required=False),
-                "codebook_version": serializers.IntegerField(required=False),
-            },
-        )
-    },
-)
 
 
 class AnnotationApi(APIView):

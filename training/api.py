@@ -20,7 +20,6 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
     extend_schema_field,
-    inline_serializer,
 )
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.parsers import MultiPartParser
@@ -43,21 +42,8 @@ from training.models import (
 from training.services import batches as batch_services
 from training.services import registry as registry_services
 from training.services import runs as run_services
+from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.roles import IsClientOrReviewer, IsReviewer
-
-ERROR = inline_serializer(
-    "TrainingError",
-    fields={
-        "error": inline_serializer(
-            "TrainingErrorBody",
-            fields={
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "fields": serializers.DictField(required=False),
-            },
-        )
-    },
-)
 
 
 class Conflict(exceptions.APIException):

@@ -8,9 +8,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import exceptions
+from drf_spectacular.utils import inline_serializer
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+# The one error body of the whole API, as the OpenAPI schema shows it.
+ERROR_SCHEMA = inline_serializer(
+    "Error",
+    fields={
+        "error": inline_serializer(
+            "ErrorBody",
+            fields={
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "fields": serializers.DictField(required=False),
+                # only with code "codebook_ack_required": the version to acknowledge
+                "codebook_version": serializers.IntegerField(required=False),
+            },
+        )
+    },
+)
 
 
 def _flatten(detail: Any) -> Any:
