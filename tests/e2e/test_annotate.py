@@ -94,6 +94,9 @@ def test_it_labels_items_from_the_keyboard(page: Any, annotator: User, reviewer:
     expect(page.locator("#guess-price")).to_have_text("$10.00")
     expect(done).to_have_text("0")
     expect(page.locator("#remaining")).to_have_text("4")
+    # The login's Enter started a navigation Playwright does not wait for: the item can be on screen
+    # before the deferred scripts run, and a key pressed then would be lost, as it would for a person.
+    page.wait_for_load_state("load")
     _screenshot(page, "annotate")
     page.evaluate("window.__sameDocument = true")  # survives htmx swaps, not a page load
 

@@ -27,8 +27,12 @@
 
   function submit(formId) {
     const form = document.getElementById(formId);
-    if (form) form.requestSubmit();
-    return Boolean(form);
+    if (!form) return false;
+    // A key can arrive before htmx's start-up pass has bound the form (it runs on DOMContentLoaded);
+    // bind it now so the action swaps the item instead of reloading the page. Idempotent.
+    if (window.htmx) window.htmx.process(form);
+    form.requestSubmit();
+    return true;
   }
 
   function setRejectMode(on) {
