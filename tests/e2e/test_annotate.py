@@ -111,6 +111,7 @@ def test_it_labels_items_from_the_keyboard(page: Any, annotator: User, reviewer:
     page.keyboard.press("Enter")
     expect(title).to_have_text("Item 2")
     expect(done).to_have_text("2")
+    expect(page.locator("#id_corrected_price")).not_to_be_focused()  # keys act on the item again
 
     page.keyboard.press("r")  # reject, then the reason's number
     expect(page.locator("#reject-form")).to_have_class(re.compile("armed"))

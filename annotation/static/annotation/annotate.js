@@ -121,6 +121,14 @@
     true,
   );
 
+  // Let go of the focus before the old item is replaced: htmx would otherwise give it to the new price
+  // box (same id), and a key pressed as the next item appears would be typed into it.
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    if (!event.target || event.target.id !== "workspace") return;
+    const active = document.activeElement;
+    if (active instanceof HTMLElement && active.closest("#workspace")) active.blur();
+  });
+
   // A new fragment means a new item: restart the clock and put focus where the keyboard needs it.
   document.addEventListener("htmx:afterSwap", (event) => {
     if (!event.target || event.target.id !== "workspace") return;
