@@ -20,7 +20,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from training.engine.prompts import PROMPT_STYLES
-from training.engine.speed import SpeedSection
+from training.engine.speed import MATMUL_MODES, SpeedSection
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -181,9 +181,21 @@ class PredictSection:
     max_new_tokens: int = field(
         default=6, metadata={"help": "Fallback generation length for tokenizers without number tokens."}
     )
+    matmul: str = field(
+        default="bf16",
+        metadata={
+            "help": "Matmuls of the guessing pass: 'bf16' (the weights as loaded) or 'fp8' (opt-in, "
+            "speed.mode=fast, GPUs of compute capability 8.9+: e4m3 weights made once from the loaded "
+            "ones, per-token activation scales; prices move by FP8 rounding, docs/benchmarks.md)."
+        },
+    )
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 1000, f"predict.k={self.k}: must be between 1 and 1000")
+        _check(
+            self.matmul in MATMUL_MODES,
+            f"predict.matmul={self.matmul!r}: use one of {', '.join(MATMUL_MODES)}",
+        )
         _check(self.batch_size >= 1, f"predict.batch_size={self.batch_size}: must be >= 1")
         _check(self.max_new_tokens >= 1, f"predict.max_new_tokens={self.max_new_tokens}: must be >= 1")
 
@@ -219,6 +231,17 @@ class Recipe:
             not (self.train.precision == "bf16" and self.model.dtype == "float16"),
             "train.precision=bf16 contradicts model.dtype=float16: pick bfloat16 weights or fp32 training",
         )
+        if self.predict.matmul == "fp8":
+            _check(
+                self.speed.mode == "fast",
+                "predict.matmul=fp8 contradicts speed.mode=reference: the reference recipe guesses exactly "
+                "as the reference did; use speed.mode=fast or predict.matmul=bf16",
+            )
+            _check(
+                self.quant.mode != "8bit",
+                "predict.matmul=fp8 contradicts quant.mode=8bit: FP8 weights are made from 4-bit or "
+                "unquantized weights; use quant.mode=4bit or none",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -70,6 +70,23 @@ def expected_price(values: Sequence[int], probs: Sequence[float]) -> float:
     return sum(v * p for v, p in zip(values, probs, strict=True)) / total
 
 
+def _default_device() -> str:
+    from training.engine.model_io import default_device
+
+    return default_device()
+
+
+def _device_info(device: str) -> tuple[str, tuple[int, int] | None, str]:
+    """(type, compute capability, name) of a device string such as 'cuda', 'cuda:1' or 'cpu'."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind != "cuda" or not torch.cuda.is_available():
+        return kind, None, ""
+    index = torch.device(device).index or 0
+    return kind, torch.cuda.get_device_capability(index), torch.cuda.get_device_name(index)
+
+
 class Predictor:
     """Predict prices for product texts with a base model, optionally with a LoRA adapter."""
 
@@ -90,9 +107,29 @@ class Predictor:
         model: Any = None,
         tokenizer: Any = None,
         fused_kernels: bool = False,
+        compile: bool = False,
+        matmul: str = "bf16",
+        pad_to_multiple_of: int = 1,
+        sort_by_length: bool = False,
     ) -> None:
         if not 1 <= k <= 1000:
             raise ValueError(f"k={k}: must be between 1 and 1000")
+        if pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of}: must be >= 1")
+        if matmul != "bf16":
+            from training.engine.speed import MATMUL_MODES, fp8_refusal
+
+            if matmul not in MATMUL_MODES:
+                raise ValueError(f"matmul={matmul!r}: use one of {', '.join(MATMUL_MODES)}")
+            # Refused before the (minutes-long) model load, naming the setting and the fix.
+            where = device or (
+                str(next(model.parameters()).device) if model is not None else _default_device()
+            )
+            refusal = fp8_refusal(*_device_info(where))
+            if refusal:
+                from training.engine.config import RecipeError
+
+                raise RecipeError(refusal)
         if model is None or tokenizer is None:
             from training.engine.model_io import load_for_inference
 
@@ -107,6 +144,15 @@ class Predictor:
             from training.engine.speed import apply_liger
 
             apply_liger(model)
+        if matmul == "fp8":
+            from training.engine.speed import convert_to_fp8
+
+            convert_to_fp8(model)
+        if compile:
+            from training.engine.speed import compile_layers
+
+            # Explicitly asked for: compiled wherever the model is (from_recipe asks on CUDA only).
+            compile_layers(model, on_cpu=True)
         self.model = model
         self.tokenizer = tokenizer
         self.k = k
@@ -114,12 +160,20 @@ class Predictor:
         self.prompt_style = prompt_style
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
+        self.matmul = matmul
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.sort_by_length = sort_by_length
         self.number_ids = number_token_ids(tokenizer)
 
     @classmethod
     def from_recipe(cls, recipe: Any, adapter_dir: str | Path | None = None, **kwargs: Any) -> Predictor:
         """A predictor with the recipe's base, quantization, prompt style and predict settings."""
         base = kwargs.pop("base", recipe.model.base)
+        fast = recipe.speed.mode == "fast"
+        # Compiled layers only on CUDA: on CPU Inductor's compile time outweighs a tiny model's pass.
+        compiled = (
+            fast and recipe.speed.compile and (kwargs.get("device") or _default_device()).startswith("cuda")
+        )
         options: dict[str, Any] = {
             "quantization": recipe.quant.mode,
             "k": recipe.predict.k,
@@ -129,7 +183,13 @@ class Predictor:
             "max_new_tokens": recipe.predict.max_new_tokens,
             "revision": recipe.model.revision,
             "dtype": recipe.model.dtype,
-            "fused_kernels": recipe.speed.mode == "fast" and recipe.speed.liger,
+            "fused_kernels": fast and recipe.speed.liger,
+            "compile": compiled,
+            "matmul": recipe.predict.matmul,
+            # Few distinct widths for the compiled layers (speed.padded_width); plain runs need none.
+            "pad_to_multiple_of": 8 if compiled else 1,
+            # Batches of similar lengths carry less padding; the reference keeps the callers' order.
+            "sort_by_length": fast,
         }
         options.update(kwargs)
         return cls(base, adapter_dir, **options)
@@ -147,6 +207,10 @@ class Predictor:
 
     def predict(self, texts: Sequence[str], *, progress: bool = False) -> list[Prediction]:
         prompts = self.prompts(texts)
+        order = list(range(len(prompts)))
+        if self.sort_by_length:
+            order.sort(key=lambda i: len(prompts[i]))
+            prompts = [prompts[i] for i in order]
         batches = range(0, len(prompts), self.batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -161,13 +225,20 @@ class Predictor:
             for p in preds:
                 p.seconds = per_item
             out.extend(preds)
+        if self.sort_by_length:
+            restored: list[Prediction] = [out[0]] * len(out)
+            for pos, i in enumerate(order):
+                restored[i] = out[pos]
+            out = restored
         return out
 
     def _encode(self, prompts: list[str]) -> dict[str, Any]:
         import torch
 
+        from training.engine.speed import padded_width
+
         rows = [encode_prompt(self.tokenizer, p) for p in prompts]
-        width = max(len(r) for r in rows)
+        width = padded_width(max(len(r) for r in rows), self.pad_to_multiple_of)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])

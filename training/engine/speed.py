@@ -17,6 +17,7 @@ code as the GPU runs. ``answer_only_loss`` equals the completion-only loss compu
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -110,16 +111,18 @@ def apply_liger(model: Any) -> list[str]:
     return ["rms_norm", "swiglu"]
 
 
-def compile_layers(model: Any) -> int:
+def compile_layers(model: Any, *, on_cpu: bool = False) -> int:
     """``torch.compile`` each decoder layer (regional compilation: one graph reused by all layers).
 
     Cuts the per-operator Python and launch cost that bounds a batch-16 QLoRA step (the GPU idles ~half
-    of it otherwise) and lets Inductor fuse the elementwise ops between matmuls. CUDA only; returns the
-    number of layers wrapped. Call after PEFT wrapping (the adapters are part of what gets compiled).
+    of it otherwise) and lets Inductor fuse the elementwise ops between matmuls (in guessing: the RMSNorm,
+    RoPE, SwiGLU and FP8 activation-scaling chains). CUDA only unless ``on_cpu`` (tests: Inductor's C++
+    backend gives the same numbers there); returns the number of layers wrapped. Call after PEFT wrapping
+    or FP8 conversion (what the layer holds at its first call is what gets compiled).
     """
     import torch
 
-    if not torch.cuda.is_available():
+    if not (torch.cuda.is_available() or on_cpu):
         return 0
     backbone, _ = causal_lm_parts(model)
     for layer in backbone.layers:
@@ -255,3 +258,147 @@ def train_hooks(recipe: Any) -> Any:
             optimizer=recipe.train.optimizer,
         ),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Guessing: compiled decoder layers on bucketed widths, and the opt-in FP8 matmul path (predict.matmul).
+
+MATMUL_MODES = ("bf16", "fp8")
+FP8_MAX = 448.0  # largest finite float8_e4m3fn value
+
+
+def padded_width(width: int, multiple: int) -> int:
+    """``width`` rounded up to a multiple of ``multiple`` (1: unchanged).
+
+    A compiled layer is specialised on its input shape; rounding every batch's width up to a multiple of 8
+    leaves a handful of shapes (the prompts are 100-182 tokens) instead of one per longest prompt, for at
+    most 7 padding columns (<4% of a 182-token batch; the padding is masked, so the prices do not move).
+    """
+    return -(-width // multiple) * multiple
+
+
+def fp8_refusal(device_type: str, capability: tuple[int, int] | None = None, name: str = "") -> str | None:
+    """Why ``predict.matmul=fp8`` cannot run on this device, or None when it can.
+
+    CUDA needs FP8 matrix units (compute capability 8.9+: L4/L40/Ada, H100/H200). On CPU PyTorch emulates
+    ``_scaled_mm`` (slowly: useful for tests only), if this build has it at all.
+    """
+    import torch
+
+    fix = "set predict.matmul=bf16"
+    if device_type == "cuda":
+        if capability is None or capability < (8, 9):
+            cap = "unknown" if capability is None else f"{capability[0]}.{capability[1]}"
+            return (
+                f"predict.matmul=fp8 needs a GPU with FP8 matrix units (compute capability 8.9 or newer, "
+                f"e.g. L4, L40, H100, H200); {name or 'this GPU'} has compute capability {cap}: {fix}"
+            )
+        return None
+    try:
+        one = torch.ones(16, 16).to(torch.float8_e4m3fn)
+        scale = torch.ones(16, 1)
+        torch._scaled_mm(one, one.t(), scale_a=scale, scale_b=scale.t(), out_dtype=torch.float32)
+    except (AttributeError, RuntimeError, NotImplementedError) as exc:
+        return (
+            f"predict.matmul=fp8: this PyTorch build cannot run float8 matmuls on {device_type} ({exc}): "
+            f"{fix}"
+        )
+    return None
+
+
+@functools.cache
+def _fp8_linear_class() -> type:
+    """The FP8 linear module class (defined on first use: torch loads lazily, see the imports above)."""
+    import torch
+
+    class _Fp8Linear(torch.nn.Module):
+        """``y = x Wᵀ (+ b)`` with W in float8 e4m3 and one scale per output channel, made once from the
+        loaded weight; the activations get one scale per token, computed on every call (no calibration).
+
+        Both scales are row-wise, so one outlier channel or token costs only its own row's precision.
+        The product accumulates in float32 and comes back in the input's dtype.
+        """
+
+        def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, fast_accum: bool) -> None:
+            super().__init__()
+            w = weight.detach().float()
+            scale = (w.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp(min=1e-12)
+            self.in_features, self.out_features = w.shape[1], w.shape[0]
+            # (out, in) row-major: its transpose is the column-major second operand _scaled_mm wants.
+            self.register_buffer("weight_fp8", (w / scale).to(torch.float8_e4m3fn))
+            self.register_buffer("weight_scale", scale.t().contiguous())  # (1, out)
+            self.register_buffer("bias", None if bias is None else bias.detach().clone())
+            self.fast_accum = fast_accum
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(-1, self.in_features)
+            scale = (flat.abs().amax(dim=1, keepdim=True).float() / FP8_MAX).clamp(min=1e-12)
+            q = (flat.float() / scale).to(torch.float8_e4m3fn)
+            out = torch._scaled_mm(
+                q,
+                self.weight_fp8.t(),
+                scale_a=scale,
+                scale_b=self.weight_scale,
+                out_dtype=x.dtype,
+                use_fast_accum=self.fast_accum,
+            )
+            if self.bias is not None:
+                out = out + self.bias.to(out.dtype)
+            return out.reshape(*x.shape[:-1], self.out_features)
+
+        def extra_repr(self) -> str:
+            return f"in_features={self.in_features}, out_features={self.out_features}, e4m3 row-wise"
+
+    return _Fp8Linear
+
+
+def dense_weight(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight, bias) of a linear layer as a plain tensor: a bitsandbytes 4-bit layer is dequantized and a
+    PEFT LoRA layer gets its active adapters' ``B·A·scale`` added (the adapter is folded in exactly, in
+    float32, before anything is rounded to FP8)."""
+    import torch
+
+    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+    weight = base.weight
+    if getattr(weight, "quant_state", None) is not None:  # bitsandbytes Params4bit
+        import bitsandbytes.functional as bnbf
+
+        dense = bnbf.dequantize_4bit(weight.data, weight.quant_state).float()
+    elif weight.dtype in (torch.int8, torch.uint8):
+        raise ValueError(f"{type(base).__name__}: 8-bit weights cannot be converted to FP8 here")
+    else:
+        dense = weight.detach().float().clone()
+    if base is not module and not getattr(module, "merged_adapters", []):
+        for name in module.active_adapters:
+            if name in getattr(module, "lora_A", {}):
+                dense += module.get_delta_weight(name).float()
+    return dense, getattr(base, "bias", None)
+
+
+def convert_to_fp8(model: Any, *, fast_accum: bool = False) -> int:
+    """Replace every linear layer inside the decoder layers with an FP8 one, in place; returns how many.
+
+    The embedding and the LM head stay as they are (the head runs on one position per prompt). The 4-bit or
+    bf16 weights of the replaced layers are released. Opt-in only (``predict.matmul=fp8``): the prices move
+    by FP8 rounding, so a gate must score candidate and champion with the same setting.
+    """
+    import torch
+
+    fp8_class = _fp8_linear_class()
+    backbone, _ = causal_lm_parts(model)
+    replaced = 0
+    for layer in backbone.layers:
+        targets = [
+            (name, mod)
+            for name, mod in layer.named_modules()
+            if name and (isinstance(mod, torch.nn.Linear) or hasattr(mod, "get_base_layer"))
+        ]
+        # Outermost linear-like modules only (a LoRA wrapper, not its base_layer/lora_A/lora_B inside).
+        outer = [(n, m) for n, m in targets if not any(n.startswith(f"{o}.") for o, _ in targets if o != n)]
+        for name, mod in outer:
+            weight, bias = dense_weight(mod)
+            parent_name, _, attr = name.rpartition(".")
+            parent = layer.get_submodule(parent_name) if parent_name else layer
+            setattr(parent, attr, fp8_class(weight, bias, fast_accum=fast_accum))
+            replaced += 1
+    return replaced
