@@ -203,9 +203,12 @@ def profile_forward(
     enc = encode_left(tokenizer, prompts, multiple)
     with torch.inference_mode():  # warm (compiled paths: this width's graph exists before profiling)
         speed.last_position_logits(model, enc["input_ids"], enc["attention_mask"], number_ids)
-    wall = timed(
-        lambda: speed.last_position_logits(model, enc["input_ids"], enc["attention_mask"], number_ids)
-    )
+
+    def once() -> None:
+        with torch.inference_mode():  # as the predictor runs it (grad mode would recompile the layers)
+            speed.last_position_logits(model, enc["input_ids"], enc["attention_mask"], number_ids)
+
+    wall = timed(once)
     with (
         torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof,
         torch.inference_mode(),
@@ -383,13 +386,38 @@ def main() -> None:
     probe = prompts[:32]
     hidden_bf16 = last_hidden(model, probe)
     attempt("compile", lambda: speed.compile_layers(model), profile=True)
+    # bf16 noise floor: the same weights, compiled (other kernels and fusion order) against eager.
+    result["compiled_bf16_last_hidden_rel_error"] = round(
+        float((last_hidden(model, probe) - hidden_bf16).norm() / hidden_bf16.norm()), 4
+    )
     layers = speed.causal_lm_parts(model)[0].layers
+    probes = {"layer0.q_proj": layers[0].self_attn.q_proj, "layer16.mlp.down_proj": layers[16].mlp.down_proj}
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        mod.register_forward_hook(lambda m, args, out, name=name: seen.setdefault(name, args[0].detach()))
+        for name, mod in probes.items()
+    ]
+    for layer in layers:
+        layer._compiled_call_impl = None  # eager, so the hooks fire
+    last_hidden(model, probe[:8])
+    for h in hooks:
+        h.remove()
+    with torch.inference_mode():
+        bf16_out = {name: probes[name](x).float() for name, x in seen.items()}
 
     def to_fp8_eager() -> None:
         torch._dynamo.reset()
         for layer in layers:  # back to eager layers: FP8 without compilation first
             layer._compiled_call_impl = None
         result["fp8_layers_converted"] = speed.convert_to_fp8(model)
+        # One matmul's FP8 rounding on real activations (same input, the 4-bit layer's bf16 output as truth).
+        now = {"layer0.q_proj": layers[0].self_attn.q_proj, "layer16.mlp.down_proj": layers[16].mlp.down_proj}
+        with torch.inference_mode():
+            result["fp8_single_matmul_rel_error"] = {
+                name: round(float((now[name](x).float() - bf16_out[name]).norm() / bf16_out[name].norm()), 4)
+                for name, x in seen.items()
+            }
+        print("fp8 one-matmul rel. error", result["fp8_single_matmul_rel_error"], flush=True)
         hidden_fp8 = last_hidden(model, probe)
         # FP8 rounding of every matmul, accumulated over 32 layers, on the state the head reads.
         result["fp8_last_hidden_rel_error"] = round(
