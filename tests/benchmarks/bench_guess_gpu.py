@@ -393,10 +393,15 @@ def main() -> None:
     layers = speed.causal_lm_parts(model)[0].layers
     probes = {"layer0.q_proj": layers[0].self_attn.q_proj, "layer16.mlp.down_proj": layers[16].mlp.down_proj}
     seen: dict[str, torch.Tensor] = {}
-    hooks = [
-        mod.register_forward_hook(lambda m, args, out, name=name: seen.setdefault(name, args[0].detach()))
-        for name, mod in probes.items()
-    ]
+
+    def keep_input(name: str) -> Any:
+        def hook(module: Any, args: tuple[Any, ...], output: Any) -> None:
+            # Returns None: a forward hook that returns a value replaces the layer's output.
+            seen.setdefault(name, args[0].detach())
+
+        return hook
+
+    hooks = [mod.register_forward_hook(keep_input(name)) for name, mod in probes.items()]
     for layer in layers:
         layer._compiled_call_impl = None  # eager, so the hooks fire
     last_hidden(model, probe[:8])
