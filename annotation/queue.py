@@ -11,9 +11,8 @@ lease per annotator, a second lease of one task to one annotator, more than ``ov
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection, transaction
@@ -36,6 +35,8 @@ from annotation.models import (
     Task,
     TaskStatus,
 )
+from webapp.rawsql import columns as _columns
+from webapp.rawsql import from_row as _from_row
 
 RETURNABLE = (AssignmentStatus.SKIPPED, AssignmentStatus.EXPIRED, AssignmentStatus.RELEASED)
 _RELATED = ("task__product", "task__guess")
@@ -223,7 +224,7 @@ def _lease_new(
 ) -> Assignment | None:
     """A new live lease on the next gold (``gold=True``) or fresh task, in one statement; ``None`` when
     there is no such task. Only with ``_single_statement_writes()``; the caller holds the status lock."""
-    params = {
+    params: dict[str, Any] = {
         "user": annotator.id,
         "open": TaskStatus.OPEN.value,
         "live": AssignmentStatus.LIVE.value,
@@ -360,32 +361,6 @@ def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
     assignment.task = task
     assignment.current_codebook_id, assignment.current_codebook_number = next(values), next(values)  # type: ignore[attr-defined]
     return assignment
-
-
-_M = TypeVar("_M", bound=Model)
-
-
-def _from_row(model: type[_M], values: Iterator[Any], *, skip: tuple[str, ...] = ()) -> _M:
-    """An instance of ``model`` from the next columns of a raw row (``_columns(model, …, skip=skip)``),
-    with the database's converters applied as the ORM would (SQLite dates and decimals, JSON); the
-    ``skip``ped fields are deferred (they load if touched)."""
-    fields = [f for f in model._meta.concrete_fields if f.name not in skip]
-    converted = []
-    for field in fields:
-        value = next(values)
-        col = field.get_col(model._meta.db_table)
-        if value is not None:
-            for convert in connection.ops.get_db_converters(col) + field.get_db_converters(connection):
-                value = convert(value, col, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
-
-
-def _columns(model: type[Model], alias: str, *, skip: tuple[str, ...] = ()) -> str:
-    quote = connection.ops.quote_name
-    return ", ".join(
-        f"{alias}.{quote(str(f.column))}" for f in model._meta.concrete_fields if f.name not in skip
-    )
 
 
 def _assignment_locked_sql() -> str:
