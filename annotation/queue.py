@@ -37,6 +37,7 @@ from annotation.models import (
 )
 from webapp.rawsql import columns as _columns
 from webapp.rawsql import from_row as _from_row
+from webapp.rawsql import hot_cursor
 
 RETURNABLE = (AssignmentStatus.SKIPPED, AssignmentStatus.EXPIRED, AssignmentStatus.RELEASED)
 _RELATED = ("task__product", "task__guess")
@@ -83,12 +84,13 @@ def annotator_status_locked(*, annotator: User, with_live: bool = False) -> Anno
 def _status_with_live_sql() -> str:
     # Written out once instead of built by the ORM on every "next": compiling the equivalent queryset
     # (three subqueries) cost ~4 ms of CPU per request, the raw query ~1 ms (docs/perf-queue.md).
-    # Only table names are formatted in (from the models); every value is a query parameter.
+    # Only table names and fixed choices are formatted in (from the models); every value is a parameter.
     current = f"SELECT c.id FROM {CodebookVersion._meta.db_table} c ORDER BY c.number DESC LIMIT 1"  # noqa: S608
     lock = " FOR UPDATE OF s" if connection.features.has_select_for_update_of else ""
     return (
-        f"SELECT s.*, "  # noqa: S608
-        f"(SELECT a.id FROM {Assignment._meta.db_table} a WHERE a.annotator_id = %s AND a.status = %s "
+        f"SELECT {_columns(AnnotatorStatus, 's')}, "  # noqa: S608
+        f"(SELECT a.id FROM {Assignment._meta.db_table} a WHERE a.annotator_id = %s "
+        f"AND a.status = {_choice(AssignmentStatus.LIVE)} "
         f"LIMIT 1) AS live_id, ({current}) AS codebook_id, "
         f"EXISTS(SELECT 1 FROM {CodebookAck._meta.db_table} k WHERE k.annotator_id = %s "
         f"AND k.version_id = ({current})) AS codebook_acked "
@@ -97,8 +99,16 @@ def _status_with_live_sql() -> str:
 
 
 def _status_with_live(annotator: User) -> AnnotatorStatus | None:
-    params = [annotator.id, AssignmentStatus.LIVE.value, annotator.id, annotator.id]
-    return next(iter(AnnotatorStatus.objects.raw(_status_with_live_sql(), params)), None)
+    params = [annotator.id, annotator.id, annotator.id]
+    with hot_cursor() as cursor:
+        cursor.execute(_status_with_live_sql(), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = iter(row)
+    status = _from_row(AnnotatorStatus, values)
+    status.live_id, status.codebook_id, status.codebook_acked = values  # type: ignore[attr-defined]
+    return status
 
 
 def _gold_due(status: AnnotatorStatus, cfg: AnnotationConfig) -> bool:
@@ -133,7 +143,7 @@ def _pick_fresh(annotator: User) -> Task | None:
     # tasks this annotator has seen, ``.order_by("-claimed_count", "-priority", "id")``, with
     # ``select_related("product", "guess")`` less the columns annotators never see, and
     # ``select_for_update(skip_locked=True, of=("self",))``.
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(_pick_fresh_sql(), [TaskStatus.OPEN.value, annotator.id])
         row = cursor.fetchone()
     if row is None:
@@ -158,6 +168,14 @@ def _pick_fresh_sql() -> str:
         f"WHERE a.annotator_id = %s AND a.task_id = t.id) "
         f"ORDER BY t.claimed_count DESC, t.priority DESC, t.id ASC LIMIT 1{lock}"
     )
+
+
+def _choice(value: str) -> str:
+    """A model choice as an SQL literal. The hot statements are prepared (webapp/rawsql.py): a status
+    written as a parameter would keep PostgreSQL's generic plan off the partial indexes, whose
+    conditions name the status."""
+    assert value.isidentifier(), value  # a fixed choice of the models, never input
+    return f"'{value}'"
 
 
 def _single_statement_writes() -> bool:
@@ -190,7 +208,8 @@ def _lease_new_sql(*, gold: bool) -> str:
     if gold:
         # The order of _pick_gold: a shuffle per annotator, no lock (gold has no capacity to protect).
         pick = (
-            f"SELECT t.id FROM {task_t} t WHERE t.is_gold AND t.status = %(open)s AND {not_seen} "  # noqa: S608
+            f"SELECT t.id FROM {task_t} t WHERE t.is_gold AND t.status = {_choice(TaskStatus.OPEN)} "  # noqa: S608
+            f"AND {not_seen} "
             f"ORDER BY MOD(t.id * 7919 + %(shuffle)s, 1000003), t.id LIMIT 1"
         )
         claim, source, task_cols = "", "pick", f"{task_t} task ON task.id = lease.task_id"
@@ -199,7 +218,7 @@ def _lease_new_sql(*, gold: bool) -> str:
         # The statement of _pick_fresh (partial index task_queue_order), then the claim.
         pick = (
             f"SELECT t.id FROM {task_t} t WHERE t.claimed_count < t.overlap AND NOT t.is_gold "  # noqa: S608
-            f"AND t.status = %(open)s AND {not_seen} "
+            f"AND t.status = {_choice(TaskStatus.OPEN)} AND {not_seen} "
             f"ORDER BY t.claimed_count DESC, t.priority DESC, t.id ASC LIMIT 1 FOR UPDATE OF t SKIP LOCKED"
         )
         claim = (
@@ -226,14 +245,13 @@ def _lease_new(
     there is no such task. Only with ``_single_statement_writes()``; the caller holds the status lock."""
     params: dict[str, Any] = {
         "user": annotator.id,
-        "open": TaskStatus.OPEN.value,
         "live": AssignmentStatus.LIVE.value,
         "expires": expires_at,
         "now": now,
         "status": status.id,
         "shuffle": annotator.id * 104_729,
     }
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(_lease_new_sql(gold=gold), params)
         row = cursor.fetchone()
     if row is None:
@@ -349,7 +367,7 @@ def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
     with two subquery annotations, written out once: the ORM spent ~4 ms of CPU compiling it on every
     submit (docs/perf-queue.md).
     """
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(_assignment_locked_sql(), [assignment_id, annotator.id])
         row = cursor.fetchone()
     if row is None:
@@ -433,7 +451,7 @@ def annotation_record(
         )
         params += label_values
     sql += " SELECT (SELECT id FROM noted)" + (", (SELECT id FROM labelled)" if label is not None else "")  # noqa: S608
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row[0] is None:

@@ -11,14 +11,13 @@ import enum
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, User
-from django.db import connection
 from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from webapp.rawsql import columns, from_row
+from webapp.rawsql import columns, from_row, hot_cursor
 
 
 class Role(enum.StrEnum):
@@ -65,7 +64,7 @@ def token_user(authorization: str) -> User | None:
         f"SELECT {columns(User, 'u')}, {role_flags} FROM {Token._meta.db_table} t "  # noqa: S608
         f"JOIN {users} u ON u.id = t.user_id WHERE t.key = %s"
     )
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(sql, [*(role.value for role in Role), parts[1]])
         row = cursor.fetchone()
     if row is None:
