@@ -10,6 +10,7 @@ lease per annotator, a second lease of one task to one annotator, more than ``ov
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,7 +82,8 @@ def annotator_status_locked(*, annotator: User, with_live: bool = False) -> Anno
     return status
 
 
-def _status_with_live_sql() -> str:
+@functools.cache  # per database vendor: the text never changes
+def _status_with_live_sql(vendor: str) -> str:
     # Written out once instead of built by the ORM on every "next": compiling the equivalent queryset
     # (three subqueries) cost ~4 ms of CPU per request, the raw query ~1 ms (docs/perf-queue.md).
     # Only table names and fixed choices are formatted in (from the models); every value is a parameter.
@@ -101,7 +103,7 @@ def _status_with_live_sql() -> str:
 def _status_with_live(annotator: User) -> AnnotatorStatus | None:
     params = [annotator.id, annotator.id, annotator.id]
     with hot_cursor() as cursor:
-        cursor.execute(_status_with_live_sql(), params)
+        cursor.execute(_status_with_live_sql(connection.vendor), params)
         row = cursor.fetchone()
     if row is None:
         return None
@@ -144,7 +146,7 @@ def _pick_fresh(annotator: User) -> Task | None:
     # ``select_related("product", "guess")`` less the columns annotators never see, and
     # ``select_for_update(skip_locked=True, of=("self",))``.
     with hot_cursor() as cursor:
-        cursor.execute(_pick_fresh_sql(), [TaskStatus.OPEN.value, annotator.id])
+        cursor.execute(_pick_fresh_sql(connection.vendor), [TaskStatus.OPEN.value, annotator.id])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -156,7 +158,8 @@ def _pick_fresh(annotator: User) -> Task | None:
     return task
 
 
-def _pick_fresh_sql() -> str:
+@functools.cache  # per database vendor: the text never changes
+def _pick_fresh_sql(vendor: str) -> str:
     lock = " FOR UPDATE OF t SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     return (
         f"SELECT {_columns(Task, 't')}, {_columns(Product, 'p', skip=('extra',))}, "  # noqa: S608
@@ -189,7 +192,8 @@ def _single_statement_writes() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _lease_new_sql(*, gold: bool) -> str:
+@functools.cache  # per database vendor: the text never changes
+def _lease_new_sql(*, gold: bool, vendor: str) -> str:
     """One statement: pick a task as ``_pick_gold``/``_pick_fresh`` do, insert the live lease, count it
     in the annotator's status row and, for a non-gold task, claim it (compare-and-set on
     ``claimed_count < overlap``, the row locked by the pick). The row: the picked id, then the lease,
@@ -252,7 +256,7 @@ def _lease_new(
         "shuffle": annotator.id * 104_729,
     }
     with hot_cursor() as cursor:
-        cursor.execute(_lease_new_sql(gold=gold), params)
+        cursor.execute(_lease_new_sql(gold=gold, vendor=connection.vendor), params)
         row = cursor.fetchone()
     if row is None:
         return None
@@ -368,7 +372,7 @@ def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
     submit (docs/perf-queue.md).
     """
     with hot_cursor() as cursor:
-        cursor.execute(_assignment_locked_sql(), [assignment_id, annotator.id])
+        cursor.execute(_assignment_locked_sql(connection.vendor), [assignment_id, annotator.id])
         row = cursor.fetchone()
     if row is None:
         # Someone else's assignment is indistinguishable from a missing one (no IDOR oracle).
@@ -381,7 +385,8 @@ def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
     return assignment
 
 
-def _assignment_locked_sql() -> str:
+@functools.cache  # per database vendor: the text never changes
+def _assignment_locked_sql(vendor: str) -> str:
     current = f"FROM {CodebookVersion._meta.db_table} c ORDER BY c.number DESC LIMIT 1"
     lock = " FOR UPDATE OF a, t" if connection.features.has_select_for_update_of else ""
     return (

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Model
 
 _M = TypeVar("_M", bound=Model)
@@ -24,16 +24,27 @@ def from_row(model: type[_M], values: Iterator[Any], *, skip: tuple[str, ...] = 
     """An instance of ``model`` from the next columns of a raw row (``columns(model, …, skip=skip)``),
     with the database's converters applied as the ORM would (SQLite dates and decimals, JSON); the
     ``skip``ped fields are deferred (they load if touched)."""
-    fields = [f for f in model._meta.concrete_fields if f.name not in skip]
+    conn = connections[DEFAULT_DB_ALIAS]  # the proxy ``connection`` costs a look-up per attribute
+    # Which converters each column needs is worked out once per connection: building the column
+    # expressions and asking for their converters cost more than the rest of this function.
+    plans = conn.__dict__.setdefault("_rawsql_row_plans", {})
+    plan = plans.get((model, skip))
+    if plan is None:
+        fields = [f for f in model._meta.concrete_fields if f.name not in skip]
+        converters = []
+        for field in fields:
+            col = field.get_col(model._meta.db_table)
+            converters.append((col, conn.ops.get_db_converters(col) + field.get_db_converters(conn)))
+        plan = plans[(model, skip)] = ([f.attname for f in fields], converters)
+    names, converters = plan
     converted = []
-    for field in fields:
+    for col, convert_all in converters:
         value = next(values)
-        col = field.get_col(model._meta.db_table)
         if value is not None:
-            for convert in connection.ops.get_db_converters(col) + field.get_db_converters(connection):
-                value = convert(value, col, connection)
+            for convert in convert_all:
+                value = convert(value, col, conn)
         converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+    return model.from_db(conn.alias, names, converted)
 
 
 def columns(model: type[Model], alias: str, *, skip: tuple[str, ...] = ()) -> str:

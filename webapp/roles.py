@@ -8,9 +8,11 @@ versions, runs and batches). A user outside all groups (the "outsider") gets not
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, User
+from django.db import connection
 from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import BasePermission
@@ -53,19 +55,8 @@ def token_user(authorization: str) -> User | None:
     parts = authorization.split()
     if len(parts) != 2 or parts[0].lower() != "token":
         return None
-    users, groups = User._meta.db_table, Group._meta.db_table
-    through = User.groups.through._meta.db_table
-    role_flags = ", ".join(
-        f"EXISTS(SELECT 1 FROM {through} ug JOIN {groups} g ON g.id = ug.group_id "  # noqa: S608
-        f"WHERE ug.user_id = u.id AND g.name = %s)"
-        for _ in Role
-    )
-    sql = (
-        f"SELECT {columns(User, 'u')}, {role_flags} FROM {Token._meta.db_table} t "  # noqa: S608
-        f"JOIN {users} u ON u.id = t.user_id WHERE t.key = %s"
-    )
     with hot_cursor() as cursor:
-        cursor.execute(sql, [*(role.value for role in Role), parts[1]])
+        cursor.execute(_token_user_sql(connection.vendor), [*(role.value for role in Role), parts[1]])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -84,6 +75,21 @@ def roles_context(request: HttpRequest) -> dict[str, Any]:
         "is_reviewer": Role.REVIEWER in roles,
         "is_client": Role.CLIENT in roles,
     }
+
+
+@functools.cache  # per database vendor: the text never changes
+def _token_user_sql(vendor: str) -> str:
+    users, groups = User._meta.db_table, Group._meta.db_table
+    through = User.groups.through._meta.db_table
+    role_flags = ", ".join(
+        f"EXISTS(SELECT 1 FROM {through} ug JOIN {groups} g ON g.id = ug.group_id "  # noqa: S608
+        f"WHERE ug.user_id = u.id AND g.name = %s)"
+        for _ in Role
+    )
+    return (
+        f"SELECT {columns(User, 'u')}, {role_flags} FROM {Token._meta.db_table} t "  # noqa: S608
+        f"JOIN {users} u ON u.id = t.user_id WHERE t.key = %s"
+    )
 
 
 class _RolePermission(BasePermission):
