@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -349,11 +352,49 @@ class SubmitApi(TokenHotPath):
             body = json.loads(request.body.decode(), parse_constant=_strict_constant)
         except ValueError:  # UnicodeDecodeError included: DRF answers with its parse error
             return None
-        data = cls.InputSerializer(data=body)
-        if not data.is_valid():
-            return None  # DRF answers 400 naming the fields
-        annotation = services.annotation_submit(annotator=user, **data.validated_data)
+        validated = submit_input_plain(body)
+        if validated is None:
+            data = cls.InputSerializer(data=body)
+            if not data.is_valid():
+                return None  # DRF answers 400 naming the fields
+            validated = data.validated_data
+        annotation = services.annotation_submit(annotator=user, **validated)
         return status.HTTP_200_OK, annotation_out(annotation)
+
+
+_PLAIN_PRICE = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
+
+
+def submit_input_plain(body: Any) -> dict[str, Any] | None:
+    """``SubmitApi.InputSerializer``'s ``validated_data`` for the plainest bodies (what scripts send),
+    without building the serializer (0.4 ms of CPU per submit); None for anything else, which the
+    serializer then validates. A test checks that both agree."""
+    if type(body) is not dict:
+        return None
+    assignment_id, verdict = body.get("assignment_id"), body.get("verdict")
+    if type(assignment_id) is not int or not 1 <= assignment_id <= MAX_ID:
+        return None
+    if type(verdict) is not str or verdict not in Verdict.values:
+        return None
+    data: dict[str, Any] = {"assignment_id": assignment_id, "verdict": verdict}
+    if "corrected_price" in body:
+        price = body["corrected_price"]
+        if price is not None and not (type(price) is str and _PLAIN_PRICE.fullmatch(price)):
+            return None
+        data["corrected_price"] = None if price is None else Decimal(price)
+    for name in ("reason_code", "client_token"):
+        text = body.get(name, "")
+        # the serializer strips whitespace and refuses NUL and lone surrogates (none in plain ASCII)
+        if type(text) is not str or len(text) > 64 or text != text.strip() or not text.isascii():
+            return None
+        if "\x00" in text:
+            return None
+        data[name] = text
+    seconds = body.get("seconds_spent", 0.0)
+    if type(seconds) not in (int, float) or not (math.isfinite(seconds) and 0 <= seconds <= 86_400):
+        return None
+    data["seconds_spent"] = float(seconds)
+    return data
 
 
 class AssignmentInput(serializers.Serializer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
@@ -484,3 +485,61 @@ def test_it_pins_the_queries_of_next_and_submit_with_a_token(annotator: User) ->
     # token + user + roles, lock lease + task + codebook, count + lease done + annotation + label
     queries = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
     assert len(queries) == (3 if one_statement else 6), "\n".join(queries)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"assignment_id": 7, "verdict": "accept"},
+        {"assignment_id": 7, "verdict": "accept", "seconds_spent": 3, "client_token": "12-4"},
+        {"assignment_id": 7, "verdict": "correct", "corrected_price": "00129.5", "seconds_spent": 2.5},
+        {"assignment_id": 7, "verdict": "correct", "corrected_price": None, "extra": [1]},
+        {"assignment_id": 7, "verdict": "reject", "reason_code": "not-a-product", "seconds_spent": 86_400},
+        {"assignment_id": 7, "verdict": "correct", "corrected_price": " 12"},
+        {"assignment_id": 7, "verdict": "correct", "corrected_price": 12.5},
+        {"assignment_id": 7, "verdict": "correct", "corrected_price": "1e3"},
+        {"assignment_id": 7, "verdict": "reject", "reason_code": " dup "},
+        {"assignment_id": 7, "verdict": "reject", "reason_code": "é"},
+        {"assignment_id": 7, "verdict": "reject", "reason_code": "a\x00b"},
+        {"assignment_id": 7, "verdict": "accept", "client_token": "x" * 65},
+        {"assignment_id": 7, "verdict": "accept", "client_token": 5},
+        {"assignment_id": 7, "verdict": "accept", "seconds_spent": -1},
+        {"assignment_id": 7, "verdict": "accept", "seconds_spent": True},
+        {"assignment_id": 7, "verdict": "accept", "seconds_spent": "3"},
+        {"assignment_id": "7", "verdict": "accept"},
+        {"assignment_id": True, "verdict": "accept"},
+        {"assignment_id": 0, "verdict": "accept"},
+        {"assignment_id": 2**63, "verdict": "accept"},
+        {"assignment_id": 7, "verdict": "Accept"},
+        {"assignment_id": 7},
+        [{"assignment_id": 7, "verdict": "accept"}],
+    ],
+)
+def test_it_validates_plain_submit_bodies_as_the_documented_serializer(body: object) -> None:
+    """The hot path validates plain bodies itself (annotation/api.py): same data, and anything it does
+    not take is left to the serializer."""
+    from annotation.api import SubmitApi, submit_input_plain
+
+    serializer = SubmitApi.InputSerializer(data=body)
+    plain = submit_input_plain(body)
+    if plain is not None:
+        assert serializer.is_valid(), serializer.errors
+        assert plain == dict(serializer.validated_data)
+        assert {k: type(v) for k, v in plain.items()} == {
+            k: type(v) for k, v in serializer.validated_data.items()
+        }
+
+
+def test_it_takes_what_scripts_send_without_the_serializer() -> None:
+    from annotation.api import submit_input_plain
+
+    assert submit_input_plain(
+        {"assignment_id": 7, "verdict": "correct", "corrected_price": "89.50", "client_token": "3-1"}
+    ) == {
+        "assignment_id": 7,
+        "verdict": "correct",
+        "corrected_price": Decimal("89.50"),
+        "reason_code": "",
+        "client_token": "3-1",
+        "seconds_spent": 0.0,
+    }
