@@ -3,7 +3,8 @@
 Run:
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_queue \
         .venv/bin/python tests/benchmarks/bench_queue.py [--products 1000000] [--annotators 50] \
-        [--duration 30] [--workers 4] [--threads 4] [--think-ms 0] [--out var/bench/bench_queue.json]
+        [--duration 30] [--workers 4] [--threads 4] [--think-ms 0] [--client lean|httpx] \
+        [--out var/bench/bench_queue.json]
 
 The database named by DATABASE_URL is created if needed, migrated, and its annotation data is
 TRUNCATED: give it one of its own. Setup is bulk SQL (``generate_series``): products, one guess each
@@ -13,19 +14,24 @@ every annotator has acknowledged, and one API token per annotator. A rerun with 
 
 The server is production-style: ``gunicorn -w W --threads T webapp.wsgi`` with DEBUG=0 on 127.0.0.1
 (``--keep-alive 75``, as behind a proxy: gunicorn's 2 s default drops idle annotators' connections).
-The client is one asyncio process (httpx, one keep-alive connection per annotator): each annotator
+The client is one asyncio process with one keep-alive connection per annotator (``--client lean``,
+the default: HTTP/1.1 on asyncio streams, a fifth of httpx's CPU per request; ``--client httpx`` as
+the benchmark ran before): each annotator
 loops ``POST /api/v1/annotate/next`` then ``POST /api/v1/annotate/submit`` (70% accept, 25% correct
 near the guess, 5% reject; blind items are corrected) until the duration is over, with an optional
-think time. The first ``--warmup`` seconds (default 5) are not measured (connections, first requests of
-each worker thread). Every request has a 10 s timeout; each annotator stops after 100,000 loops.
+think time. Every status is checked and every 200 body parsed. The first ``--warmup`` seconds
+(default 5) are not measured (connections, first requests of each worker thread). Every request has
+a 10 s timeout; each annotator stops after 100,000 loops. The server runs with
+``ANNOTATION_GOLD_ACCURACY_MIN=0``: the script's random rejects would otherwise pause an unlucky
+annotator mid-run (see ``start_server``).
 
 Afterwards the database is checked: tasks with more than ``overlap`` annotations, a task leased twice
 to one annotator, annotators with two live leases, claim counters that disagree with the rows, and
 annotations the clients did not submit. Report: p50/p95/p99/max per endpoint, throughput, errors,
 those counts, as a table and as JSON. Target (issue 4): p99 < 100 ms for next and submit, 0 errors,
 0 duplicates. Client and server share the machine's cores: the JSON records how many there are, the
-load average before the run, and the CPU each HTTP request cost the server (gunicorn's process group)
-and the client. Per-request profile in process: ``tests/benchmarks/profile_queue.py``; figures in
+load average before the run, and the CPU each HTTP request cost the server (gunicorn's process group),
+the client and PostgreSQL (its backends for the benchmark database, when it runs on this machine). Per-request profile in process: ``tests/benchmarks/profile_queue.py``; figures in
 docs/perf-queue.md.
 """
 
