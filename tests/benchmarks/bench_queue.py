@@ -31,8 +31,8 @@ annotations the clients did not submit. Report: p50/p95/p99/max per endpoint, th
 those counts, as a table and as JSON. Target (issue 4): p99 < 100 ms for next and submit, 0 errors,
 0 duplicates. Client and server share the machine's cores: the JSON records how many there are, the
 load average before the run, and the CPU each HTTP request cost the server (gunicorn's process group),
-the client and PostgreSQL (its backends for the benchmark database, when it runs on this machine). Per-request profile in process: ``tests/benchmarks/profile_queue.py``; figures in
-docs/perf-queue.md.
+the client and PostgreSQL (its backends for the benchmark database, when it runs on this machine).
+Per-request profile in process: ``tests/benchmarks/profile_queue.py``; figures in docs/perf-queue.md.
 """
 
 from __future__ import annotations
