@@ -10,10 +10,10 @@ lease per annotator, a second lease of one task to one annotator, more than ``ov
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator
-from datetime import timedelta
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection, transaction
@@ -24,6 +24,7 @@ from django.utils import timezone
 from annotation.conf import AnnotationConfig, annotation_config
 from annotation.exceptions import AnnotatorPaused, CodebookAckRequired, LeaseLost, LeaseNotFound
 from annotation.models import (
+    Annotation,
     AnnotatorStatus,
     Assignment,
     AssignmentStatus,
@@ -31,9 +32,13 @@ from annotation.models import (
     CodebookVersion,
     Guess,
     Product,
+    ResolvedLabel,
     Task,
     TaskStatus,
 )
+from webapp.rawsql import columns as _columns
+from webapp.rawsql import from_row as _from_row
+from webapp.rawsql import hot_cursor
 
 RETURNABLE = (AssignmentStatus.SKIPPED, AssignmentStatus.EXPIRED, AssignmentStatus.RELEASED)
 _RELATED = ("task__product", "task__guess")
@@ -77,15 +82,17 @@ def annotator_status_locked(*, annotator: User, with_live: bool = False) -> Anno
     return status
 
 
-def _status_with_live_sql() -> str:
+@functools.cache  # per database vendor: the text never changes
+def _status_with_live_sql(vendor: str) -> str:
     # Written out once instead of built by the ORM on every "next": compiling the equivalent queryset
     # (three subqueries) cost ~4 ms of CPU per request, the raw query ~1 ms (docs/perf-queue.md).
-    # Only table names are formatted in (from the models); every value is a query parameter.
+    # Only table names and fixed choices are formatted in (from the models); every value is a parameter.
     current = f"SELECT c.id FROM {CodebookVersion._meta.db_table} c ORDER BY c.number DESC LIMIT 1"  # noqa: S608
     lock = " FOR UPDATE OF s" if connection.features.has_select_for_update_of else ""
     return (
-        f"SELECT s.*, "  # noqa: S608
-        f"(SELECT a.id FROM {Assignment._meta.db_table} a WHERE a.annotator_id = %s AND a.status = %s "
+        f"SELECT {_columns(AnnotatorStatus, 's')}, "  # noqa: S608
+        f"(SELECT a.id FROM {Assignment._meta.db_table} a WHERE a.annotator_id = %s "
+        f"AND a.status = {_choice(AssignmentStatus.LIVE)} "
         f"LIMIT 1) AS live_id, ({current}) AS codebook_id, "
         f"EXISTS(SELECT 1 FROM {CodebookAck._meta.db_table} k WHERE k.annotator_id = %s "
         f"AND k.version_id = ({current})) AS codebook_acked "
@@ -94,8 +101,16 @@ def _status_with_live_sql() -> str:
 
 
 def _status_with_live(annotator: User) -> AnnotatorStatus | None:
-    params = [annotator.id, AssignmentStatus.LIVE.value, annotator.id, annotator.id]
-    return next(iter(AnnotatorStatus.objects.raw(_status_with_live_sql(), params)), None)
+    params = [annotator.id, annotator.id, annotator.id]
+    with hot_cursor() as cursor:
+        cursor.execute(_status_with_live_sql(connection.vendor), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = iter(row)
+    status = _from_row(AnnotatorStatus, values)
+    status.live_id, status.codebook_id, status.codebook_acked = values  # type: ignore[attr-defined]
+    return status
 
 
 def _gold_due(status: AnnotatorStatus, cfg: AnnotationConfig) -> bool:
@@ -130,8 +145,8 @@ def _pick_fresh(annotator: User) -> Task | None:
     # tasks this annotator has seen, ``.order_by("-claimed_count", "-priority", "id")``, with
     # ``select_related("product", "guess")`` less the columns annotators never see, and
     # ``select_for_update(skip_locked=True, of=("self",))``.
-    with connection.cursor() as cursor:
-        cursor.execute(_pick_fresh_sql(), [TaskStatus.OPEN.value, annotator.id])
+    with hot_cursor() as cursor:
+        cursor.execute(_pick_fresh_sql(connection.vendor), [TaskStatus.OPEN.value, annotator.id])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -143,7 +158,8 @@ def _pick_fresh(annotator: User) -> Task | None:
     return task
 
 
-def _pick_fresh_sql() -> str:
+@functools.cache  # per database vendor: the text never changes
+def _pick_fresh_sql(vendor: str) -> str:
     lock = " FOR UPDATE OF t SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     return (
         f"SELECT {_columns(Task, 't')}, {_columns(Product, 'p', skip=('extra',))}, "  # noqa: S608
@@ -155,6 +171,105 @@ def _pick_fresh_sql() -> str:
         f"WHERE a.annotator_id = %s AND a.task_id = t.id) "
         f"ORDER BY t.claimed_count DESC, t.priority DESC, t.id ASC LIMIT 1{lock}"
     )
+
+
+def _choice(value: str) -> str:
+    """A model choice as an SQL literal. The hot statements are prepared (webapp/rawsql.py): a status
+    written as a parameter would keep PostgreSQL's generic plan off the partial indexes, whose
+    conditions name the status."""
+    assert value.isidentifier(), value  # a fixed choice of the models, never input
+    return f"'{value}'"
+
+
+def _single_statement_writes() -> bool:
+    """Whether the hot path may write with data-modifying ``WITH … UPDATE/INSERT … RETURNING``.
+
+    PostgreSQL only: SQLite has no data-modifying CTEs, so it runs the same steps one statement at a
+    time (it has one writer anyway). Each ORM statement cost 0.5 to 1.5 ms of CPU to compile and
+    round-trip on every request; one written-out statement costs about as much as one of them
+    (docs/perf-queue.md).
+    """
+    return connection.vendor == "postgresql"
+
+
+@functools.cache  # per database vendor: the text never changes
+def _lease_new_sql(*, gold: bool, vendor: str) -> str:
+    """One statement: pick a task as ``_pick_gold``/``_pick_fresh`` do, insert the live lease, count it
+    in the annotator's status row and, for a non-gold task, claim it (compare-and-set on
+    ``claimed_count < overlap``, the row locked by the pick). The row: the picked id, then the lease,
+    task, product and guess columns (NULLs after the id if the claim failed)."""
+    task_t, assign_t, status_t = (
+        Task._meta.db_table,
+        Assignment._meta.db_table,
+        AnnotatorStatus._meta.db_table,
+    )
+    not_seen = f"NOT EXISTS(SELECT 1 FROM {assign_t} a WHERE a.annotator_id = %(user)s AND a.task_id = t.id)"  # noqa: S608
+    insert = (
+        f"lease AS (INSERT INTO {assign_t} (task_id, annotator_id, status, expires_at, created, updated) "  # noqa: S608
+        f"SELECT {{source}}.id, %(user)s, %(live)s, %(expires)s, %(now)s, %(now)s FROM {{source}} "
+        f"RETURNING {_columns(Assignment, assign_t)})"
+    )
+    if gold:
+        # The order of _pick_gold: a shuffle per annotator, no lock (gold has no capacity to protect).
+        pick = (
+            f"SELECT t.id FROM {task_t} t WHERE t.is_gold AND t.status = {_choice(TaskStatus.OPEN)} "  # noqa: S608
+            f"AND {not_seen} "
+            f"ORDER BY MOD(t.id * 7919 + %(shuffle)s, 1000003), t.id LIMIT 1"
+        )
+        claim, source, task_cols = "", "pick", f"{task_t} task ON task.id = lease.task_id"
+        counted = "leases_total = s.leases_total + 1, gold_leases = s.gold_leases + 1"
+    else:
+        # The statement of _pick_fresh (partial index task_queue_order), then the claim.
+        pick = (
+            f"SELECT t.id FROM {task_t} t WHERE t.claimed_count < t.overlap AND NOT t.is_gold "  # noqa: S608
+            f"AND t.status = {_choice(TaskStatus.OPEN)} AND {not_seen} "
+            f"ORDER BY t.claimed_count DESC, t.priority DESC, t.id ASC LIMIT 1 FOR UPDATE OF t SKIP LOCKED"
+        )
+        claim = (
+            f"task AS (UPDATE {task_t} t SET claimed_count = t.claimed_count + 1 FROM pick "  # noqa: S608
+            f"WHERE t.id = pick.id AND t.claimed_count < t.overlap RETURNING {_columns(Task, 't')}), "
+        )
+        source, task_cols = "task", "task ON task.id = lease.task_id"
+        counted = "leases_total = s.leases_total + 1"
+    return (
+        f"WITH pick AS MATERIALIZED ({pick}), {claim}{insert.format(source=source)}, "  # noqa: S608
+        f"counted AS (UPDATE {status_t} s SET {counted} FROM lease WHERE s.id = %(status)s RETURNING s.id) "
+        f"SELECT pick.id, {_columns(Assignment, 'lease')}, {_columns(Task, 'task')}, "
+        f"{_columns(Product, 'p', skip=('extra',))}, {_columns(Guess, 'g', skip=('topk',))} "
+        f"FROM pick LEFT JOIN lease ON lease.task_id = pick.id LEFT JOIN {task_cols} "
+        f"LEFT JOIN {Product._meta.db_table} p ON p.id = task.product_id "
+        f"LEFT JOIN {Guess._meta.db_table} g ON g.id = task.guess_id"
+    )
+
+
+def _lease_new(
+    annotator: User, status: AnnotatorStatus, *, gold: bool, expires_at: datetime, now: datetime
+) -> Assignment | None:
+    """A new live lease on the next gold (``gold=True``) or fresh task, in one statement; ``None`` when
+    there is no such task. Only with ``_single_statement_writes()``; the caller holds the status lock."""
+    params: dict[str, Any] = {
+        "user": annotator.id,
+        "live": AssignmentStatus.LIVE.value,
+        "expires": expires_at,
+        "now": now,
+        "status": status.id,
+        "shuffle": annotator.id * 104_729,
+    }
+    with hot_cursor() as cursor:
+        cursor.execute(_lease_new_sql(gold=gold, vendor=connection.vendor), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = iter(row)
+    next(values)  # the picked id
+    if row[1] is None:  # pragma: no cover - only reachable if the pick's row lock were bypassed
+        raise LeaseLost("The item was taken meanwhile; ask for the next one.")
+    assignment, task = _from_row(Assignment, values), _from_row(Task, values)
+    task.product = _from_row(Product, values, skip=("extra",))
+    guess = _from_row(Guess, values, skip=("topk",))
+    task.guess = guess if task.guess_id is not None else None
+    assignment.task = task
+    return assignment
 
 
 def _pick_returned(annotator: User) -> Assignment | None:
@@ -197,9 +312,21 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
                 live = Assignment.objects.select_related(*_RELATED).defer(*_DEFERRED).get(id=status.live_id)  # type: ignore[attr-defined]
                 return live
 
-        task = _pick_gold(annotator) if _gold_due(status, cfg) else None
-        if task is None:
-            task = _pick_fresh(annotator)
+        gold_due = _gold_due(status, cfg)
+        task = None
+        if _single_statement_writes():
+            # Pick + insert + counters (+ claim) as one statement each; same picks, locks and guards.
+            leased = (
+                _lease_new(annotator, status, gold=True, expires_at=expires_at, now=now) if gold_due else None
+            )
+            if leased is None:
+                leased = _lease_new(annotator, status, gold=False, expires_at=expires_at, now=now)
+            if leased is not None:
+                return leased
+        else:
+            task = _pick_gold(annotator) if gold_due else None
+            if task is None:
+                task = _pick_fresh(annotator)
         if task is not None:
             assignment = Assignment.objects.create(
                 task=task,
@@ -244,8 +371,8 @@ def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
     with two subquery annotations, written out once: the ORM spent ~4 ms of CPU compiling it on every
     submit (docs/perf-queue.md).
     """
-    with connection.cursor() as cursor:
-        cursor.execute(_assignment_locked_sql(), [assignment_id, annotator.id])
+    with hot_cursor() as cursor:
+        cursor.execute(_assignment_locked_sql(connection.vendor), [assignment_id, annotator.id])
         row = cursor.fetchone()
     if row is None:
         # Someone else's assignment is indistinguishable from a missing one (no IDOR oracle).
@@ -258,33 +385,8 @@ def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
     return assignment
 
 
-_M = TypeVar("_M", bound=Model)
-
-
-def _from_row(model: type[_M], values: Iterator[Any], *, skip: tuple[str, ...] = ()) -> _M:
-    """An instance of ``model`` from the next columns of a raw row (``_columns(model, …, skip=skip)``),
-    with the database's converters applied as the ORM would (SQLite dates and decimals, JSON); the
-    ``skip``ped fields are deferred (they load if touched)."""
-    fields = [f for f in model._meta.concrete_fields if f.name not in skip]
-    converted = []
-    for field in fields:
-        value = next(values)
-        col = field.get_col(model._meta.db_table)
-        if value is not None:
-            for convert in connection.ops.get_db_converters(col) + field.get_db_converters(connection):
-                value = convert(value, col, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
-
-
-def _columns(model: type[Model], alias: str, *, skip: tuple[str, ...] = ()) -> str:
-    quote = connection.ops.quote_name
-    return ", ".join(
-        f"{alias}.{quote(str(f.column))}" for f in model._meta.concrete_fields if f.name not in skip
-    )
-
-
-def _assignment_locked_sql() -> str:
+@functools.cache  # per database vendor: the text never changes
+def _assignment_locked_sql(vendor: str) -> str:
     current = f"FROM {CodebookVersion._meta.db_table} c ORDER BY c.number DESC LIMIT 1"
     lock = " FOR UPDATE OF a, t" if connection.features.has_select_for_update_of else ""
     return (
@@ -294,6 +396,79 @@ def _assignment_locked_sql() -> str:
         f"LEFT JOIN {Guess._meta.db_table} g ON g.id = t.guess_id "
         f"WHERE a.id = %s AND a.annotator_id = %s{lock}"
     )
+
+
+def _insert_values(obj: Model, *, skip: tuple[str, ...] = ()) -> tuple[str, str, list[Any]]:
+    """(columns, typed placeholders, values) to insert the unsaved ``obj`` as the ORM would (``pre_save``
+    fills ``auto_now_add``; values prepared per field). A NULL gets its column's type, which
+    ``INSERT … SELECT`` needs; other values keep theirs, so an oversized one still fails as it would."""
+    quote = connection.ops.quote_name
+    fields = [f for f in obj._meta.concrete_fields if not f.primary_key and f.name not in skip]
+    columns = ", ".join(quote(str(f.column)) for f in fields)
+    values = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
+    placeholders = ", ".join(
+        "%s" if value is not None else f"CAST(%s AS {f.cast_db_type(connection)})"
+        for f, value in zip(fields, values, strict=True)
+    )
+    return columns, placeholders, values
+
+
+def annotation_record(
+    *,
+    assignment: Assignment,
+    annotation: Annotation,
+    label: ResolvedLabel | None,
+    task_status: str | None,
+    now: datetime,
+) -> bool:
+    """Submit's writes in one statement (only with ``_single_statement_writes()``, the lease and task
+    locked by ``_assignment_locked``): for a non-gold task, the compare-and-set that counts the
+    annotation (``status = open and completed_count < overlap``; ``task_status`` set when this one
+    completes it), then the lease done, the annotation and the label, each only if the step before
+    it happened. False, with nothing written, when the task already had its annotations."""
+    task = assignment.task
+    ann_cols, ann_marks, ann_values = _insert_values(annotation, skip=("assignment", "task"))
+    assign_t = Assignment._meta.db_table
+    params: list[Any] = []
+    sql = "WITH "
+    gate = ""
+    if not task.is_gold:  # gold keeps no counts: everyone answers it once
+        sql += (
+            f"counted AS (UPDATE {Task._meta.db_table} t SET completed_count = t.completed_count + 1, "  # noqa: S608
+            f"status = %s, resolved_at = CASE WHEN %s THEN %s ELSE t.resolved_at END "
+            f"WHERE t.id = %s AND t.status = %s AND t.completed_count < t.overlap RETURNING t.id), "
+        )
+        finishing = task_status is not None
+        params += [task_status or TaskStatus.OPEN.value, finishing, now if label else None]
+        params += [task.id, TaskStatus.OPEN.value]
+        gate = " AND EXISTS(SELECT 1 FROM counted)"
+    sql += (
+        f"done AS (UPDATE {assign_t} a SET status = %s, updated = %s WHERE a.id = %s{gate} RETURNING a.id), "  # noqa: S608
+        f"noted AS (INSERT INTO {Annotation._meta.db_table} (task_id, assignment_id, {ann_cols}) "
+        f"SELECT %s, done.id, {ann_marks} FROM done RETURNING id)"
+    )
+    params += [AssignmentStatus.DONE.value, now, assignment.id, task.id, *ann_values]
+    if label is not None:
+        label_cols, label_marks, label_values = _insert_values(label, skip=("task",))
+        sql += (
+            f", labelled AS (INSERT INTO {ResolvedLabel._meta.db_table} (task_id, {label_cols}) "  # noqa: S608
+            f"SELECT counted.id, {label_marks} FROM counted RETURNING id)"
+        )
+        params += label_values
+    sql += " SELECT (SELECT id FROM noted)" + (", (SELECT id FROM labelled)" if label is not None else "")  # noqa: S608
+    with hot_cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row[0] is None:
+        return False
+    annotation.id = row[0]
+    annotation.assignment, annotation.task = assignment, task
+    annotation._state.adding, annotation._state.db = False, connection.alias
+    if label is not None:
+        label.id = row[1]
+        label._state.adding, label._state.db = False, connection.alias
+    assignment.status = AssignmentStatus.DONE
+    return True
 
 
 def assignment_skip(*, annotator: User, assignment_id: int) -> Assignment:

@@ -42,6 +42,8 @@ from annotation.models import (
 )
 from annotation.queue import (
     _assignment_locked,
+    _single_statement_writes,
+    annotation_record,
     annotator_status_locked,
     assignment_skip,
     lease_next_task,
@@ -383,6 +385,19 @@ def _submit(
             votes = [Vote(v, vote_price(v, p, guess_price)) for v, p in [*others, (verdict, price)]]
             updates["status"], label = _resolve(task, votes)
             updates["resolved_at"] = now if label is not None else None
+        if _single_statement_writes():
+            # The same writes and guard as below, in one statement (PostgreSQL).
+            if not annotation_record(
+                assignment=assignment,
+                annotation=annotation,
+                label=label,
+                task_status=updates.get("status"),
+                now=now,
+            ):
+                raise TaskFull(f"Task {task.id} already has its {task.overlap} annotation(s).")
+            if task.is_gold:
+                _gold_record(annotator=annotator, correct=_gold_correct(task, verdict, price))
+            return annotation
         if not task.is_gold:  # gold keeps no counts: everyone answers it once
             # The compare-and-set that keeps "never more than overlap" even if the lock were bypassed.
             done = Task.objects.filter(

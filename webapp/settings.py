@@ -84,6 +84,10 @@ DATABASES = {
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
     )
 }
+# The annotator queue's few per-request statements are prepared once per connection on PostgreSQL
+# (webapp/rawsql.py). Set 0 behind a transaction-mode pooler that cannot carry prepared statements
+# (pgbouncer before 1.21).
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", default=True)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # SQLite is the single-writer embedded default: wait for the write lock instead of failing, and
     # take it at the start of each transaction so that read-then-write never deadlocks.
