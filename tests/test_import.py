@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from decimal import Decimal
 from io import StringIO
 from pathlib import Path
@@ -267,6 +269,52 @@ def test_it_imports_in_worker_processes_like_inline(tmp_path: Path) -> None:
         == inline.errors
         == [RowError(11, "price 'free' is not a number (expected e.g. 12.50 or $1,299.00)")]
     )
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the COPY writer is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_it_loses_no_row_when_another_import_stores_one_of_its_new_ids_meanwhile(tmp_path: Path) -> None:
+    import psycopg
+
+    rows = list(synthetic.generate_products(40, seed=6))
+    path = write_jsonl(tmp_path / "catalogue.jsonl", rows)
+    params = connection.get_connection_params()
+    # Another import stores rows[5]'s id and has not committed yet: this import's check for stored ids
+    # cannot see it, so it sends that id with the new ones, and its COPY waits for the other transaction.
+    other = psycopg.connect(**params)
+    other.execute(
+        "INSERT INTO annotation_product (external_id, title, text, category, price_flag, split, source, "
+        "extra, created, updated) VALUES (%s, 'Other import', 'Other text', 'Other', '', 'pool', 'other', "
+        "'{}', now(), now())",
+        [rows[5]["id"]],
+    )
+    outcome: dict[str, ImportResult] = {}
+
+    def run_import() -> None:
+        try:
+            outcome["result"] = products_import(path=path, method="copy")
+        finally:
+            connection.close()  # this thread's own connection
+
+    importer = threading.Thread(target=run_import)
+    importer.start()
+    with psycopg.connect(**params, autocommit=True) as watcher:
+        deadline = time.monotonic() + 30
+        while not watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the import never waited for the other transaction"
+            time.sleep(0.05)
+    other.commit()
+    other.close()
+    importer.join(timeout=30)
+
+    result = outcome["result"]
+    assert (result.created, result.updated, result.unchanged, result.bad) == (39, 1, 0, 0)
+    assert Product.objects.count() == 40
+    assert product(rows[5]["id"]).title == rows[5]["title"]  # the later write wins, as with the upsert
+    assert product(rows[5]["id"]).source == rows[5]["source"]
 
 
 def _counts(result: ImportResult) -> tuple[int, int, int, int]:
