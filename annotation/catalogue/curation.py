@@ -90,26 +90,35 @@ def _scrub_chars(line: str) -> str:
     return line
 
 
-# Quick tests on a line's UTF-8 bytes. bytes.translate maps every byte through a table in one C pass, and
-# a search in the mapped bytes then stands for several searches in the line. UTF-8 keeps ASCII bytes for
-# ASCII characters only, so two adjacent ASCII bytes are two adjacent characters; "surrogatepass" only
-# makes sure the encoding never raises (the reader lets no lone surrogate through).
-# Tidy classes: "F" a space (the first character of a spaced mark), "S" . : ! ?, "B" , ; (both first
-# and second character of a doubled mark), "a" anything else.
-_TIDY_CLASSES = bytes(
-    ord("F") if byte == ord(" ") else ord("S") if byte in b".:!?" else ord("B") if byte in b",;" else ord("a")
-    for byte in range(256)
-)
-# Digits: "0"-"9" become "0", so one find() stands for ten (ASCII lines only: the positions are the str's).
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+# Quick tests on a line's UTF-8 bytes. bytes.translate maps every byte to its class in one C pass, and one
+# search in the classes then stands for several searches in the line (ten for the digits, ten for the
+# tidy marks). UTF-8 keeps ASCII bytes for ASCII characters only, so two adjacent ASCII bytes are two
+# adjacent characters; "surrogatepass" only makes sure the encoding never raises (the reader lets no lone
+# surrogate through). Positions in the classes are the str's only for ASCII lines.
+# Classes: "0" a digit; "F" a space (the first character of a spaced mark " ."); "S" . : ! ?; "B" , ;
+# (first and second character of a doubled mark ",,"); NUL an ASCII control character (the only ASCII
+# characters that are not printable); "a" anything else.
+def _class_of(byte: int) -> int:
+    if byte in b"0123456789":
+        return ord("0")
+    if byte == ord(" "):
+        return ord("F")
+    if byte in b".:!?":
+        return ord("S")
+    if byte in b",;":
+        return ord("B")
+    return 0 if byte < 0x20 or byte == 0x7F else ord("a")
 
 
-def _tidy_classes(line: str) -> bytes:
-    return line.encode("utf-8", "surrogatepass").translate(_TIDY_CLASSES)
+_CLASSES = bytes(_class_of(byte) for byte in range(256))
+
+
+def _classes(line: str) -> bytes:
+    return line.encode("utf-8", "surrogatepass").translate(_CLASSES)
 
 
 def _tidy_punctuation(line: str) -> str:
-    classes = _tidy_classes(line)
+    classes = _classes(line)
     # Each block runs only where the class test says one of its patterns may be in the line; the class
     # tests match every pattern of their block (and a few strings that none is: the block then does
     # nothing), so the result is the same as running every block.
@@ -117,12 +126,12 @@ def _tidy_punctuation(line: str) -> str:
         for pattern, replacement in _ORPHANS:
             while pattern in line:
                 line = line.replace(pattern, replacement)
-        classes = _tidy_classes(line)
+        classes = _classes(line)
     if b"BB" in classes:
         for pattern, replacement in _DOUBLED:
             while pattern in line:
                 line = line.replace(pattern, replacement)
-        classes = _tidy_classes(line)
+        classes = _classes(line)
     if b"FS" in classes or b"FB" in classes:
         for pattern, replacement in _SPACED:
             if pattern in line:
@@ -138,17 +147,18 @@ def _collapse_spaces(line: str) -> str:
     return " ".join(line.split())
 
 
-def _drop_part_numbers(line: str) -> str:
+def _drop_part_numbers(line: str, classes: bytes | None = None) -> str:
     """Remove the words (space-separated, as after ``_collapse_spaces``) that look like part numbers.
 
-    Visits only the words that contain a digit: one search for any digit in the line's bytes with all
-    digits mapped to "0" (ASCII lines), or one search per digit (other lines). Several times faster than
-    a regex or a loop over all words on catalogue text (the import's hottest loop).
+    Visits only the words that contain a digit: one search for any digit in the line's classes (ASCII
+    lines; ``classes`` when the caller has them), or one search per digit (other lines). Several times
+    faster than a regex or a loop over all words on catalogue text (the import's hottest loop).
     """
     if not line.isascii():
         return _drop_part_numbers_by_digit(line)
-    digits = line.encode("ascii").translate(_DIGITS_AS_ZERO)
-    at = digits.find(b"0")
+    if classes is None:
+        classes = _classes(line)
+    at = classes.find(b"0")
     if at == -1:
         return line
     # Left to right, one word at a time: the spans come sorted and distinct.
@@ -160,7 +170,7 @@ def _drop_part_numbers(line: str) -> str:
             end = len(line)
         if end - start >= PART_NUMBER_MIN_CHARS:
             spans.append((start, end))
-        at = digits.find(b"0", end)
+        at = classes.find(b"0", end)
     return _without_spans(line, spans)
 
 
@@ -192,22 +202,39 @@ def _without_spans(line: str, spans: list[tuple[int, int]]) -> str:
     return " ".join("".join(kept).split())
 
 
-def _needs_tidy(line: str) -> bool:
-    """Whether ``line`` holds " ." " ," " ;" " :" " !" " ?" ",," ";;" ",;" or ";,": three searches in the
-    tidy classes instead of ten in the line."""
-    classes = _tidy_classes(line)
+def _needs_tidy(classes: bytes) -> bool:
+    """Whether the line of these classes holds " ." " ," " ;" " :" " !" " ?" ",," ";;" ",;" or ";,"."""
     return b"FS" in classes or b"FB" in classes or b"BB" in classes
 
 
 def curate_line(line: str) -> str:
     """One line of text with the reference rules applied, whitespace collapsed."""
-    line = _drop_part_numbers(_collapse_spaces(_scrub_chars(_drop_boilerplate(line))))
-    while _needs_tidy(line):
+    line = _scrub_chars(_drop_boilerplate(line))
+    if line.isascii():
+        # _collapse_spaces and _drop_part_numbers on one set of classes, made again only when the line
+        # changes: in an ASCII line, isprintable() means no control character and the only whitespace
+        # left is the space.
+        classes = _classes(line)
+        if b"\0" in classes or b"FF" in classes:
+            line = " ".join(line.split())
+            classes = _classes(line)
+        elif line[:1] == " " or line[-1:] == " ":
+            line = line.strip()
+            classes = _classes(line)
+        dropped = _drop_part_numbers(line, classes)
+        if len(dropped) != len(line):  # a part number has 7+ characters: a change always shortens
+            line = dropped
+            classes = _classes(line)
+    else:
+        line = _drop_part_numbers(_collapse_spaces(line))
+        classes = _classes(line)
+    while _needs_tidy(classes):
         # Tidying can join a word to a number ("Weight .45" → "Weight.45"): repeat to a fixed point.
         tidy = _drop_part_numbers(_tidy_punctuation(line))
         if tidy == line:
             break
         line = tidy
+        classes = _classes(line)
     return line.strip(" ,;:")
 
 
