@@ -111,6 +111,9 @@ def test_it_parses_prices(raw: object, value: Decimal | None, flag: str) -> None
         ("nan", "not a finite number"),
         (float("inf"), "not a finite number"),
         ("1e20", "too large"),
+        ("1e30", "too large"),  # beyond Decimal's 28 digits: quantize itself refuses it
+        (1e300, "too large"),
+        (10**40, "too large"),
         (True, "not a number"),
         ([12], "not a number"),
     ],

@@ -354,7 +354,10 @@ def _parse_price(raw: object) -> CuratedPrice:
         raise PriceError(f"price {raw!r} is not a number")
     if value < 0:
         raise PriceError(f"price {raw!r} is negative")
-    value = value.quantize(_CENT)
+    try:
+        value = value.quantize(_CENT)
+    except InvalidOperation:  # more digits than Decimal's context holds: far beyond what can be stored
+        raise PriceError(f"price {raw!r} is too large to store (max {PRICE_STORABLE_MAX})") from None
     if value > PRICE_STORABLE_MAX:
         raise PriceError(f"price {raw!r} is too large to store (max {PRICE_STORABLE_MAX})")
     if PRICE_MIN <= value <= PRICE_MAX:
