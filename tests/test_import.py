@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from annotation.catalogue import synthetic
 from annotation.catalogue.reader import CatalogueFormatError, RowError
@@ -92,8 +93,11 @@ def test_it_rejects_bad_csv_rows_by_line_and_leaves_stored_products_alone(tmp_pa
 def test_it_reimports_idempotently(tmp_path: Path, method: str) -> None:
     path = synthetic.write_jsonl(tmp_path / "catalogue.jsonl", 120, seed=5)
 
+    started = timezone.now()
     first = products_import(path=path, method=method, chunk_size=50)  # type: ignore[arg-type]
     stored = {p.external_id: (p.text, p.price, p.split, p.updated) for p in Product.objects.all()}
+    stamps = set(Product.objects.values_list("created", "updated"))
+    assert all(started <= created <= updated <= timezone.now() for created, updated in stamps)
     second = products_import(path=path, method=method, chunk_size=50)  # type: ignore[arg-type]
 
     assert (first.created, first.updated, first.unchanged, first.bad) == (120, 0, 0, 0)

@@ -440,9 +440,10 @@ class _CopyWriter(_Writer):
 
     def _copy_new(self, lines: list[bytes], now: datetime) -> None:
         # COPY fills no column defaults that Django keeps (auto_now_add/auto_now): the timestamps travel
-        # on each line.
+        # on each line, added in one pass over the payload (its only raw newlines end the lines: COPY
+        # text format escapes those in values).
         stamps = f"\t{now.isoformat()}\t{now.isoformat()}\n".encode()
-        payload = b"".join([line[:-1] + stamps for line in lines])
+        payload = b"".join(lines).replace(b"\n", stamps)
         names = ", ".join(self.columns)
         # cursor.copy is psycopg's own: wrap_database_errors turns its errors into Django's, which the
         # callers catch (IntegrityError just above, DatabaseError in _Importer._flush).
