@@ -276,27 +276,34 @@ def test_it_imports_in_worker_processes_like_inline(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the COPY writer is PostgreSQL's")
+@pytest.mark.parametrize("looked_up", [False, True], ids=["copied-at-once", "looked-up-first"])
 @pytest.mark.django_db(transaction=True)
-def test_it_loses_no_row_when_another_import_stores_one_of_its_new_ids_meanwhile(tmp_path: Path) -> None:
+def test_it_loses_no_row_when_another_import_stores_one_of_its_new_ids_meanwhile(
+    tmp_path: Path, looked_up: bool
+) -> None:
     import psycopg
 
     rows = list(synthetic.generate_products(40, seed=6))
     path = write_jsonl(tmp_path / "catalogue.jsonl", rows)
     params = connection.get_connection_params()
-    # Another import stores rows[5]'s id and has not committed yet: this import's check for stored ids
-    # cannot see it, so it sends that id with the new ones, and its COPY waits for the other transaction.
-    other = psycopg.connect(**params)
-    other.execute(
+    insert = (
         "INSERT INTO annotation_product (external_id, title, text, category, price_flag, split, source, "
         "extra, created, updated) VALUES (%s, 'Other import', 'Other text', 'Other', '', 'pool', 'other', "
-        "'{}', now(), now())",
-        [rows[5]["id"]],
+        "'{}', now(), now())"
     )
+    if looked_up:
+        # A stored id in the first chunk: the second chunk's ids are then looked up before its COPY.
+        with psycopg.connect(**params, autocommit=True) as setup:
+            setup.execute(insert, [rows[0]["id"]])
+    # Another import stores rows[25]'s id and has not committed yet: this import cannot see it, so it
+    # sends that id with the new ones, and its COPY waits for the other transaction.
+    other = psycopg.connect(**params)
+    other.execute(insert, [rows[25]["id"]])
     outcome: dict[str, ImportResult] = {}
 
     def run_import() -> None:
         try:
-            outcome["result"] = products_import(path=path, method="copy")
+            outcome["result"] = products_import(path=path, method="copy", chunk_size=20)
         finally:
             connection.close()  # this thread's own connection
 
@@ -315,10 +322,16 @@ def test_it_loses_no_row_when_another_import_stores_one_of_its_new_ids_meanwhile
     importer.join(timeout=30)
 
     result = outcome["result"]
-    assert (result.created, result.updated, result.unchanged, result.bad) == (39, 1, 0, 0)
+    stored_before = 2 if looked_up else 1
+    assert (result.created, result.updated, result.unchanged, result.bad) == (
+        40 - stored_before,
+        stored_before,
+        0,
+        0,
+    )
     assert Product.objects.count() == 40
-    assert product(rows[5]["id"]).title == rows[5]["title"]  # the later write wins, as with the upsert
-    assert product(rows[5]["id"]).source == rows[5]["source"]
+    for row in (rows[0], rows[25]):  # the later write wins, as with the upsert
+        assert (product(row["id"]).title, product(row["id"]).source) == (row["title"], row["source"])
 
 
 def _counts(result: ImportResult) -> tuple[int, int, int, int]:
