@@ -48,6 +48,17 @@ def test_it_collapses_whitespace_and_debris_punctuation() -> None:
     assert curate_line("size 12 , black ,, matte") == "size 12, black, matte"
 
 
+def test_it_curates_lines_with_and_without_accented_letters_alike() -> None:
+    # Plain-ASCII lines take a faster path; an accented word must not change what happens to the rest.
+    lines = [
+        "Ships boxed. Item model number SZ67943B. Batteries Required? No. Dimensions 4 x 5 , black ,, matte",
+        "Weight .4567890 lbs ; ; size 12 , fits. . Dimensions 25 x 27 inches, 9.2 pounds",
+        "Model XR4821B or XR4821B-2 and B07ZPKBL9V, 123456 1500W 2-Pack ?! 12345678 : : done",
+    ] + [row["text"].splitlines()[-1] for row in synthetic.generate_products(50, seed=3)]
+    for line in lines:
+        assert curate_line(f"Caf\u00e9 {line}") == f"Caf\u00e9 {curate_line(line)}"
+
+
 def test_it_puts_the_title_first_once() -> None:
     assert curate_text("Blue Kettle", "Boils fast.", max_chars=100) == "Blue Kettle\nBoils fast."
     assert curate_text("Blue Kettle", "Blue Kettle\nBoils fast.", max_chars=100) == "Blue Kettle\nBoils fast."
@@ -100,6 +111,9 @@ def test_it_parses_prices(raw: object, value: Decimal | None, flag: str) -> None
         ("nan", "not a finite number"),
         (float("inf"), "not a finite number"),
         ("1e20", "too large"),
+        ("1e30", "too large"),  # beyond Decimal's 28 digits: quantize itself refuses it
+        (1e300, "too large"),
+        (10**40, "too large"),
         (True, "not a number"),
         ([12], "not a number"),
     ],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from decimal import Decimal
 from io import StringIO
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from annotation.catalogue import synthetic
 from annotation.catalogue.reader import CatalogueFormatError, RowError
@@ -90,8 +93,11 @@ def test_it_rejects_bad_csv_rows_by_line_and_leaves_stored_products_alone(tmp_pa
 def test_it_reimports_idempotently(tmp_path: Path, method: str) -> None:
     path = synthetic.write_jsonl(tmp_path / "catalogue.jsonl", 120, seed=5)
 
+    started = timezone.now()
     first = products_import(path=path, method=method, chunk_size=50)  # type: ignore[arg-type]
     stored = {p.external_id: (p.text, p.price, p.split, p.updated) for p in Product.objects.all()}
+    stamps = set(Product.objects.values_list("created", "updated"))
+    assert all(started <= created <= updated <= timezone.now() for created, updated in stamps)
     second = products_import(path=path, method=method, chunk_size=50)  # type: ignore[arg-type]
 
     assert (first.created, first.updated, first.unchanged, first.bad) == (120, 0, 0, 0)
@@ -267,6 +273,65 @@ def test_it_imports_in_worker_processes_like_inline(tmp_path: Path) -> None:
         == inline.errors
         == [RowError(11, "price 'free' is not a number (expected e.g. 12.50 or $1,299.00)")]
     )
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the COPY writer is PostgreSQL's")
+@pytest.mark.parametrize("looked_up", [False, True], ids=["copied-at-once", "looked-up-first"])
+@pytest.mark.django_db(transaction=True)
+def test_it_loses_no_row_when_another_import_stores_one_of_its_new_ids_meanwhile(
+    tmp_path: Path, looked_up: bool
+) -> None:
+    import psycopg
+
+    rows = list(synthetic.generate_products(40, seed=6))
+    path = write_jsonl(tmp_path / "catalogue.jsonl", rows)
+    params = connection.get_connection_params()
+    insert = (
+        "INSERT INTO annotation_product (external_id, title, text, category, price_flag, split, source, "
+        "extra, created, updated) VALUES (%s, 'Other import', 'Other text', 'Other', '', 'pool', 'other', "
+        "'{}', now(), now())"
+    )
+    if looked_up:
+        # A stored id in the first chunk: the second chunk's ids are then looked up before its COPY.
+        with psycopg.connect(**params, autocommit=True) as setup:
+            setup.execute(insert, [rows[0]["id"]])
+    # Another import stores rows[25]'s id and has not committed yet: this import cannot see it, so it
+    # sends that id with the new ones, and its COPY waits for the other transaction.
+    other = psycopg.connect(**params)
+    other.execute(insert, [rows[25]["id"]])
+    outcome: dict[str, ImportResult] = {}
+
+    def run_import() -> None:
+        try:
+            outcome["result"] = products_import(path=path, method="copy", chunk_size=20)
+        finally:
+            connection.close()  # this thread's own connection
+
+    importer = threading.Thread(target=run_import)
+    importer.start()
+    with psycopg.connect(**params, autocommit=True) as watcher:
+        deadline = time.monotonic() + 30
+        while not watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the import never waited for the other transaction"
+            time.sleep(0.05)
+    other.commit()
+    other.close()
+    importer.join(timeout=30)
+
+    result = outcome["result"]
+    stored_before = 2 if looked_up else 1
+    assert (result.created, result.updated, result.unchanged, result.bad) == (
+        40 - stored_before,
+        stored_before,
+        0,
+        0,
+    )
+    assert Product.objects.count() == 40
+    for row in (rows[0], rows[25]):  # the later write wins, as with the upsert
+        assert (product(row["id"]).title, product(row["id"]).source) == (row["title"], row["source"])
 
 
 def _counts(result: ImportResult) -> tuple[int, int, int, int]:

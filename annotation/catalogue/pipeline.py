@@ -75,6 +75,10 @@ def _extra_json(extra: dict[str, Any]) -> str:
 
 
 def encode_for_copy(row: ProductRow) -> EncodedRow:
+    return EncodedRow(row.line, row.external_id, _copy_line(row))
+
+
+def _copy_line(row: ProductRow) -> bytes:
     # The four leading fields are joined and escaped as one str (four scans instead of sixteen): NUL,
     # which curated text never holds (the reader refuses it), stands in for the tab between them.
     head = "\0".join((row.external_id, row.title, row.text, row.category))
@@ -85,7 +89,7 @@ def encode_for_copy(row: ProductRow) -> EncodedRow:
     price = "\\N" if row.price is None else str(row.price)
     extra = _copy_field(_extra_json(row.extra))
     line = f"{head}\t{price}\t{row.price_flag}\t{row.split}\t{_copy_field(row.source)}\t{extra}\n"
-    return EncodedRow(row.line, row.external_id, line.encode("utf-8"))
+    return line.encode("utf-8")
 
 
 def decode_copy_line(encoded: EncodedRow) -> ProductRow:
@@ -112,7 +116,10 @@ def decode_copy_line(encoded: EncodedRow) -> ProductRow:
 
 def _encoded(items: list[ProductRow | RowError]) -> list[tuple[int, str, bytes] | RowError]:
     # Plain tuples, not EncodedRow: a named tuple pickles through a Python-level __new__ per row.
-    return [item if type(item) is RowError else tuple(encode_for_copy(item)) for item in items]  # type: ignore[arg-type, misc]
+    return [
+        item if type(item) is RowError else (item.line, item.external_id, _copy_line(item))  # type: ignore[union-attr, arg-type]
+        for item in items
+    ]
 
 
 def _received(batch: list[Any]) -> Iterator[EncodedRow | RowError]:

@@ -293,13 +293,15 @@ def curate_row(
     from_csv: bool,
 ) -> ProductRow | RowError:
     """Validate and curate one raw row; a ``RowError`` says what is wrong with it."""
-    # Runs once per imported row: plain str values (nearly all) skip the ``_string`` call.
-    for name in REQUIRED_FIELDS:
-        if name == "text":
-            if "text" not in raw and "description" not in raw:
-                return RowError(line, "missing field 'text' (or 'description')")
-        elif name not in raw:
-            return RowError(line, f"missing field '{name}'")
+    # Runs once per imported row: plain str values (nearly all) skip the ``_string`` call, and a row
+    # with every required field (nearly all) skips the loop that names the first missing one.
+    if not ("id" in raw and "title" in raw and "category" in raw and ("text" in raw or "description" in raw)):
+        for name in REQUIRED_FIELDS:
+            if name == "text":
+                if "text" not in raw and "description" not in raw:
+                    return RowError(line, "missing field 'text' (or 'description')")
+            elif name not in raw:
+                return RowError(line, f"missing field '{name}'")
     text_key = "text" if "text" in raw else "description"
     external_id, raw_title, raw_text, category = raw["id"], raw["title"], raw[text_key], raw["category"]
     source = raw.get("source") or default_source
@@ -362,15 +364,16 @@ class CurationSettings:
 def curate_items(
     items: Iterable[tuple[int, dict[str, Any]] | RowError], options: CurationSettings, from_csv: bool
 ) -> list[ProductRow | RowError]:
+    fraction, max_chars, source = options.test_fraction, options.max_text_chars, options.default_source
     return [
         item
         if isinstance(item, RowError)
         else curate_row(
             item[0],
             item[1],
-            test_fraction=options.test_fraction,
-            max_text_chars=options.max_text_chars,
-            default_source=options.default_source,
+            test_fraction=fraction,
+            max_text_chars=max_chars,
+            default_source=source,
             from_csv=from_csv,
         )
         for item in items

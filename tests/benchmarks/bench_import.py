@@ -15,6 +15,12 @@ import's alone: the synthetic file is generated first, by this process. Runs:
 4. the portable ORM path (``bulk_create(update_conflicts=True)``) on a sample of new products.
 
 Target (issue 2): >= 20,000 rows/s and peak RSS < 500 MB for run 1.
+
+Output: a table (rows, seconds, rows/s, peak RSS of the import process and of its largest worker, CPU
+seconds, rows per CPU-second), a second table of CPU microseconds per row by process (import process,
+curation workers, PostgreSQL backend; from getrusage and /proc, so much less load-dependent than the
+wall-clock rows/s), and the same figures as JSON in ``--out`` with the command, commit and load average.
+On a shared machine compare the CPU per row; rows/s needs a quiet one.
 """
 
 from __future__ import annotations
@@ -180,6 +186,22 @@ def child_update_or_create(path: Path, limit: int) -> dict[str, Any]:
     }
 
 
+def _commit() -> str | None:
+    """The checked-out commit (with "+dirty" for uncommitted changes), so a figure can be traced to code."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT
+        )
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def _run_child(*args: str) -> dict[str, Any]:
     completed = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
     if completed.returncode != 0:
@@ -271,10 +293,17 @@ def main() -> int:
         cpu_total = sum(value or 0.0 for value in run["cpu_s"].values())
         run["cpu_s_total"] = cpu_total
         run["rows_per_cpu_s"] = run["rows"] / cpu_total if cpu_total else None
+        # The same CPU per row, by process: the figure to compare between runs and machines.
+        run["cpu_us_per_row"] = {
+            name: None if value is None else round(value / run["rows"] * 1e6, 1)
+            for name, value in {**run["cpu_s"], "total": cpu_total}.items()
+        }
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         server_version = cursor.fetchone()[0]
     report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": _commit(),
         "rows": args.rows,
         "file_mb": round(size_mb, 1),
         "generate_seconds": round(generate_s, 1),
@@ -309,7 +338,22 @@ def main() -> int:
             f"{run['peak_rss_mb']:>13.0f}{run['peak_rss_worker_mb']:>11.0f}"
             f"{run['cpu_s_total']:>9.1f}{run['rows_per_cpu_s'] or 0:>12,.0f}"
         )
-    print(f"speed-up over update_or_create: {report['speedup_vs_update_or_create']:.1f}x")
+    print(f"\n{'CPU per row, microseconds':<40}{'import':>11}{'workers':>10}{'postgres':>10}{'total':>10}")
+    for key, run in runs.items():
+        per_row = run["cpu_us_per_row"]
+        print(
+            f"{labels[key]:<40}"
+            + "".join(
+                f"{'n/a' if per_row[name] is None else format(per_row[name], '.1f'):>{width}}"
+                for name, width in (
+                    ("import_process", 11),
+                    ("workers", 10),
+                    ("postgres_backend", 10),
+                    ("total", 10),
+                )
+            )
+        )
+    print(f"\nspeed-up over update_or_create: {report['speedup_vs_update_or_create']:.1f}x")
     if first["rows_per_cpu_s"]:
         print(
             f"CPU-bound capacity of run 1 on {cpus} idle CPUs (rows/CPU-s x CPUs): "
