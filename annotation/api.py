@@ -165,7 +165,13 @@ class AnnotationOut(serializers.Serializer):
 
 class ProgressOut(serializers.Serializer):
     done_today = serializers.IntegerField()
-    remaining = serializers.IntegerField()
+    remaining = serializers.IntegerField(
+        help_text="Items left for this annotator; exact up to 10,000 fresh items, a lower bound beyond "
+        "(then remaining_capped is true)."
+    )
+    remaining_capped = serializers.BooleanField(
+        help_text="True when the queue holds more fresh items than are counted (remaining is a lower bound)."
+    )
     gold_seen = serializers.IntegerField()
     gold_accuracy = serializers.FloatField(allow_null=True)
     paused = serializers.BooleanField()

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 from django.utils import timezone
 
 from annotation import selectors, services
@@ -142,6 +143,31 @@ def test_it_reports_the_queue(annotator: User) -> None:
     assert stats["leases"] == {"live": 1, "overdue": 0}
     progress = selectors.annotator_progress(annotator=annotator)
     assert (progress["done_today"], progress["remaining"]) == (1, 1)
+
+
+@pytest.mark.django_db
+def test_it_counts_the_remaining_items_up_to_a_cap_and_says_so_on_the_page(
+    annotator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tasks(5)
+    submit(annotator, lease(annotator))
+    progress = selectors.annotator_progress(annotator=annotator)
+    assert (progress["remaining"], progress["remaining_capped"]) == (4, False)
+
+    monkeypatch.setattr(selectors, "REMAINING_CAP", 3)
+    progress = selectors.annotator_progress(annotator=annotator)
+    assert (progress["remaining"], progress["remaining_capped"]) == (3, True)
+
+    # The page leases the next item first: 3 fresh items are left, more than a cap of 2.
+    monkeypatch.setattr(selectors, "REMAINING_CAP", 2)
+    client = Client()
+    client.force_login(annotator)
+    assert '<dd id="remaining">2+</dd>' in client.get("/annotate/").content.decode()
+    api = client.get("/api/v1/annotate/progress").json()
+    assert (api["remaining"], api["remaining_capped"]) == (2, True)
+
+    monkeypatch.setattr(selectors, "REMAINING_CAP", 10)
+    assert '<dd id="remaining">3</dd>' in client.get("/annotate/").content.decode()
 
 
 @pytest.mark.django_db
