@@ -31,7 +31,7 @@ def plain(tiny_base: Path, sft_run: Any) -> Predictor:
 def test_it_gives_the_same_prices_compiled_on_bucketed_widths(
     plain: Predictor, tiny_base: Path, sft_run: Any, test_items: list[dict[str, Any]]
 ) -> None:
-    texts = texts_of_many_lengths(test_items)
+    texts = texts_of_many_lengths(test_items)[::-1]  # longest first: the sort inside reorders them
     compiled = Predictor(
         tiny_base,
         sft_run.result.adapter_dir,
@@ -44,6 +44,8 @@ def test_it_gives_the_same_prices_compiled_on_bucketed_widths(
     )
     fast = compiled.predict(texts)
     reference = plain.predict(texts)
+    assert len({round(r.price, 3) for r in reference}) > len(texts) // 2  # an order mix-up would show
+    assert compiled.predict([]) == []
     for f, r in zip(fast, reference, strict=True):  # same order as the texts although sorted inside
         assert [v for v, _ in f.topk] == [v for v, _ in r.topk]
         assert f.price == pytest.approx(r.price, abs=1e-3)

@@ -228,10 +228,9 @@ class Predictor:
                 p.seconds = per_item
             out.extend(preds)
         if self.sort_by_length:
-            restored: list[Prediction] = [out[0]] * len(out)
-            for pos, i in enumerate(order):
-                restored[i] = out[pos]
-            out = restored
+            # out[pos] answers texts[order[pos]]: put each answer back at its text's index.
+            by_text = dict(zip(order, out, strict=True))
+            out = [by_text[i] for i in range(len(out))]
         return out
 
     def _encode(self, prompts: list[str]) -> dict[str, Any]:
