@@ -53,7 +53,7 @@ def predictor_settings() -> dict[str, Any]:
     from training.engine.config import load_recipe
 
     recipe = load_recipe(settings.RETRAIN_RECIPE, recipe_overrides())
-    return {
+    out: dict[str, Any] = {
         "recipe": settings.RETRAIN_RECIPE,
         "quantization": recipe.quant.mode,
         "k": recipe.predict.k,
@@ -63,6 +63,11 @@ def predictor_settings() -> dict[str, Any]:
         "prompt_style": recipe.model.prompt_style,
         "dtype": recipe.model.dtype,
     }
+    # Named only when it is not the default, so the fingerprints of bf16 evaluations stay as they were;
+    # FP8 prices differ from bf16 ones, so champion and candidate are then scored (and cached) apart.
+    if recipe.predict.matmul != "bf16":
+        out["matmul"] = recipe.predict.matmul
+    return out
 
 
 def make_predictor(*, base_model: str, adapter_dir: Path | None, predictor: dict[str, Any]) -> Any:
@@ -79,4 +84,5 @@ def make_predictor(*, base_model: str, adapter_dir: Path | None, predictor: dict
         max_length=predictor["max_length"],
         max_new_tokens=predictor["max_new_tokens"],
         dtype=predictor["dtype"],
+        matmul=predictor.get("matmul", "bf16"),
     )

@@ -151,3 +151,20 @@ def test_it_picks_products_to_guess_new_only_or_the_unlabelled_pool(labelled: in
     assert set(products_needing_guess(version=version, reguess_pool=True)) == unlabelled
     Guess.objects.create(product=fresh, model_version=version, source="model", price="3.00")
     assert fresh.pk not in products_needing_guess(version=version, reguess_pool=True)
+
+
+def test_it_scores_with_fp8_matmuls_only_when_the_recipe_says_so_and_fingerprints_them_apart(
+    settings: Any, tiny_base: Any
+) -> None:
+    from training.recipes import make_predictor, predictor_settings
+
+    settings.RETRAIN_RECIPE = "tiny"
+    settings.RETRAIN_RECIPE_OVERRIDES = ""
+    plain = predictor_settings()
+    assert "matmul" not in plain  # bf16 fingerprints stay as they were before the setting existed
+    assert make_predictor(base_model=str(tiny_base), adapter_dir=None, predictor=plain).matmul == "bf16"
+
+    settings.RETRAIN_RECIPE_OVERRIDES = '{"predict": {"matmul": "fp8"}}'
+    fp8 = predictor_settings()
+    assert fp8 == {**plain, "matmul": "fp8"}
+    assert make_predictor(base_model=str(tiny_base), adapter_dir=None, predictor=fp8).matmul == "fp8"
