@@ -290,9 +290,6 @@ class TokenHotPath(AnnotationApi):
 
 
 class NextTaskApi(TokenHotPath):
-    permission_classes = [IsAnnotator]
-    renderer_classes = [JSONRenderer]  # scripts and the page's fetch: no browsable API on the hot path
-
     @extend_schema(
         operation_id="annotate_next",
         request=None,

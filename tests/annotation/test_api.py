@@ -488,40 +488,54 @@ def test_it_pins_the_queries_of_next_and_submit_with_a_token(annotator: User) ->
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "takes_plain"),
     [
-        {"assignment_id": 7, "verdict": "accept"},
-        {"assignment_id": 7, "verdict": "accept", "seconds_spent": 3, "client_token": "12-4"},
-        {"assignment_id": 7, "verdict": "correct", "corrected_price": "00129.5", "seconds_spent": 2.5},
-        {"assignment_id": 7, "verdict": "correct", "corrected_price": None, "extra": [1]},
-        {"assignment_id": 7, "verdict": "reject", "reason_code": "not-a-product", "seconds_spent": 86_400},
-        {"assignment_id": 7, "verdict": "correct", "corrected_price": " 12"},
-        {"assignment_id": 7, "verdict": "correct", "corrected_price": 12.5},
-        {"assignment_id": 7, "verdict": "correct", "corrected_price": "1e3"},
-        {"assignment_id": 7, "verdict": "reject", "reason_code": " dup "},
-        {"assignment_id": 7, "verdict": "reject", "reason_code": "é"},
-        {"assignment_id": 7, "verdict": "reject", "reason_code": "a\x00b"},
-        {"assignment_id": 7, "verdict": "accept", "client_token": "x" * 65},
-        {"assignment_id": 7, "verdict": "accept", "client_token": 5},
-        {"assignment_id": 7, "verdict": "accept", "seconds_spent": -1},
-        {"assignment_id": 7, "verdict": "accept", "seconds_spent": True},
-        {"assignment_id": 7, "verdict": "accept", "seconds_spent": "3"},
-        {"assignment_id": "7", "verdict": "accept"},
-        {"assignment_id": True, "verdict": "accept"},
-        {"assignment_id": 0, "verdict": "accept"},
-        {"assignment_id": 2**63, "verdict": "accept"},
-        {"assignment_id": 7, "verdict": "Accept"},
-        {"assignment_id": 7},
-        [{"assignment_id": 7, "verdict": "accept"}],
+        ({"assignment_id": 7, "verdict": "accept"}, True),
+        ({"assignment_id": 7, "verdict": "accept", "seconds_spent": 3, "client_token": "12-4"}, True),
+        (
+            {"assignment_id": 7, "verdict": "correct", "corrected_price": "00129.5", "seconds_spent": 2.5},
+            True,
+        ),
+        ({"assignment_id": 7, "verdict": "correct", "corrected_price": None, "extra": [1]}, True),
+        (
+            {
+                "assignment_id": 7,
+                "verdict": "reject",
+                "reason_code": "not-a-product",
+                "seconds_spent": 86_400,
+            },
+            True,
+        ),
+        ({"assignment_id": 7, "verdict": "correct", "corrected_price": " 12"}, False),
+        ({"assignment_id": 7, "verdict": "correct", "corrected_price": 12.5}, False),
+        ({"assignment_id": 7, "verdict": "correct", "corrected_price": "1e3"}, False),
+        ({"assignment_id": 7, "verdict": "reject", "reason_code": " dup "}, False),
+        ({"assignment_id": 7, "verdict": "reject", "reason_code": "é"}, False),
+        ({"assignment_id": 7, "verdict": "reject", "reason_code": "a\x00b"}, False),
+        ({"assignment_id": 7, "verdict": "accept", "client_token": "x" * 65}, False),
+        ({"assignment_id": 7, "verdict": "accept", "client_token": 5}, False),
+        ({"assignment_id": 7, "verdict": "accept", "seconds_spent": -1}, False),
+        ({"assignment_id": 7, "verdict": "accept", "seconds_spent": True}, False),
+        ({"assignment_id": 7, "verdict": "accept", "seconds_spent": "3"}, False),
+        ({"assignment_id": "7", "verdict": "accept"}, False),
+        ({"assignment_id": True, "verdict": "accept"}, False),
+        ({"assignment_id": 0, "verdict": "accept"}, False),
+        ({"assignment_id": 2**63, "verdict": "accept"}, False),
+        ({"assignment_id": 7, "verdict": "Accept"}, False),
+        ({"assignment_id": 7}, False),
+        ([{"assignment_id": 7, "verdict": "accept"}], False),
     ],
 )
-def test_it_validates_plain_submit_bodies_as_the_documented_serializer(body: object) -> None:
+def test_it_validates_plain_submit_bodies_as_the_documented_serializer(
+    body: object, takes_plain: bool
+) -> None:
     """The hot path validates plain bodies itself (annotation/api.py): same data, and anything it does
     not take is left to the serializer."""
     from annotation.api import SubmitApi, submit_input_plain
 
     serializer = SubmitApi.InputSerializer(data=body)
     plain = submit_input_plain(body)
+    assert (plain is not None) == takes_plain
     if plain is not None:
         assert serializer.is_valid(), serializer.errors
         assert plain == dict(serializer.validated_data)
@@ -543,3 +557,20 @@ def test_it_takes_what_scripts_send_without_the_serializer() -> None:
         "client_token": "3-1",
         "seconds_spent": 0.0,
     }
+
+
+def test_the_token_hot_path_checks_the_same_role_as_its_views_and_nothing_it_would_skip() -> None:
+    """The lean path checks ``Role.ANNOTATOR`` by hand (annotation/api.py ``TokenHotPath``): if a view
+    ever declares other permissions or a throttle, the lean path must learn them first."""
+    from django.conf import settings
+    from rest_framework.settings import api_settings
+
+    from annotation.api import NextTaskApi, SubmitApi, TokenHotPath
+    from webapp.roles import IsAnnotator
+
+    assert TokenHotPath.__subclasses__() == [NextTaskApi, SubmitApi]
+    for view in (NextTaskApi, SubmitApi):
+        assert view.permission_classes == [IsAnnotator]
+        assert list(view.throttle_classes) == []
+    assert not api_settings.DEFAULT_THROTTLE_CLASSES
+    assert "DEFAULT_THROTTLE_CLASSES" not in settings.REST_FRAMEWORK
