@@ -37,8 +37,8 @@ from annotation.models import (
     TaskStatus,
 )
 from webapp.rawsql import columns as _columns
+from webapp.rawsql import fetch_one
 from webapp.rawsql import from_row as _from_row
-from webapp.rawsql import hot_cursor
 
 RETURNABLE = (AssignmentStatus.SKIPPED, AssignmentStatus.EXPIRED, AssignmentStatus.RELEASED)
 _RELATED = ("task__product", "task__guess")
@@ -101,10 +101,7 @@ def _status_with_live_sql(vendor: str) -> str:
 
 
 def _status_with_live(annotator: User) -> AnnotatorStatus | None:
-    params = [annotator.id, annotator.id, annotator.id]
-    with hot_cursor() as cursor:
-        cursor.execute(_status_with_live_sql(connection.vendor), params)
-        row = cursor.fetchone()
+    row = fetch_one(_status_with_live_sql(connection.vendor), [annotator.id, annotator.id, annotator.id])
     if row is None:
         return None
     values = iter(row)
@@ -124,10 +121,15 @@ def _not_seen_by(annotator: User) -> Exists:
     return Exists(Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator))
 
 
+# Gold items come in a shuffled order per annotator, (id * A + annotator * B) mod M, which keeps
+# annotators off the same gold item at the same time. Both picks (ORM and written-out SQL) use these.
+_GOLD_SHUFFLE = (7919, 104_729, 1_000_003)
+
+
 def _pick_gold(annotator: User) -> Task | None:
-    # Gold has no capacity to protect (everyone answers it once): no lock, no counters. A shuffled
-    # order per annotator keeps annotators off the same gold item at the same time.
-    shuffle = Mod(F("id") * 7919 + annotator.id * 104_729, 1_000_003)
+    # Gold has no capacity to protect (everyone answers it once): no lock, no counters.
+    by_id, by_annotator, modulus = _GOLD_SHUFFLE
+    shuffle = Mod(F("id") * by_id + annotator.id * by_annotator, modulus)
     return (
         Task.objects.filter(is_gold=True, status=TaskStatus.OPEN)
         .filter(~_not_seen_by(annotator))
@@ -145,9 +147,7 @@ def _pick_fresh(annotator: User) -> Task | None:
     # tasks this annotator has seen, ``.order_by("-claimed_count", "-priority", "id")``, with
     # ``select_related("product", "guess")`` less the columns annotators never see, and
     # ``select_for_update(skip_locked=True, of=("self",))``.
-    with hot_cursor() as cursor:
-        cursor.execute(_pick_fresh_sql(connection.vendor), [TaskStatus.OPEN.value, annotator.id])
-        row = cursor.fetchone()
+    row = fetch_one(_pick_fresh_sql(connection.vendor), {"user": annotator.id})
     if row is None:
         return None
     values = iter(row)
@@ -158,6 +158,23 @@ def _pick_fresh(annotator: User) -> Task | None:
     return task
 
 
+def _not_seen_sql() -> str:
+    """SQL: the task ``t`` was never leased to the annotator ``%(user)s``."""
+    return (
+        f"NOT EXISTS(SELECT 1 FROM {Assignment._meta.db_table} a "  # noqa: S608
+        f"WHERE a.annotator_id = %(user)s AND a.task_id = t.id)"
+    )
+
+
+def _fresh_pick_sql() -> str:
+    """SQL: WHERE … ORDER BY … LIMIT 1 of the next fresh task ``t`` for ``%(user)s``, in the order of the
+    partial index ``task_queue_order`` (started first, then priority). Both fresh picks use it."""
+    return (
+        f"WHERE t.claimed_count < t.overlap AND NOT t.is_gold AND t.status = {_choice(TaskStatus.OPEN)} "
+        f"AND {_not_seen_sql()} ORDER BY t.claimed_count DESC, t.priority DESC, t.id ASC LIMIT 1"
+    )
+
+
 @functools.cache  # per database vendor: the text never changes
 def _pick_fresh_sql(vendor: str) -> str:
     lock = " FOR UPDATE OF t SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
@@ -165,11 +182,7 @@ def _pick_fresh_sql(vendor: str) -> str:
         f"SELECT {_columns(Task, 't')}, {_columns(Product, 'p', skip=('extra',))}, "  # noqa: S608
         f"{_columns(Guess, 'g', skip=('topk',))} "
         f"FROM {Task._meta.db_table} t JOIN {Product._meta.db_table} p ON p.id = t.product_id "
-        f"LEFT JOIN {Guess._meta.db_table} g ON g.id = t.guess_id "
-        f"WHERE t.claimed_count < t.overlap AND NOT t.is_gold AND t.status = %s "
-        f"AND NOT EXISTS(SELECT 1 FROM {Assignment._meta.db_table} a "
-        f"WHERE a.annotator_id = %s AND a.task_id = t.id) "
-        f"ORDER BY t.claimed_count DESC, t.priority DESC, t.id ASC LIMIT 1{lock}"
+        f"LEFT JOIN {Guess._meta.db_table} g ON g.id = t.guess_id {_fresh_pick_sql()}{lock}"
     )
 
 
@@ -203,7 +216,6 @@ def _lease_new_sql(*, gold: bool, vendor: str) -> str:
         Assignment._meta.db_table,
         AnnotatorStatus._meta.db_table,
     )
-    not_seen = f"NOT EXISTS(SELECT 1 FROM {assign_t} a WHERE a.annotator_id = %(user)s AND a.task_id = t.id)"  # noqa: S608
     insert = (
         f"lease AS (INSERT INTO {assign_t} (task_id, annotator_id, status, expires_at, created, updated) "  # noqa: S608
         f"SELECT {{source}}.id, %(user)s, %(live)s, %(expires)s, %(now)s, %(now)s FROM {{source}} "
@@ -211,20 +223,16 @@ def _lease_new_sql(*, gold: bool, vendor: str) -> str:
     )
     if gold:
         # The order of _pick_gold: a shuffle per annotator, no lock (gold has no capacity to protect).
+        by_id, _, modulus = _GOLD_SHUFFLE
         pick = (
             f"SELECT t.id FROM {task_t} t WHERE t.is_gold AND t.status = {_choice(TaskStatus.OPEN)} "  # noqa: S608
-            f"AND {not_seen} "
-            f"ORDER BY MOD(t.id * 7919 + %(shuffle)s, 1000003), t.id LIMIT 1"
+            f"AND {_not_seen_sql()} ORDER BY MOD(t.id * {by_id} + %(shuffle)s, {modulus}), t.id LIMIT 1"
         )
         claim, source, task_cols = "", "pick", f"{task_t} task ON task.id = lease.task_id"
         counted = "leases_total = s.leases_total + 1, gold_leases = s.gold_leases + 1"
     else:
         # The statement of _pick_fresh (partial index task_queue_order), then the claim.
-        pick = (
-            f"SELECT t.id FROM {task_t} t WHERE t.claimed_count < t.overlap AND NOT t.is_gold "  # noqa: S608
-            f"AND t.status = {_choice(TaskStatus.OPEN)} AND {not_seen} "
-            f"ORDER BY t.claimed_count DESC, t.priority DESC, t.id ASC LIMIT 1 FOR UPDATE OF t SKIP LOCKED"
-        )
+        pick = f"SELECT t.id FROM {task_t} t {_fresh_pick_sql()} FOR UPDATE OF t SKIP LOCKED"  # noqa: S608
         claim = (
             f"task AS (UPDATE {task_t} t SET claimed_count = t.claimed_count + 1 FROM pick "  # noqa: S608
             f"WHERE t.id = pick.id AND t.claimed_count < t.overlap RETURNING {_columns(Task, 't')}), "
@@ -253,11 +261,9 @@ def _lease_new(
         "expires": expires_at,
         "now": now,
         "status": status.id,
-        "shuffle": annotator.id * 104_729,
+        "shuffle": annotator.id * _GOLD_SHUFFLE[1],
     }
-    with hot_cursor() as cursor:
-        cursor.execute(_lease_new_sql(gold=gold, vendor=connection.vendor), params)
-        row = cursor.fetchone()
+    row = fetch_one(_lease_new_sql(gold=gold, vendor=connection.vendor), params)
     if row is None:
         return None
     values = iter(row)
@@ -371,9 +377,7 @@ def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
     with two subquery annotations, written out once: the ORM spent ~4 ms of CPU compiling it on every
     submit (docs/perf-queue.md).
     """
-    with hot_cursor() as cursor:
-        cursor.execute(_assignment_locked_sql(connection.vendor), [assignment_id, annotator.id])
-        row = cursor.fetchone()
+    row = fetch_one(_assignment_locked_sql(connection.vendor), [assignment_id, annotator.id])
     if row is None:
         # Someone else's assignment is indistinguishable from a missing one (no IDOR oracle).
         raise LeaseNotFound(f"No assignment {assignment_id} of yours.")
@@ -456,10 +460,8 @@ def annotation_record(
         )
         params += label_values
     sql += " SELECT (SELECT id FROM noted)" + (", (SELECT id FROM labelled)" if label is not None else "")  # noqa: S608
-    with hot_cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row[0] is None:
+    row = fetch_one(sql, params)
+    if row is None or row[0] is None:
         return False
     annotation.id = row[0]
     annotation.assignment, annotation.task = assignment, task

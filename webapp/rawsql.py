@@ -105,3 +105,11 @@ def _prepared_cursor_class() -> type:
             return result
 
     return PreparedCursor
+
+
+def fetch_one(sql: str, params: Any) -> tuple[Any, ...] | None:
+    """The first row of one hot statement (``hot_cursor``), or None."""
+    with hot_cursor() as cursor:
+        cursor.execute(sql, params)
+        row: tuple[Any, ...] | None = cursor.fetchone()
+    return row

@@ -19,7 +19,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from webapp.rawsql import columns, from_row, hot_cursor
+from webapp.rawsql import columns, fetch_one, from_row
 
 
 class Role(enum.StrEnum):
@@ -55,9 +55,7 @@ def token_user(authorization: str) -> User | None:
     parts = authorization.split()
     if len(parts) != 2 or parts[0].lower() != "token":
         return None
-    with hot_cursor() as cursor:
-        cursor.execute(_token_user_sql(connection.vendor), [*(role.value for role in Role), parts[1]])
-        row = cursor.fetchone()
+    row = fetch_one(_token_user_sql(connection.vendor), [*(role.value for role in Role), parts[1]])
     if row is None:
         return None
     values = iter(row)
