@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.engine.model_io import default_device, load_for_inference
 from training.engine.prompts import PRICE_PREFIX, build_prompt, encode_prompt
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -70,12 +71,6 @@ def expected_price(values: Sequence[int], probs: Sequence[float]) -> float:
     return sum(v * p for v, p in zip(values, probs, strict=True)) / total
 
 
-def _default_device() -> str:
-    from training.engine.model_io import default_device
-
-    return default_device()
-
-
 def _device_info(device: str) -> tuple[str, tuple[int, int] | None, str]:
     """(type, compute capability, name) of a device string such as 'cuda', 'cuda:1' or 'cpu'."""
     import torch
@@ -123,7 +118,7 @@ class Predictor:
                 raise ValueError(f"matmul={matmul!r}: use one of {', '.join(MATMUL_MODES)}")
             # Refused before the (minutes-long) model load, naming the setting and the fix.
             where = device or (
-                str(next(model.parameters()).device) if model is not None else _default_device()
+                str(next(model.parameters()).device) if model is not None else default_device()
             )
             refusal = fp8_refusal(*_device_info(where))
             if refusal:
@@ -131,8 +126,6 @@ class Predictor:
 
                 raise RecipeError(refusal)
         if model is None or tokenizer is None:
-            from training.engine.model_io import load_for_inference
-
             model, tokenizer = load_for_inference(
                 base, adapter_dir, quant=quantization, revision=revision, dtype=dtype, device=device
             )
@@ -172,7 +165,7 @@ class Predictor:
         fast = recipe.speed.mode == "fast"
         # Compiled layers only on CUDA: on CPU Inductor's compile time outweighs a tiny model's pass.
         compiled = (
-            fast and recipe.speed.compile and (kwargs.get("device") or _default_device()).startswith("cuda")
+            fast and recipe.speed.compile and (kwargs.get("device") or default_device()).startswith("cuda")
         )
         options: dict[str, Any] = {
             "quantization": recipe.quant.mode,
