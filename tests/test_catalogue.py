@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from annotation.catalogue import synthetic
 from annotation.catalogue.curation import (
     PriceError,
     curate_line,
@@ -20,6 +19,7 @@ from annotation.catalogue.curation import (
 )
 from annotation.catalogue.pipeline import decode_copy_line, encode_for_copy
 from annotation.catalogue.reader import ProductRow, split_for
+from training.engine import synthetic
 
 
 def test_it_removes_boilerplate_phrases_with_their_answers() -> None:

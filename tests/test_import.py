@@ -15,10 +15,10 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from annotation.catalogue import synthetic
 from annotation.catalogue.reader import CatalogueFormatError, RowError
 from annotation.catalogue.services import ImportResult, products_import
 from annotation.models import PriceFlag, Product, Split
+from training.engine import synthetic
 
 pytestmark = pytest.mark.django_db
 

@@ -1,5 +1,6 @@
-"""The product catalogue: synthetic generator, curation rules and import (file → ``Product`` rows).
+"""The product catalogue: curation rules and import (file → ``Product`` rows).
 
-``synthetic`` and ``curation`` are pure Python (no Django) so that the training engine and its tests can
-use them too; ``reader`` turns a file into numbered rows; ``services`` writes them to the database.
+``curation`` is pure Python (no Django); ``reader`` turns a file into numbered rows; ``services`` writes
+them to the database. The synthetic catalogue the demo and the tests import lives with the engine
+(``training.engine.synthetic``), which must not depend on this Django app.
 """

@@ -20,13 +20,13 @@ import contextlib
 import torch
 from safetensors.torch import load_file
 
-from annotation.catalogue.synthetic import generate_products
 from training.engine.bootstrap import build_base
 from training.engine.config import load_recipe
 from training.engine.datasets import LabelRow, Verdict, build_dpo, build_kto, build_sft
 from training.engine.evaluator import evaluate
 from training.engine.model_io import load_tokenizer
 from training.engine.predictor import Predictor
+from training.engine.synthetic import generate_products
 from training.engine.trainer import ProgressEvent, train
 
 out = Path(os.environ.get("OUT", "/tmp/out"))

@@ -245,8 +245,8 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from annotation.catalogue.synthetic import write_jsonl
     from annotation.models import Product
+    from training.engine.synthetic import write_jsonl
 
     call_command("migrate", verbosity=0)
 

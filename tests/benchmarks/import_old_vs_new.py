@@ -246,7 +246,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=11, help="timing rounds (old and new alternated)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from annotation.catalogue import curation, pipeline, reader, synthetic
+    from annotation.catalogue import curation, pipeline, reader
+    from training.engine import synthetic
 
     old = load_old(args.rev)
     rng = random.Random(1)

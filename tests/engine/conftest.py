@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from annotation.catalogue.synthetic import generate_products
 from training.engine.config import Recipe, load_recipe
 from training.engine.datasets import LabelRow, Verdict, build_dpo, build_kto, build_sft
 from training.engine.prompts import COMPLETION_RESERVE
+from training.engine.synthetic import generate_products
 
 CATALOGUE_SIZE = 160
 TEST_SHARE = 40  # the last items play the frozen test split

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from annotation.catalogue.synthetic import generate_products
+from training.engine.synthetic import generate_products
 
 CATALOGUE_SIZE = 260
 CATALOGUE_SEED = 7

@@ -71,7 +71,7 @@ def _items(args: argparse.Namespace, part: str) -> list[dict[str, Any]]:
     if args.items:
         items = read_jsonl(args.items)
     else:
-        from annotation.catalogue.synthetic import generate_products
+        from training.engine.synthetic import generate_products
 
         items = list(generate_products(args.synthetic, seed=args.seed))
     missing = [i for i, row in enumerate(items, 1) if "text" not in row or "price" not in row]

@@ -50,8 +50,8 @@ def seed_users() -> dict[str, str]:
 
 def seed_catalogue() -> int:
     from annotation.catalogue.services import products_import
-    from annotation.catalogue.synthetic import write_jsonl
     from annotation.models import Product
+    from training.engine.synthetic import write_jsonl
 
     if Product.objects.exists():
         return 0

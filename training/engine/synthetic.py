@@ -1,8 +1,9 @@
 """A deterministic synthetic product catalogue, so the demo, tests and benchmarks need no outside data.
 
-Run: ``python -m annotation.catalogue.synthetic --n 1000 --out var/synthetic.jsonl [--format csv] [--seed 0]``
+Run: ``python -m training.engine.synthetic --n 1000 --out var/synthetic.jsonl [--format csv] [--seed 0]``
 
-Pure Python (no Django): the training engine and its tests import it too.
+Pure Python, part of the engine (which imports no Django): the engine CLI builds bases from it, and the
+demo, the catalogue import tests and the benchmarks use it as their data.
 
 Each product has the keys of the reference data set (``../shared/data/amazon_items.jsonl``): ``id, title,
 category, text, price, details, source``. Prices are drawn from a model the text reveals, so that a
