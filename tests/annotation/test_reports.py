@@ -107,6 +107,47 @@ def test_it_reports_krippendorff_alpha_and_tolerance_per_annotator() -> None:
 
 
 @pytest.mark.django_db
+def test_it_reports_the_alpha_computed_by_hand_on_log_prices() -> None:
+    """Two annotators, four tasks, guess $32; prices are powers of two so the logs are easy.
+
+    With x = log2(price), ln(price) = x·ln2; alpha is a ratio of squared differences, so scaling every
+    value by ln2 leaves it unchanged and it can be computed on x.
+      task 0: r0 corrects to $4, r1 to $8      -> x = 2, 3
+      task 1: both accept the $32 guess        -> x = 5, 5
+      task 2: r0 corrects to $128, r1 to $256  -> x = 7, 8
+      task 3: r0 rejects, r1 corrects to $16   -> one price only: not pairable, left out
+    Pairable values: 2, 3, 5, 5, 7, 8 (n = 6), every unit holds m = 2 of them.
+      D_o = 1/n · Σ_units 1/(m-1) · Σ_ordered pairs (a-b)² = 1/6 · (2·1² + 0 + 2·1²) = 2/3
+      D_e = 1/(n(n-1)) · Σ_ordered pairs of all values (a-b)²; over unordered pairs
+            Σ(a-b)² = n·Σx² - (Σx)² = 6·176 - 30² = 156, ordered 312, so D_e = 312/30 = 10.4
+      alpha = 1 - D_o/D_e = 1 - (2/3)/10.4 = 1 - 5/78 = 73/78 ≈ 0.93590
+    (On raw prices it would be ≈ 0.7198; with task 3's reject counted as the $32 guess, ≈ 0.9023.)
+    """
+    tasks = make_tasks(4, overlap=2, guess="32.00")
+    r0, r1 = (user_create_with_role(username=f"r{i}", role=Role.ANNOTATOR)[0] for i in range(2))
+    answers = {
+        r0: [("correct", "4"), ("accept", None), ("correct", "128"), ("reject", None)],
+        r1: [("correct", "8"), ("accept", None), ("correct", "256"), ("correct", "16")],
+    }
+    order = [t.id for t in tasks]
+    for user, theirs in answers.items():
+        for _ in tasks:
+            a = lease(user)
+            verdict, price = theirs[order.index(a.task_id)]
+            submit(user, a, verdict, price, reason_code="not-a-product" if verdict == "reject" else "")
+
+    report = selectors.agreement_report()
+    assert report["annotations"] == 8
+    assert report["items_with_two_or_more_prices"] == 3
+    assert report["alpha"] == pytest.approx(73 / 78, abs=5e-5)
+    per = {row["username"]: row for row in report["per_annotator"]}
+    # With two annotators each one's items are everyone's items: the same alpha.
+    assert per["r0"]["shared_items"] == per["r1"]["shared_items"] == 3
+    assert per["r0"]["alpha"] == per["r1"]["alpha"] == pytest.approx(73 / 78, abs=5e-5)
+    assert per["r0"]["accept_rate"] == 0.25
+
+
+@pytest.mark.django_db
 def test_it_compares_blind_and_shown_items(annotator: User) -> None:
     shown = make_tasks(2, guess="100.00")
     blind = make_tasks(2, guess="100.00", blind=True)
