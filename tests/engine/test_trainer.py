@@ -1,4 +1,4 @@
-"""Training on the tiny base (CPU): SFT, resume after a crash, cancel, DPO/KTO and the 4-bit QLoRA path."""
+"""Training on the tiny base (CPU): completion-only labels, SFT, resume, cancel, DPO/KTO, 4-bit QLoRA."""
 
 from __future__ import annotations
 
@@ -29,6 +29,61 @@ def test_it_trains_lora_weights_only_and_reports_loss(sft_run: Any) -> None:
     assert all(e.learning_rate is not None and e.tokens_per_s and e.tokens_per_s > 0 for e in events)
     assert sft_run.result.final_loss == events[-1].loss
     assert sft_run.result.tokens > 0
+
+
+def test_it_puts_the_loss_on_the_price_tokens_and_eos_only(
+    tmp_path: Path, tiny_recipe: Recipe, datasets_dir: Path, tokenizer: Any
+) -> None:
+    """The batch the model is trained on, as ``train`` builds it (TRL's SFTTrainer, its collator, the
+    recipe's speed hooks), captured where the loss is computed: every prompt and padding position is
+    -100, and the labelled positions are exactly the answer ("129.00") and the EOS after it."""
+    import dataclasses
+
+    import torch
+
+    from training.engine.datasets import load_dataset_jsonl
+    from training.engine.predictor import number_token_ids
+    from training.engine.prompts import encode_prompt
+    from training.engine.speed import train_hooks
+    from training.engine.trainer import TrainHooks
+
+    batches: list[dict[str, torch.Tensor]] = []
+
+    class LossInputs:  # put before TRL's trainer: records what compute_loss receives, changes nothing
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            batches.append({k: v.detach().cpu().clone() for k, v in inputs.items() if torch.is_tensor(v)})
+            return super().compute_loss(model, inputs, *args, **kwargs)  # type: ignore[misc]
+
+    recipe = _short(tiny_recipe, **{"train.max_steps": 1})
+    hooks = train_hooks(recipe) or TrainHooks()
+    hooks = dataclasses.replace(hooks, trainer_mixins=(LossInputs, *hooks.trainer_mixins))
+    train(recipe, datasets_dir / "sft.jsonl", tmp_path, hooks=hooks)
+
+    (batch,) = batches
+    assert batch["labels"].shape[0] == recipe.train.batch_size
+    rows = load_dataset_jsonl(datasets_dir / "sft.jsonl")
+    answer_of = {tuple(encode_prompt(tokenizer, r["prompt"])): r["completion"] for r in rows}
+    numbers = number_token_ids(tokenizer)
+    assert numbers is not None
+    for input_ids, mask, labels in zip(
+        batch["input_ids"].tolist(), batch["attention_mask"].tolist(), batch["labels"].tolist(), strict=True
+    ):
+        real = sum(mask)
+        assert mask == [1] * real + [0] * (len(mask) - real)  # right-padded
+        labelled = [i for i, label in enumerate(labels) if label != -100]
+        assert labelled, "a row carries no loss at all"
+        start = labelled[0]
+        # One run of labels that ends on the last real token; prompt and padding carry none.
+        assert labelled == list(range(start, real))
+        assert labels[start:real] == input_ids[start:real]
+        prompt_ids, answer_ids = input_ids[:start], input_ids[start:real]
+        answer = answer_of.get(tuple(prompt_ids))
+        assert answer is not None, (
+            f"unlabelled part is not one whole prompt: {tokenizer.decode(prompt_ids)!r}"
+        )
+        assert answer_ids[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(answer_ids[:-1]) == answer  # "129.00": the price, nothing else
+        assert answer_ids[0] == numbers[int(answer.split(".")[0])]  # the token the predictor reads
 
 
 def test_it_writes_a_safetensors_adapter_and_pickle_free_checkpoints(sft_run: Any) -> None:
