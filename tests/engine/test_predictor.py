@@ -1,14 +1,16 @@
-"""Single-pass prediction: batching does not change answers, reloading gives the same answers."""
+"""Single-pass prediction, the greedy fallback for tokenizers without single-token numbers, batching."""
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from training.engine.predictor import Predictor, expected_price
+from training.engine.prompts import encode_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -58,14 +60,58 @@ def test_the_adapter_changes_the_guesses(
     assert [p.topk for p in base_only] != [p.topk for p in tuned]
 
 
+def _digit_by_digit(tokenizer: Any) -> Any:
+    """The same vocabulary, but every digit is its own token (as in tokenizers that split digits), so
+    "Price is $129" ends in three tokens and no number is a single token."""
+    from tokenizers import pre_tokenizers
+
+    backend = tokenizer.backend_tokenizer
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), backend.pre_tokenizer]
+    )
+    return tokenizer
+
+
+def _greedy_answer(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> str:
+    """Greedy decoding written out: one prompt, no padding, argmax token by token until EOS."""
+    import torch
+
+    ids = encode_prompt(tokenizer, prompt)
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            token = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+            if token == tokenizer.eos_token_id:
+                break
+            new.append(token)
+    return str(tokenizer.decode(new, skip_special_tokens=True))
+
+
 def test_it_falls_back_to_greedy_generation_without_number_tokens(
-    tiny_base: Path, test_items: list[dict[str, Any]]
+    predictor: Predictor, tiny_base: Path, test_items: list[dict[str, Any]]
 ) -> None:
-    fallback = Predictor(tiny_base, max_length=96, max_new_tokens=4)
-    fallback.number_ids = None  # as for a tokenizer whose numbers span several tokens
-    preds = fallback.predict([i["text"] for i in test_items[:3]])
-    assert len(preds) == 3
-    for p in preds:
-        assert p.price >= 0
-        assert p.number_mass == 0.0
-        assert p.topk == ([(round(p.price), 1.0)] if p.topk else [])
+    from training.engine.model_io import load_tokenizer
+
+    digits = _digit_by_digit(load_tokenizer(tiny_base))
+    fallback = Predictor(
+        tiny_base, model=predictor.model, tokenizer=digits, max_length=96, max_new_tokens=6, batch_size=8
+    )
+    assert fallback.number_ids is None  # found out from the tokenizer, not told
+    assert not fallback.single_pass
+    # Texts of different lengths (a left-padded batch), with numbers of their own ("Dimensions 12 x 5"):
+    # the price must come from the generated answer, not from the prompt or another row.
+    texts = [i["text"][: 60 + 37 * n] for n, i in enumerate(test_items[:8])]
+    preds = fallback.predict(texts)
+    assert len(preds) == len(texts)
+    answers = [_greedy_answer(predictor.model, digits, p, 6) for p in fallback.prompts(texts)]
+    assert any(re.search(r"\d", a) for a in answers), f"the tuned model wrote no number at all: {answers}"
+    for answer, pred in zip(answers, preds, strict=True):
+        number = re.search(r"\d+(?:\.\d+)?", answer.replace(",", ""))  # the first number it wrote
+        if number:
+            assert pred.price == float(number.group()), answer
+            assert pred.topk == [(round(pred.price), 1.0)]
+            assert pred.entropy == 0.0
+        else:  # no number at all scores as $0, as the reference tester does, with no confidence
+            assert (pred.price, pred.topk) == (0.0, [])
+            assert pred.entropy == pytest.approx(math.log(1000))
+        assert pred.number_mass == 0.0
