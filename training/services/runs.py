@@ -315,17 +315,16 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
             "resume": True,
             "should_stop": heartbeat.should_stop,
         }
+        dataset_path, work_dir = paths.resolve(dataset.path), paths.run_work_dir(run_id)
         processes = int(settings.RETRAIN_NPROC)
         if processes > 1:
             # DDP on this worker's GPUs: the engine CLI under torchrun, N processes (engine/launch.py).
             from training.engine.launch import train_processes
 
             _append_log(run_id, f"launching {processes} training processes (torchrun)")
-            result = train_processes(
-                recipe, paths.resolve(dataset.path), paths.run_work_dir(run_id), processes=processes, **options
-            )
+            result = train_processes(recipe, dataset_path, work_dir, processes=processes, **options)
         else:
-            result = train(recipe, paths.resolve(dataset.path), paths.run_work_dir(run_id), **options)
+            result = train(recipe, dataset_path, work_dir, **options)
         if TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists():
             _finish_cancelled(run_id)
             return "cancelled"
