@@ -1,4 +1,5 @@
-"""LangSmith tracing (optional: off unless ``LANGSMITH_API_KEY`` or ``LANGSMITH_ENDPOINT`` is set).
+"""LangSmith tracing (optional: off unless ``LANGSMITH_API_KEY`` or ``LANGSMITH_ENDPOINT`` is set; the
+``langsmith`` package comes with the ``langsmith`` extra, and ``manage.py check`` says when it is missing).
 
 Each model guess is logged as an ``llm`` run; each annotation on a guessed task becomes feedback on
 that run: accept → ``score=1``, reject → ``score=0``, correction → ``correction={"price": …}``.
@@ -16,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from annotation.models import Annotation, Guess
@@ -45,7 +47,25 @@ def annotation_feedback_id(annotation_id: int) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, f"annotation:{annotation_id}")
 
 
+def missing_package() -> str | None:
+    """Why tracing cannot run although it is configured (the optional package is absent), or None."""
+    if not enabled():
+        return None
+    try:
+        import langsmith  # noqa: F401
+    except ImportError:
+        return (
+            "LangSmith tracing is configured (LANGSMITH_API_KEY or LANGSMITH_ENDPOINT is set) but the "
+            "langsmith package is not installed: install it with pip install 'priceloop[langsmith]', "
+            "or unset both variables to turn tracing off."
+        )
+    return None
+
+
 def _client() -> Any:
+    problem = missing_package()
+    if problem:
+        raise ImproperlyConfigured(problem)
     from langsmith import Client
     from urllib3.util.retry import Retry
 

@@ -235,7 +235,7 @@ def baseline_scatter(request: HttpRequest, name: str) -> FileResponse:
 @require_GET
 def podium(request: HttpRequest) -> FileResponse:
     """MAE of every scored version and baseline (95% intervals), drawn once per set of numbers."""
-    from training.engine.evaluator import podium_chart
+    from training.engine.charts import podium_chart
 
     board = selectors.leaderboard()
     entries = []

@@ -229,6 +229,10 @@ RETRAIN_REPLAY_SHARE = env_float("RETRAIN_REPLAY_SHARE", 0.0)
 RETRAIN_RUN_LEASE_S = env_int("RETRAIN_RUN_LEASE_S", 120)
 RETRAIN_RUN_STALE_S = env_int("RETRAIN_RUN_STALE_S", 900)
 RETRAIN_EVAL_MAX_ITEMS = env_int("RETRAIN_EVAL_MAX_ITEMS", 0)
+# Training processes per run on a `train` worker (DDP through torchrun: one per GPU; gloo on CPU).
+RETRAIN_NPROC = env_int("RETRAIN_NPROC", 1)
+if RETRAIN_NPROC < 1:
+    raise ImproperlyConfigured(f"RETRAIN_NPROC={RETRAIN_NPROC}: use 1 (one process) or the GPU count.")
 GATE_MIN_DELTA = env_float("GATE_MIN_DELTA", 1.0)
 GATE_ALPHA = env_float("GATE_ALPHA", 0.05)
 GATE_TEST = env_str("GATE_TEST", "bootstrap")

@@ -47,6 +47,7 @@ from gpu_common import (
 )
 
 from training.engine import speed
+from training.engine.config import SpeedSection
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "reference": {"speed": "reference"},
@@ -176,7 +177,7 @@ def run_variant(
     from trl import SFTConfig, SFTTrainer
 
     batch = int(spec.get("batch", 16))
-    section = speed.SpeedSection(
+    section = SpeedSection(
         mode=spec["speed"],
         liger=bool(spec.get("liger", spec["speed"] == "fast")),
         checkpointing=spec.get("checkpointing", "recipe"),

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.engine.charts import podium_chart, scatter_chart
 from training.engine.evaluator import (
     GateTest,
     Metrics,
@@ -16,8 +17,6 @@ from training.engine.evaluator import (
     compare_paired,
     evaluate,
     gate_decide,
-    podium_chart,
-    scatter_chart,
 )
 
 # A fixed set, worked out by hand:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from training.engine import speed
+from training.engine.config import SpeedSection
 from training.engine.predictor import number_token_ids
 from training.engine.prompts import build_prompt, completion
 
@@ -95,7 +96,7 @@ def test_it_reads_the_last_position_like_a_full_forward(
 
 
 def test_it_leaves_the_reference_recipe_alone() -> None:
-    reference = speed.SpeedSection(mode="reference")
+    reference = SpeedSection(mode="reference")
     assert (
         speed.sft_config_overrides(reference, gradient_checkpointing=True, optimizer="paged_adamw_32bit")
         == {}
@@ -108,10 +109,10 @@ def test_it_leaves_the_reference_recipe_alone() -> None:
 
 
 def test_it_turns_checkpointing_off_on_the_fast_path() -> None:
-    fast = speed.SpeedSection(mode="fast", checkpointing="off")
+    fast = SpeedSection(mode="fast", checkpointing="off")
     overrides = speed.sft_config_overrides(fast, gradient_checkpointing=True, optimizer="paged_adamw_32bit")
     assert overrides["gradient_checkpointing"] is False
-    follows = speed.SpeedSection(mode="fast")  # checkpointing="recipe"
+    follows = SpeedSection(mode="fast")  # checkpointing="recipe"
     assert speed.sft_config_overrides(follows, gradient_checkpointing=True, optimizer="adamw_torch")[
         "gradient_checkpointing"
     ]
@@ -119,11 +120,11 @@ def test_it_turns_checkpointing_off_on_the_fast_path() -> None:
 
 def test_it_rejects_contradictory_speed_settings() -> None:
     with pytest.raises(ValueError, match=r"speed\.mode"):
-        speed.SpeedSection(mode="turbo")
+        SpeedSection(mode="turbo")
     with pytest.raises(ValueError, match=r"only applies to speed\.mode=fast"):
-        speed.SpeedSection(mode="reference", checkpointing="off")
+        SpeedSection(mode="reference", checkpointing="off")
     with pytest.raises(ValueError, match=r"speed\.checkpointing"):
-        speed.SpeedSection(checkpointing="sometimes")
+        SpeedSection(checkpointing="sometimes")
 
 
 def test_it_skips_the_gpu_kernels_on_cpu(tiny_model: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 
 from annotation.models import Product, Split
 from annotation.services import guesses_record_bulk, tasks_create_for_products
@@ -172,3 +176,14 @@ def test_it_sends_nothing_when_not_configured(settings: Any, server: Recorder) -
     settings.LANGSMITH_API_KEY = ""
     assert langsmith_sync.sync_all() == {"guesses": 0, "annotations": 0}
     assert server.requests == []
+
+
+def test_it_says_how_to_install_langsmith_when_configured_without_it(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.LANGSMITH_API_KEY = "ls-test-key"
+    monkeypatch.setitem(sys.modules, "langsmith", None)  # as if the optional extra were not installed
+    with pytest.raises(ImproperlyConfigured, match=r"pip install 'priceloop\[langsmith\]'"):
+        langsmith_sync.sync_all()
+    with pytest.raises(SystemCheckError, match=r"langsmith package is not installed"):
+        call_command("check")

@@ -6,6 +6,9 @@ Used by ``trainer.py``; nothing here is run directly.
 ``rng_state.pth``, ``training_args.bin``): pickles, which this project never writes or loads (DESIGN.md
 §6). The mixin below replaces exactly those save/load hooks; everything else about checkpointing and
 resuming (which step, which batches to skip) stays the Trainer's own logic.
+
+Under DDP only the main process (``args.should_save``) writes the adapter, optimizer, scheduler and
+arguments; each process writes its own ``rng_state_<rank>.safetensors``, as the Trainer does.
 """
 
 from __future__ import annotations
@@ -130,6 +133,9 @@ class SafetensorsCheckpointMixin:
             "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
         }
         save_file(tensors, self._rng_path(output_dir), metadata={"meta": json.dumps(meta)})
+        # Under DDP each process writes its own RNG file; the main process writes trainer_state.json (the
+        # "checkpoint complete" mark, see trainer.last_checkpoint) next, so it waits for all of them.
+        self.accelerator.wait_for_everyone()
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
         import numpy as np

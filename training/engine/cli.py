@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,10 +93,10 @@ def _add_items_args(p: argparse.ArgumentParser, *, required: bool = True) -> Non
 class _Bar:
     """A tqdm bar fed by engine progress callbacks."""
 
-    def __init__(self, desc: str) -> None:
+    def __init__(self, desc: str, *, disable: bool = False) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(desc=desc, unit="step")
+        self.bar = tqdm(desc=desc, unit="step", disable=disable)
 
     def update(self, step: int, total: int, **postfix: Any) -> None:
         self.bar.total = total
@@ -171,11 +172,18 @@ def _recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from training.engine.config import load_recipe
     from training.engine.trainer import ProgressEvent, train
 
     recipe = load_recipe(args.recipe, _recipe_overrides(args))
-    bar = _Bar(f"train {recipe.train.method}")
+    # Under torchrun/accelerate launch (RANK set) the main process alone shows and records progress.
+    main_process = os.environ.get("RANK", "0") == "0"
+    bar = _Bar(f"train {recipe.train.method}", disable=not main_process)
+    events = None
+    if args.progress_jsonl and main_process:
+        events = open(args.progress_jsonl, "a", encoding="utf-8")  # noqa: SIM115 - closed below
 
     def progress(event: ProgressEvent) -> None:
         bar.update(
@@ -185,6 +193,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             lr=None if event.learning_rate is None else f"{event.learning_rate:.2e}",
             tok_s=None if event.tokens_per_s is None else f"{event.tokens_per_s:.0f}",
         )
+        if events is not None:
+            events.write(json.dumps(asdict(event)) + "\n")
+            events.flush()
 
     try:
         result = train(
@@ -198,6 +209,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
+        if events is not None:
+            events.close()
+    if args.result_json and main_process:
+        target = Path(args.result_json)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(result.to_dict(), default=str))
+        tmp.rename(target)
     summary = {k: v for k, v in vars(result).items() if k not in ("log_history", "run")}
     summary["recipe_sha256"] = result.run.get("recipe_sha256")
     summary["dataset_sha256"] = result.run.get("dataset_sha256")
@@ -248,7 +266,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.engine.evaluator import evaluate, scatter_chart
+    from training.engine.charts import scatter_chart
+    from training.engine.evaluator import evaluate
 
     if args.predictions:
         rows = read_jsonl(args.predictions)
@@ -272,7 +291,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_baselines(args: argparse.Namespace) -> int:
     from training.engine.baselines import mean_baseline, tfidf_ridge
-    from training.engine.evaluator import evaluate, podium_chart
+    from training.engine.charts import podium_chart
+    from training.engine.evaluator import evaluate
 
     train_items, test_items = _items(args, "train"), _items(args, "test")
     texts, prices = [i["text"] for i in train_items], [float(i["price"]) for i in train_items]
@@ -322,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base model id or folder (overrides model.base)")
     p.add_argument("--parent", help="continue this adapter instead of starting a new one")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out")
+    p.add_argument("--progress-jsonl", help="append each progress event here as a JSON line")
+    p.add_argument("--result-json", help="write the full training result here as JSON when done")
     for key, default, help_text in recipe_fields():
         p.add_argument(
             f"--{key}", dest=key.replace(".", "__"), metavar="V", help=f"{help_text} [{default!r}]"

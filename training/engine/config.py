@@ -20,7 +20,6 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from training.engine.prompts import PROMPT_STYLES
-from training.engine.speed import MATMUL_MODES, SpeedSection
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -28,6 +27,9 @@ QUANT_MODES = ("4bit", "8bit", "none")
 METHODS = ("sft", "dpo", "kto")
 PRECISIONS = ("auto", "bf16", "fp32")
 DTYPES = ("bfloat16", "float16", "float32")
+SPEED_MODES = ("reference", "fast")
+CHECKPOINTING = ("recipe", "off", "selective", "full")
+MATMUL_MODES = ("bf16", "fp8")
 
 
 class RecipeError(ValueError):
@@ -198,6 +200,43 @@ class PredictSection:
         )
         _check(self.batch_size >= 1, f"predict.batch_size={self.batch_size}: must be >= 1")
         _check(self.max_new_tokens >= 1, f"predict.max_new_tokens={self.max_new_tokens}: must be >= 1")
+
+
+@dataclass
+class SpeedSection:
+    """Which speed path trains and guesses (``speed.py`` applies it; figures in docs/benchmarks.md)."""
+
+    mode: str = field(
+        default="fast",
+        metadata={"help": "'fast' (fused kernels, answer-only head, no needless recompute) or 'reference'."},
+    )
+    liger: bool = field(
+        default=True,
+        metadata={"help": "fast only: Liger Triton kernels for RMSNorm and SwiGLU (CUDA; skipped on CPU)."},
+    )
+    compile: bool = field(
+        default=True,
+        metadata={"help": "fast only: torch.compile each decoder layer (CUDA; first steps pay the compile)."},
+    )
+    checkpointing: str = field(
+        default="recipe",
+        metadata={
+            "help": "fast only: 'recipe' (train.gradient_checkpointing), 'off', 'selective' (recompute cheap "
+            "ops only) or 'full'."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.mode in SPEED_MODES, f"speed.mode={self.mode!r}: use one of {', '.join(SPEED_MODES)}")
+        _check(
+            self.checkpointing in CHECKPOINTING,
+            f"speed.checkpointing={self.checkpointing!r}: use one of {', '.join(CHECKPOINTING)}",
+        )
+        _check(
+            not (self.mode == "reference" and self.checkpointing != "recipe"),
+            "speed.checkpointing only applies to speed.mode=fast; "
+            "the reference runs the recipe exactly as written",
+        )
 
 
 SECTIONS: dict[str, type] = {

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -284,22 +283,3 @@ def colours_of(truths: Sequence[float], guesses: Sequence[float]) -> Iterator[Co
     """Colour of each (guess, truth) pair, in order (used by the scatter chart)."""
     for g, t in zip(guesses, truths, strict=True):
         yield colour(float(g), float(t))
-
-
-# Charts live in charts.py (matplotlib is heavy to import); the contract names them here too.
-def scatter_chart(
-    truths: Sequence[float], guesses: Sequence[float], path: str | Path, *, title: str = "Guess vs truth"
-) -> Path:
-    """Write the truth-vs-guess scatter PNG; see ``training.engine.charts.scatter_chart``."""
-    from training.engine import charts
-
-    return charts.scatter_chart(truths, guesses, path, title=title)
-
-
-def podium_chart(
-    entries: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Mean absolute error"
-) -> Path:
-    """Write the MAE podium PNG; see ``training.engine.charts.podium_chart``."""
-    from training.engine import charts
-
-    return charts.podium_chart(entries, path, title=title)

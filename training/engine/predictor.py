@@ -112,7 +112,8 @@ class Predictor:
         if pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of}: must be >= 1")
         if matmul != "bf16":
-            from training.engine.speed import MATMUL_MODES, fp8_refusal
+            from training.engine.config import MATMUL_MODES
+            from training.engine.speed import fp8_refusal
 
             if matmul not in MATMUL_MODES:
                 raise ValueError(f"matmul={matmul!r}: use one of {', '.join(MATMUL_MODES)}")

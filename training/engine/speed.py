@@ -19,53 +19,28 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # torch loads lazily: config.py imports SpeedSection and the Django side imports config
+from training.engine.config import SpeedSection
+
+if TYPE_CHECKING:  # torch loads lazily: the Django side imports the engine's light modules
     import torch
 
-SPEED_MODES = ("reference", "fast")
-CHECKPOINTING = ("recipe", "off", "selective", "full")
 IGNORE_INDEX = -100
 
 
 @dataclass
-class SpeedSection:
-    mode: str = field(
-        default="fast",
-        metadata={"help": "'fast' (fused kernels, answer-only head, no needless recompute) or 'reference'."},
-    )
-    liger: bool = field(
-        default=True,
-        metadata={"help": "fast only: Liger Triton kernels for RMSNorm and SwiGLU (CUDA; skipped on CPU)."},
-    )
-    compile: bool = field(
-        default=True,
-        metadata={"help": "fast only: torch.compile each decoder layer (CUDA; first steps pay the compile)."},
-    )
-    checkpointing: str = field(
-        default="recipe",
-        metadata={
-            "help": "fast only: 'recipe' (train.gradient_checkpointing), 'off', 'selective' (recompute cheap "
-            "ops only) or 'full'."
-        },
-    )
+class TrainHooks:
+    """Extension points of ``trainer.train`` for speed paths and instrumentation; all optional."""
 
-    def __post_init__(self) -> None:
-        from training.engine.config import RecipeError
-
-        if self.mode not in SPEED_MODES:
-            raise RecipeError(f"speed.mode={self.mode!r}: use one of {', '.join(SPEED_MODES)}")
-        if self.checkpointing not in CHECKPOINTING:
-            raise RecipeError(
-                f"speed.checkpointing={self.checkpointing!r}: use one of {', '.join(CHECKPOINTING)}"
-            )
-        if self.mode == "reference" and self.checkpointing != "recipe":
-            raise RecipeError(
-                "speed.checkpointing only applies to speed.mode=fast; "
-                "the reference runs the recipe exactly as written"
-            )
+    # Called with the loaded base (quantized or not) before LoRA is attached; returns the model to use.
+    prepare_model: Callable[[Any], Any] | None = None
+    # Merged last into the TRL config kwargs (e.g. gradient checkpointing choices).
+    args_overrides: dict[str, Any] = field(default_factory=dict)
+    # Classes put before the TRL trainer in the bases (e.g. a compute_loss override).
+    trainer_mixins: tuple[type, ...] = ()
 
 
 def liger_available() -> bool:
@@ -241,15 +216,13 @@ def prepare_model(section: SpeedSection, model: Any) -> Any:
 
 
 def train_hooks(recipe: Any) -> Any:
-    """``trainer.TrainHooks`` for a recipe's ``speed`` section (None when absent or 'reference').
+    """``TrainHooks`` for a recipe's ``speed`` section (None when absent or 'reference').
 
     ``trainer.train`` calls this when the caller passes no hooks of its own.
     """
     section = getattr(recipe, "speed", None)
     if section is None or section.mode == "reference":
         return None
-    from training.engine.trainer import TrainHooks
-
     return TrainHooks(
         prepare_model=lambda model: prepare_model(section, model),
         args_overrides=sft_config_overrides(
@@ -263,7 +236,6 @@ def train_hooks(recipe: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------------
 # Guessing: compiled decoder layers on bucketed widths, and the opt-in FP8 matmul path (predict.matmul).
 
-MATMUL_MODES = ("bf16", "fp8")
 FP8_MAX = 448.0  # largest finite float8_e4m3fn value
 
 

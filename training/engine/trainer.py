@@ -8,6 +8,11 @@ a folder made for something else), ``checkpoints/checkpoint-N`` (safetensors-onl
 ``checkpoints.py``) and, when training completes, ``adapter/`` with ``adapter_model.safetensors`` and
 ``adapter_config.json``. A crash leaves checkpoints; calling ``train`` again with ``resume=True`` continues
 from the last complete one.
+
+Under ``torchrun``/``accelerate launch`` (DDP, one process per GPU) every process calls ``train`` with
+the same arguments; only the main process writes ``run.json`` and ``adapter/`` (checkpoints: see
+``checkpoints.py``), the others wait for it, and every process returns the same ``TrainResult``.
+``launch.py`` starts such a run from a single process.
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from training.engine.checkpoints import SafetensorsCheckpointMixin
 from training.engine.config import Recipe
+from training.engine.speed import TrainHooks
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +59,6 @@ class ProgressEvent:
 
 
 @dataclass
-class TrainHooks:
-    """Extension points for speed paths (``speed.py``) and instrumentation; all optional."""
-
-    # Called with the loaded base (quantized or not) before LoRA is attached; returns the model to use.
-    prepare_model: Callable[[Any], Any] | None = None
-    # Merged last into the TRL config kwargs (e.g. gradient checkpointing choices).
-    args_overrides: dict[str, Any] = field(default_factory=dict)
-    # Classes put before the TRL trainer in the bases (e.g. a compute_loss override).
-    trainer_mixins: tuple[type, ...] = ()
-
-
-@dataclass
 class TrainResult:
     adapter_dir: Path
     steps: int
@@ -75,6 +70,64 @@ class TrainResult:
     # What the run was (recipe, dataset sha256, base, parent adapter sha256): the version manifest's core.
     run: dict[str, Any] = field(default_factory=dict)
     log_history: list[dict[str, Any]] = field(default_factory=list)
+    # How it was trained: the number of DDP processes (one per GPU on CUDA) and the device type.
+    processes: int = 1
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "adapter_dir": str(self.adapter_dir)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        return cls(**{**data, "adapter_dir": Path(data["adapter_dir"])})
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a DDP run (``torchrun``/``accelerate launch`` set ``WORLD_SIZE``)."""
+
+    rank: int = 0
+    count: int = 1
+    device: str = "cpu"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def wait_for_everyone(self) -> None:
+        if self.count > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def agree(self, flag: bool) -> bool:
+        """The main process's ``flag``, on every process (so that all stop at the same step)."""
+        if self.count == 1:
+            return flag
+        import torch.distributed as dist
+
+        box = [flag]
+        dist.broadcast_object_list(box, src=0)
+        return bool(box[0])
+
+
+def processes(device: str | None = None) -> Processes:
+    """This process's rank, the process count and its device; joins the process group under DDP.
+
+    The group is accelerate's (``PartialState``), the one the Trainer uses: gloo on CPU, NCCL on CUDA
+    with one GPU per process (``cuda:LOCAL_RANK``).
+    """
+    from training.engine.model_io import default_device
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Processes(device=device or default_device())
+    from accelerate import PartialState
+
+    wanted = device or default_device()
+    state = PartialState(cpu=not wanted.startswith("cuda"))
+    # A bare "cuda" means this process's own GPU; an explicit "cuda:N" or "cpu" is kept.
+    own = str(state.device) if wanted == "cuda" else wanted
+    return Processes(rank=state.process_index, count=state.num_processes, device=own)
 
 
 def _sha256(path: Path) -> str:
@@ -115,9 +168,11 @@ class _ProgressCallback:
         self,
         progress: Callable[[ProgressEvent], None] | None,
         should_stop: Callable[[], bool] | None,
+        procs: Processes,
     ) -> None:
         self.progress = progress
         self.should_stop = should_stop
+        self.procs = procs
         self.stopped = False
         self.last_loss: float | None = None
         self._mark: tuple[float, int] | None = None
@@ -126,7 +181,11 @@ class _ProgressCallback:
         self._mark = (time.perf_counter(), state.num_input_tokens_seen)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.should_stop is not None and self.should_stop():
+        if self.should_stop is None:
+            return
+        # Under DDP the main process asks and all follow: a rank stopping alone would leave the others
+        # waiting in the next gradient all-reduce for ever.
+        if self.procs.agree(self.procs.main and self.should_stop()):
             self.stopped = True
             control.should_training_stop = True
 
@@ -141,7 +200,7 @@ class _ProgressCallback:
         if self._mark is not None and now > self._mark[0] and tokens > self._mark[1]:
             rate = (tokens - self._mark[1]) / (now - self._mark[0])
         self._mark = (now, tokens)
-        if self.progress is not None:
+        if self.progress is not None and self.procs.main:
             lr = logs.get("learning_rate")
             self.progress(
                 ProgressEvent(
@@ -182,23 +241,28 @@ def _run_identity(recipe: Recipe, dataset_path: Path, base: str, parent: Path | 
     }
 
 
-def _prepare_run_dir(out_dir: Path, identity: dict[str, Any], resume: bool) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _run_dir_resumable(out_dir: Path, identity: dict[str, Any], resume: bool) -> bool:
+    """Whether ``out_dir`` holds checkpoints of this same run to resume; refuses another run's folder."""
     run_file = out_dir / RUN_FILE
-    checkpoints = out_dir / CHECKPOINTS_DIRNAME
-    if resume and run_file.is_file() and last_checkpoint(checkpoints) is not None:
-        before = json.loads(run_file.read_text())
-        keys = ("recipe_sha256", "dataset_sha256", "base", "parent_sha256")
-        changed = [k for k in keys if before.get(k) != identity[k]]
-        if changed:
-            raise ValueError(
-                f"{out_dir} holds checkpoints of a different run ({', '.join(changed)} changed): "
-                "use a new run folder or pass resume=False to start over"
-            )
-        return
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    if not (resume and run_file.is_file() and last_checkpoint(out_dir / CHECKPOINTS_DIRNAME) is not None):
+        return False
+    before = json.loads(run_file.read_text())
+    keys = ("recipe_sha256", "dataset_sha256", "base", "parent_sha256")
+    changed = [k for k in keys if before.get(k) != identity[k]]
+    if changed:
+        raise ValueError(
+            f"{out_dir} holds checkpoints of a different run ({', '.join(changed)} changed): "
+            "use a new run folder or pass resume=False to start over"
+        )
+    return True
+
+
+def _start_run_dir(out_dir: Path, identity: dict[str, Any]) -> None:
+    """A fresh run folder: no checkpoints, no adapter, this run's ``run.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir / CHECKPOINTS_DIRNAME, ignore_errors=True)
     shutil.rmtree(out_dir / ADAPTER_DIRNAME, ignore_errors=True)
-    run_file.write_text(json.dumps(identity, indent=2, sort_keys=True))
+    (out_dir / RUN_FILE).write_text(json.dumps(identity, indent=2, sort_keys=True))
 
 
 def _trainer_args(
@@ -238,6 +302,9 @@ def _trainer_args(
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_num_workers": 0,
         "max_length": t.max_length,
+        # Every trainable (LoRA) parameter takes part in each forward pass, so DDP need not search the
+        # graph for unused ones after every backward (its default when gradient checkpointing is off).
+        "ddp_find_unused_parameters": False,
     }
     if method == "sft":
         common["completion_only_loss"] = t.completion_only_loss
@@ -284,14 +351,15 @@ def train(
     ``base`` (hub id or folder) defaults to ``recipe.model.base``. With ``parent_adapter`` training
     continues that adapter instead of starting a new one (its LoRA shape wins over the recipe's).
     ``progress`` receives a ``ProgressEvent`` at every logging step; ``should_stop`` is polled after
-    every step and a True stops training with ``TrainingCancelled``. ``callbacks`` are extra
+    every step and a True stops training with ``TrainingCancelled``. Under DDP only the main process
+    receives progress and asks ``should_stop`` (all processes stop together). ``callbacks`` are extra
     ``transformers.TrainerCallback`` objects (speed instrumentation, tests that inspect the model);
     ``hooks`` let a speed path adjust the model, the TRL config and the trainer class.
     """
     from transformers import TrainerCallback, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from training.engine.model_io import default_device, load_base_model, load_tokenizer
+    from training.engine.model_io import load_base_model, load_tokenizer
 
     method = recipe.train.method
     base = base or recipe.model.base
@@ -303,10 +371,16 @@ def train(
         from training.engine.model_io import check_adapter_dir
 
         check_adapter_dir(parent)
-    device = device or default_device()
+    procs = processes(device)
+    device = procs.device
     identity = _run_identity(recipe, dataset_path, str(base), parent)
-    _prepare_run_dir(out_dir, identity, resume)
-    checkpoint = last_checkpoint(out_dir / CHECKPOINTS_DIRNAME) if resume else None
+    # Every process reads the folder before the main one changes it, so all decide (or refuse) alike.
+    resumable = _run_dir_resumable(out_dir, identity, resume)
+    procs.wait_for_everyone()
+    if procs.main and not resumable:
+        _start_run_dir(out_dir, identity)
+    procs.wait_for_everyone()
+    checkpoint = last_checkpoint(out_dir / CHECKPOINTS_DIRNAME) if resumable else None
 
     set_seed(recipe.train.seed)
     dataset = _load_dataset(dataset_path, method)
@@ -340,7 +414,9 @@ def train(
         )
 
     # TrainerCallback supplies no-op handlers for the events _ProgressCallback does not care about.
-    callback = type("PriceLoopProgress", (_ProgressCallback, TrainerCallback), {})(progress, should_stop)
+    callback = type("PriceLoopProgress", (_ProgressCallback, TrainerCallback), {})(
+        progress, should_stop, procs
+    )
     trainer = _trainer_class(method, hooks.trainer_mixins)(
         model=model,
         args=_trainer_args(recipe, method, out_dir / CHECKPOINTS_DIRNAME, device, hooks.args_overrides),
@@ -371,7 +447,9 @@ def train(
         raise TrainingCancelled(f"stopped at step {trainer.state.global_step} on request")
 
     adapter_dir = out_dir / ADAPTER_DIRNAME
-    _save_adapter(trainer.model, adapter_dir)
+    if procs.main:
+        _save_adapter(trainer.model, adapter_dir)
+    procs.wait_for_everyone()  # no process returns before the adapter it names exists
     return TrainResult(
         adapter_dir=adapter_dir,
         steps=trainer.state.global_step,
@@ -382,4 +460,6 @@ def train(
         resumed_from_step=int(checkpoint.name.split("-")[-1]) if checkpoint else 0,
         run=json.loads((out_dir / RUN_FILE).read_text()),
         log_history=list(trainer.state.log_history),
+        processes=procs.count,
+        device=device.split(":")[0],
     )

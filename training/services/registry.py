@@ -167,7 +167,8 @@ def _store_evaluation(
     seconds: float,
     title: str,
 ) -> Evaluation:
-    from training.engine.evaluator import evaluate, scatter_chart
+    from training.engine.charts import scatter_chart
+    from training.engine.evaluator import evaluate
 
     truths = [float(p.price or 0) for p in products]
     metrics = evaluate(truths, guesses).to_dict()

@@ -308,16 +308,23 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
             f"training attempt {run.attempts} ({recipe.train.method}, {dataset.rows} rows) from "
             f"{parent.name if parent else 'the base'}",
         )
-        result = train(
-            recipe,
-            paths.resolve(dataset.path),
-            paths.run_work_dir(run_id),
-            base=run.base_model,
-            parent_adapter=parent_dir,
-            progress=heartbeat.progress,
-            resume=True,
-            should_stop=heartbeat.should_stop,
-        )
+        options: dict[str, Any] = {
+            "base": run.base_model,
+            "parent_adapter": parent_dir,
+            "progress": heartbeat.progress,
+            "resume": True,
+            "should_stop": heartbeat.should_stop,
+        }
+        dataset_path, work_dir = paths.resolve(dataset.path), paths.run_work_dir(run_id)
+        processes = int(settings.RETRAIN_NPROC)
+        if processes > 1:
+            # DDP on this worker's GPUs: the engine CLI under torchrun, N processes (engine/launch.py).
+            from training.engine.launch import train_processes
+
+            _append_log(run_id, f"launching {processes} training processes (torchrun)")
+            result = train_processes(recipe, dataset_path, work_dir, processes=processes, **options)
+        else:
+            result = train(recipe, dataset_path, work_dir, **options)
         if TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists():
             _finish_cancelled(run_id)
             return "cancelled"
@@ -327,6 +334,9 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
             "tokens": int(result.tokens),
             "seconds": float(result.seconds),
             "resumed_from_step": int(getattr(result, "resumed_from_step", 0) or 0),
+            # How many processes (GPUs, on CUDA) trained it; the version's manifest keeps these numbers.
+            "processes": int(result.processes),
+            "device": str(result.device),
         }
         TrainingRun.objects.filter(pk=run_id).update(result=numbers)
         version = version_register(
@@ -339,7 +349,9 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
         run_fail(run_id=run_id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         return "failed"
     _append_log(
-        run_id, f"trained: {numbers['steps']} steps, loss {numbers['final_loss']}; candidate {version.name}"
+        run_id,
+        f"trained: {numbers['steps']} steps, loss {numbers['final_loss']}, {numbers['processes']} "
+        f"process(es) on {numbers['device']}; candidate {version.name}",
     )
     return "trained"
 
