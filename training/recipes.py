@@ -67,6 +67,9 @@ def predictor_settings() -> dict[str, Any]:
     # FP8 prices differ from bf16 ones, so champion and candidate are then scored (and cached) apart.
     if recipe.predict.matmul != "bf16":
         out["matmul"] = recipe.predict.matmul
+    # Likewise named only when it is not the reference's top-k mean.
+    if recipe.predict.estimate != "topk":
+        out["estimate"] = recipe.predict.estimate
     return out
 
 
@@ -85,4 +88,5 @@ def make_predictor(*, base_model: str, adapter_dir: Path | None, predictor: dict
         max_new_tokens=predictor["max_new_tokens"],
         dtype=predictor["dtype"],
         matmul=predictor.get("matmul", "bf16"),
+        estimate=predictor.get("estimate", "topk"),
     )

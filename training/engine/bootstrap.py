@@ -1,7 +1,7 @@
 """Offline base model: a catalogue-trained tokenizer and a small Llama, built without any model hub.
 
 Run: ``python -m training.engine build-base --items catalogue.jsonl --out data/base-tiny --size tiny``
-Library: ``build_base(items, out_dir, size="tiny")`` (items are dicts with ``text`` and ``price``).
+Library: ``build_base(items, out_dir, size="tiny")`` (items are dicts with a ``text``; no price is read).
 
 The tokenizer follows the Llama-3 design that the price predictor depends on: digits are split into
 groups of at most three before BPE and every group "0".."999" (and zero-padded "00".."999") is one token,
@@ -65,8 +65,11 @@ class BaseSize:
 
 
 SIZES: dict[str, BaseSize] = {
-    # ~0.2M parameters: builds and pretrains in seconds on two CPU cores (tests, embedded demo).
-    "tiny": BaseSize(512, 64, 2, 4, 2, 192, 256, 60, 8, 80, 3e-3),
+    # ~1M parameters: builds and pretrains in about a minute on two CPU cores (tests, embedded demo).
+    # Chosen by measurement (tests/benchmarks/offline_recipe_search.py, docs/learning-loop.md): the
+    # earlier 64-wide, 2-layer, 60-step base could not learn prices from a few hundred labels at all
+    # (one guess for every product); 128 wide x 4 layers with 300 steps of text can.
+    "tiny": BaseSize(512, 128, 4, 4, 2, 384, 256, 300, 8, 80, 3e-3),
     # ~30M parameters: minutes on one GPU; big enough to learn prices from a few thousand items.
     "small": BaseSize(8000, 512, 8, 8, 4, 1408, 512, 3000, 64, 192, 6e-4),
     # Llama-3.1-8B's exact shapes with random weights and no pretraining: for speed and memory
@@ -161,19 +164,33 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int) -> Any:
     return fast
 
 
-# The base is pretrained on whole catalogue prompts, but what it is for is the one token after "$".
-# Plain language-model loss spends almost all its signal on the product text (and on small numbers that
-# are frequent there, "4 pack", "12 inch"), so the price token's loss is added once more on top: per
-# sequence it then weighs as much as all the text together.
+# By default the base is pretrained on catalogue *text* only (titles and descriptions, language-model loss on
+# every token), like a real pretrained LM: it knows products and how numbers appear in text ("4 pack",
+# "12 inch"), but not our prices, so every bit of price knowledge a version has comes from labels (a seed
+# set for v1, then annotators). ``prices=True`` restores the old objective — whole catalogue prompts with
+# their answers and the price token's loss added once more — for measuring how much a price-trained base
+# leaves for feedback to add (docs/learning-loop.md).
 PRICE_LOSS_WEIGHT = 1.0
+# Position marker of "no price token" in a text-only example.
+NO_PRICE = -1
 
 
 def _training_examples(
-    items: list[dict[str, Any]], tokenizer: Any, seq_len: int
+    items: list[dict[str, Any]], tokenizer: Any, seq_len: int, *, prices: bool
 ) -> list[tuple[list[int], int]]:
-    """(token ids of prompt + completion + EOS, index of the price token) per trainable item."""
+    """(token ids, index of the price token or NO_PRICE) per usable item.
+
+    Text-only: the item's text and EOS, cut to ``seq_len``. With prices: prompt + completion + EOS.
+    """
     examples = []
     for item in items:
+        if not prices:
+            text = str(item.get("text") or "").strip()
+            if not text:
+                continue
+            ids = tokenizer(text + tokenizer.eos_token)["input_ids"][:seq_len]
+            examples.append((ids, NO_PRICE))
+            continue
         price = float(item["price"])
         if not price_trainable(price):
             continue
@@ -182,6 +199,37 @@ def _training_examples(
         answer_ids = tokenizer(completion(price) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
         examples.append((prompt_ids + answer_ids, len(prompt_ids)))
     return examples
+
+
+def _init_number_embeddings(model: Any, tokenizer: Any) -> None:
+    """Give the tokens "0".."999" embeddings that vary smoothly with the number's magnitude.
+
+    A real pretrained LM has seen numbers in every context and knows that 129 lies between 120 and 140;
+    a base pretrained for minutes on one catalogue has not (most numbers never occur in its texts, so
+    their embeddings stay random and unrelated). Without that, a price learnt for one product says nothing
+    about its neighbours and a few hundred labels cannot teach 1,000 unrelated classes. So each number
+    token starts as sines and cosines of log(1 + n) at geometric frequencies (plus the usual small random
+    part), scaled to the initialiser's spread. This is knowledge of *numbers*, not of prices: nothing
+    here reads a price, and pretraining on text then adjusts these rows like any others.
+    """
+    import torch
+
+    embeddings = model.get_input_embeddings().weight
+    width = embeddings.shape[1]
+    ids = [tokenizer.convert_tokens_to_ids(str(n)) for n in range(1000)]
+    x = torch.log1p(torch.arange(1000, dtype=torch.float32)).unsqueeze(1)  # 0 .. 6.9
+    pairs = width // 2
+    # From one slow wave over the whole range (0..999) to ~1/8 of an octave resolution.
+    freqs = torch.logspace(math.log10(0.4), math.log10(12.0), pairs).unsqueeze(0)
+    features = torch.cat([torch.sin(x * freqs), torch.cos(x * freqs)], dim=1)[:, :width]
+    # Unit-norm rows: the embeddings are tied to the output layer, and after the final RMSNorm a hidden
+    # state has norm ~sqrt(width), so number logits can span ~±sqrt(width) — a peaked price distribution
+    # is reachable by steering the hidden state alone (what a LoRA adapter can do), not only by rescaling
+    # norms (what it cannot).
+    std = float(model.config.initializer_range)
+    with torch.no_grad():
+        rows = features / math.sqrt(pairs) + torch.randn(1000, width) * std * 0.25
+        embeddings[torch.tensor(ids, device=embeddings.device)] = rows.to(embeddings)
 
 
 def _batch(examples: list[tuple[list[int], int]], pad_id: int, device: str) -> tuple[Any, Any, Any]:
@@ -205,7 +253,7 @@ def _pretrain(
     device: str,
     progress: Callable[[int, int, float], None] | None,
 ) -> list[tuple[float, float]]:
-    """Returns (language-model loss, price-token loss) per step."""
+    """Returns (language-model loss, price-token loss or NaN for a text-only batch) per step."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
@@ -234,8 +282,12 @@ def _pretrain(
         # Position t predicts token t+1.
         token_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), input_ids[:, 1:], reduction="none")
         lm_loss = (token_loss * mask[:, 1:]).sum() / mask[:, 1:].sum()
-        price_loss = token_loss.gather(1, (price_pos - 1).unsqueeze(1)).mean()
-        (lm_loss + PRICE_LOSS_WEIGHT * price_loss).backward()
+        if bool((price_pos == NO_PRICE).all()):
+            price_loss = torch.full((), float("nan"))
+            lm_loss.backward()
+        else:
+            price_loss = token_loss.gather(1, (price_pos - 1).unsqueeze(1)).mean()
+            (lm_loss + PRICE_LOSS_WEIGHT * price_loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
@@ -260,8 +312,12 @@ def build_base(
     steps: int | None = None,
     device: str | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    prices: bool = False,
 ) -> Path:
     """Train the tokenizer, build and pretrain a small Llama on ``items``; save it to ``out_dir``.
+
+    ``items`` need a ``text``; by default the model learns from the texts alone (no price is read).
+    ``prices=True`` pretrains on whole prompts with their prices (items then need ``price`` too).
 
     The folder is written under a temporary name and renamed into place, so a crash never leaves a
     half-written base that later loads. Returns ``out_dir``.
@@ -274,12 +330,13 @@ def build_base(
     spec = SIZES[size]
     rows = [dict(item) for item in items]
     if not rows:
-        raise ValueError("build_base needs at least one catalogue item with text and price")
+        raise ValueError("build_base needs at least one catalogue item with a text")
     set_seed(seed)
     tokenizer = train_tokenizer((r["text"] for r in rows), vocab_size=spec.bpe_vocab + len(SPECIAL_TOKENS))
-    examples = _training_examples(rows, tokenizer, spec.seq_len)
+    examples = _training_examples(rows, tokenizer, spec.seq_len, prices=prices)
     if not examples:
-        raise ValueError(f"no item has a price between 0.5 and 999.49 among {len(rows)} items")
+        need = "a price between 0.5 and 999.49" if prices else "a non-empty text"
+        raise ValueError(f"no item has {need} among {len(rows)} items")
     config = LlamaConfig(
         vocab_size=max(len(tokenizer), spec.vocab_size),
         hidden_size=spec.hidden,
@@ -298,6 +355,8 @@ def build_base(
     with torch.device(device):  # initialise in place: an 8B-shaped model would take minutes on CPU
         model = LlamaForCausalLM(config)
     steps = spec.steps if steps is None else steps
+    if steps > 0:
+        _init_number_embeddings(model, tokenizer)
     losses = _pretrain(
         model, tokenizer, examples, spec, seed=seed, steps=steps, device=device, progress=progress
     )
@@ -312,13 +371,15 @@ def build_base(
         summary = {
             "size": size,
             "seed": seed,
+            # What the base learned from: "text" (titles and descriptions only) or "text+prices".
+            "objective": "text+prices" if prices else "text",
             "items": len(rows),
             "training_texts": len(examples),
             "steps": len(losses),
             "first_loss": losses[0][0] if losses else None,
             "final_loss": _tail_mean([lm for lm, _ in losses]),
-            "first_price_loss": losses[0][1] if losses else None,
-            "final_price_loss": _tail_mean([price for _, price in losses]),
+            "first_price_loss": losses[0][1] if losses and prices else None,
+            "final_price_loss": _tail_mean([price for _, price in losses]) if prices else None,
             "parameters": sum(p.numel() for p in model.parameters()),
         }
         (tmp / "bootstrap.json").write_text(json.dumps(summary, indent=2))

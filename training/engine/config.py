@@ -192,8 +192,20 @@ class PredictSection:
         },
     )
 
+    estimate: str = field(
+        default="topk",
+        metadata={
+            "help": "How the price is read off the number tokens: 'topk' (expected value over the top-k, "
+            "the reference) or 'median' (median of the whole distribution: least expected absolute error)."
+        },
+    )
+
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 1000, f"predict.k={self.k}: must be between 1 and 1000")
+        _check(
+            self.estimate in ("topk", "median"),
+            f"predict.estimate={self.estimate!r}: use 'topk' or 'median'",
+        )
         _check(
             self.matmul in MATMUL_MODES,
             f"predict.matmul={self.matmul!r}: use one of {', '.join(MATMUL_MODES)}",
