@@ -158,6 +158,74 @@ def test_it_labels_items_from_the_keyboard(page: Any, annotator: User, reviewer:
     assert live.task.product == products[3]
 
 
+def test_it_asks_for_a_keystroke_before_saving_an_unusual_price(
+    page: Any, login_as: Any, annotator: User, reviewer: User
+) -> None:
+    _codebook(reviewer, annotator)
+    kettle, lamp, _ = _queue(["Kettle", "Lamp", "Chair"])  # guesses $10, $11, $12
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("load")
+    title, notice = page.locator("#item-title"), page.locator("#price-confirm")
+    expect(title).to_have_text("Kettle")
+    expect(notice).to_be_hidden()
+
+    page.keyboard.type("999999999")
+    page.keyboard.press("Enter")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("$999,999,999.00 is outside the trainable range $0.50–$999.49")
+    expect(notice).to_contain_text("Press y to save it anyway")
+    page.keyboard.press("Enter")  # a second Enter is not a confirmation
+    expect(notice).to_be_visible()
+    expect(title).to_have_text("Kettle")
+    assert _annotation(annotator, kettle) is None
+
+    page.keyboard.press("y")  # the confirmation keystroke
+    expect(title).to_have_text("Lamp")
+    expect(page.locator("p.flash")).to_contain_text("flagged: outside $0.50–$999.49, never trained on")
+    expect(notice).to_be_hidden()
+    saved = _annotation(annotator, kettle)
+    assert saved is not None
+    assert (saved.corrected_price, saved.price_flag) == (Decimal("999999999.00"), "out_of_range")
+
+    page.keyboard.type("110")  # ten times the $11 guess: a slip of one zero, most likely
+    page.keyboard.press("Enter")
+    expect(notice).to_contain_text("$110.00 is 10 times the model's guess ($11.00)")
+    page.keyboard.press("Backspace")  # editing withdraws the question; the new price is checked anew
+    expect(notice).to_be_hidden()
+    page.keyboard.press("Enter")
+    expect(title).to_have_text("Chair")
+    fixed = _annotation(annotator, lamp)
+    assert fixed is not None
+    assert (fixed.corrected_price, fixed.price_flag) == (Decimal("11.00"), "")
+
+
+def test_it_lets_a_keystroke_confirm_a_price_the_server_questioned(
+    page: Any, login_as: Any, annotator: User, reviewer: User, settings: Any
+) -> None:
+    _codebook(reviewer, annotator)
+    kettle, _ = _queue(["Kettle", "Lamp"])  # guess $10
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("load")
+    expect(page.locator("#item-title")).to_have_text("Kettle")
+    settings.ANNOTATION_CONFIRM_FACTOR = 3  # the rule changed after the page was rendered (factor 10)
+
+    page.keyboard.type("40")
+    page.keyboard.press("Enter")  # the page lets it through; the server asks
+    flash = page.locator("#workspace > p.flash")
+    expect(flash).to_contain_text("$40.00 is 4 times the model's guess ($10.00)")
+    expect(page.locator("#item-title")).to_have_text("Kettle")
+    expect(page.locator("#id_corrected_price")).to_have_value("40.00")
+    expect(page.locator("#price-confirm")).to_contain_text("Press y to save it anyway")
+    assert _annotation(annotator, kettle) is None
+    page.keyboard.press("y")
+    expect(page.locator("#item-title")).to_have_text("Lamp")
+    saved = _annotation(annotator, kettle)
+    assert saved is not None
+    assert saved.corrected_price == Decimal("40.00")
+
+
 def test_it_requires_acknowledging_a_new_codebook(
     browser: Any, page: Any, login_as: Any, live_server: Any, annotator: User, reviewer: User
 ) -> None:
