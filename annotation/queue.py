@@ -22,7 +22,13 @@ from django.db.models.functions import Mod
 from django.utils import timezone
 
 from annotation.conf import AnnotationConfig, annotation_config
-from annotation.exceptions import AnnotatorPaused, CodebookAckRequired, LeaseLost, LeaseNotFound
+from annotation.exceptions import (
+    AnnotatorPaused,
+    CodebookAckRequired,
+    LeaseLost,
+    LeaseNotFound,
+    UndoNotAllowed,
+)
 from annotation.models import (
     Annotation,
     AnnotatorStatus,
@@ -537,6 +543,48 @@ def assignment_skip(*, annotator: User, assignment_id: int) -> Assignment:
         Task.objects.filter(id=assignment.task_id, is_gold=False).update(claimed_count=F("claimed_count") - 1)
         assignment.status, assignment.updated = AssignmentStatus.SKIPPED, now
         return assignment
+
+
+def assignment_unskip_last(*, annotator: User) -> Assignment | None:
+    """Undo a skip: if the annotator's most recent action was a skip (newer than their newest
+    annotation, within ``ANNOTATION_UNDO_WINDOW_S``), the skipped item becomes their live lease again
+    and any other live lease goes back to the queue; None when their last action was not a skip.
+
+    Raises ``UndoNotAllowed`` when the item was filled up or resolved by others meanwhile, and
+    ``AnnotatorPaused`` for a paused annotator.
+    """
+    cfg = annotation_config()
+    now = timezone.now()
+    with transaction.atomic():
+        status = annotator_status_locked(annotator=annotator)
+        if status.paused:
+            raise AnnotatorPaused(status.paused_reason)
+        skipped = (
+            Assignment.objects.filter(
+                annotator=annotator,
+                status=AssignmentStatus.SKIPPED,
+                updated__gte=now - timedelta(seconds=cfg.undo_window_s),
+            )
+            .order_by("-updated", "-id")
+            .first()
+        )
+        if skipped is None:
+            return None
+        newest = Annotation.objects.filter(annotator=annotator).order_by("-created").values("created")[:1]
+        if any(row["created"] >= skipped.updated for row in newest):
+            return None  # an annotation came after the skip: that is what "undo" takes back
+        live = Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE)
+        others = list(live.values_list("id", flat=True))
+        _release(others, new_status=AssignmentStatus.RELEASED)  # before: one live lease per annotator
+        task = Task.objects.select_for_update().get(id=skipped.task_id)
+        if task.status != TaskStatus.OPEN or (not task.is_gold and task.claimed_count >= task.overlap):
+            raise UndoNotAllowed("Others finished the item you skipped meanwhile: it cannot come back.")
+        if not task.is_gold:
+            Task.objects.filter(id=task.id).update(claimed_count=F("claimed_count") + 1)
+        Assignment.objects.filter(id=skipped.id, status=AssignmentStatus.SKIPPED).update(
+            status=AssignmentStatus.LIVE, expires_at=now + timedelta(seconds=cfg.lease_ttl_s), updated=now
+        )
+        return _live_loaded(skipped.id)
 
 
 def _release(assignment_ids: list[int], *, new_status: str, only_expired_before: object = None) -> int:

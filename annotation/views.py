@@ -32,7 +32,7 @@ from annotation.forms import (
     VerdictForm,
     first_error,
 )
-from annotation.models import PriceFlag
+from annotation.models import PriceFlag, Verdict
 from annotation.page_selectors import codebook_changes_html, codebook_panel, codebook_previous
 from webapp.roles import Role, role_required
 
@@ -65,18 +65,24 @@ def _error_text(exc: Exception) -> str:
 
 
 def _workspace_context(
-    user: User, *, flash: str = "", flash_level: str = "info", unconfirmed_price: str = ""
+    user: User,
+    *,
+    flash: str = "",
+    flash_level: str = "info",
+    price_value: str = "",
+    price_unconfirmed: bool = False,
 ) -> dict[str, Any]:
     """What the workspace shows now: the codebook to acknowledge, a pause notice, nothing, or one item.
 
-    ``unconfirmed_price``: a correction the service refused as unusual, shown again in the price box
-    and waiting for the annotator's confirmation (the y key).
+    ``price_value`` fills the price box: the price of an undone correction, or a correction the service
+    refused as unusual (``price_unconfirmed``), which then waits for the annotator's confirmation (y).
     """
     cfg = annotation_config()
     context: dict[str, Any] = {
         "flash": flash,
         "flash_level": flash_level,
-        "unconfirmed_price": unconfirmed_price,
+        "price_value": price_value,
+        "price_unconfirmed": price_unconfirmed,
         # The script asks for a confirmation by the same rules as services.price_unusual.
         "price_min": PRICE_MIN,
         "price_max": PRICE_MAX,
@@ -113,12 +119,21 @@ def _workspace_context(
 
 
 def _workspace_response(
-    request: HttpRequest, *, flash: str = "", flash_level: str = "info", unconfirmed_price: str = ""
+    request: HttpRequest,
+    *,
+    flash: str = "",
+    flash_level: str = "info",
+    price_value: str = "",
+    price_unconfirmed: bool = False,
 ) -> HttpResponse:
     """htmx: the fresh fragment. Plain browser: back to the page (post/redirect/get), notice as a message."""
     if _is_htmx(request):
         context = _workspace_context(
-            _user(request), flash=flash, flash_level=flash_level, unconfirmed_price=unconfirmed_price
+            _user(request),
+            flash=flash,
+            flash_level=flash_level,
+            price_value=price_value,
+            price_unconfirmed=price_unconfirmed,
         )
         return render(request, "annotation/_fragment.html", context)
     if flash:
@@ -171,7 +186,9 @@ def submit(request: HttpRequest) -> HttpResponse:
             return _workspace_response(request, flash=_error_text(exc), flash_level="error")
         flash = f"{reason} If it is right, press y to save it anyway (or tick “The price is right”)."
         typed = f"{data['corrected_price']:.2f}"
-        return _workspace_response(request, flash=flash, flash_level="error", unconfirmed_price=typed)
+        return _workspace_response(
+            request, flash=flash, flash_level="error", price_value=typed, price_unconfirmed=True
+        )
     except AnnotationError as exc:
         return _workspace_response(request, flash=_error_text(exc), flash_level="error")
     if annotation.price_flag == PriceFlag.OUT_OF_RANGE:
@@ -207,11 +224,19 @@ def skip(request: HttpRequest) -> HttpResponse:
 @annotator_only
 @require_POST
 def undo(request: HttpRequest) -> HttpResponse:
+    # Undo takes back the last action: a skip (the skipped item returns) or else the last annotation.
     try:
-        services.annotation_undo_last(annotator=_user(request))
+        if services.assignment_unskip_last(annotator=_user(request)) is not None:
+            return _workspace_response(request, flash="Undone: the item you skipped is back.")
+        undone = services.annotation_undo_last(annotator=_user(request))
     except (AnnotationError, ValidationError) as exc:
         return _workspace_response(request, flash=_error_text(exc), flash_level="error")
-    return _workspace_response(request, flash="Undone: your last item is back.")
+    if undone.verdict == Verdict.CORRECT and undone.corrected_price is not None:
+        price = f"{undone.corrected_price:.2f}"
+        flash = f"Undone: your last item is back with your price ${price} in the box (Esc leaves it)."
+        return _workspace_response(request, flash=flash, price_value=price)
+    what = "accepted the guess" if undone.verdict == Verdict.ACCEPT else f"rejected it ({undone.reason_code})"
+    return _workspace_response(request, flash=f"Undone: your last item is back; you had {what}.")
 
 
 @annotator_only

@@ -349,3 +349,36 @@ def test_it_refuses_undo_once_a_retrain_batch_took_the_label(annotator: User) ->
     with pytest.raises(UndoNotAllowed, match="final"):
         services.annotation_undo_last(annotator=annotator)
     assert ResolvedLabel.objects.get().price == Decimal("42.00")
+
+
+def test_it_undoes_a_skip_only_while_it_is_the_last_action_in_the_window(annotator: User, settings) -> None:
+    tasks = make_tasks(3)
+    skipped = lease(annotator)
+    services.assignment_skip(annotator=annotator, assignment_id=skipped.id)
+    shown = lease(annotator)
+    assert shown.task_id == tasks[1].id
+    back = services.assignment_unskip_last(annotator=annotator)
+    assert back is not None
+    assert (back.id, back.status, back.task_id) == (skipped.id, AssignmentStatus.LIVE, tasks[0].id)
+    assert Assignment.objects.get(id=shown.id).status == AssignmentStatus.RELEASED
+    assert [t.claimed_count for t in Task.objects.order_by("id")] == [1, 0, 0]
+
+    services.assignment_skip(annotator=annotator, assignment_id=skipped.id)
+    submit(annotator, lease(annotator))  # an annotation after the skip: undo means that one
+    assert services.assignment_unskip_last(annotator=annotator) is None
+
+    settings.ANNOTATION_UNDO_WINDOW_S = 0
+    other = lease(annotator)
+    services.assignment_skip(annotator=annotator, assignment_id=other.id)
+    assert services.assignment_unskip_last(annotator=annotator) is None  # too old
+
+
+def test_it_cannot_bring_back_a_skipped_item_others_finished(annotator: User, annotator2: User) -> None:
+    (task,) = make_tasks(1)
+    skipped = lease(annotator)
+    services.assignment_skip(annotator=annotator, assignment_id=skipped.id)
+    submit(annotator2, lease(annotator2))
+    with pytest.raises(UndoNotAllowed, match="Others finished the item you skipped"):
+        services.assignment_unskip_last(annotator=annotator)
+    assert Assignment.objects.get(id=skipped.id).status == AssignmentStatus.SKIPPED
+    assert Task.objects.get(id=task.id).claimed_count == 1

@@ -18,6 +18,7 @@ from annotation.models import (
     CodebookAck,
     CodebookVersion,
     ResolutionMethod,
+    Task,
     TaskStatus,
 )
 from tests.annotation.queue_helpers import lease, make_tasks, submit
@@ -220,10 +221,30 @@ def test_it_skips_and_undoes(annotator: User, codebook: CodebookVersion) -> None
     )
     response = client.post("/annotate/skip/", {"assignment_id": _form(client)["assignment_id"]}, headers=HTMX)
     assert response.context["assignment"].task == tasks[2]
+    # u after s: the skip is the last action, so the skipped item comes back; the annotation stays
+    response = client.post("/annotate/undo/", {}, headers=HTMX)
+    assert response.context["assignment"].task == tasks[1]
+    assert "Undone: the item you skipped is back." in response.content.decode()
+    assert Annotation.objects.count() == 1
+    assert Task.objects.get(id=tasks[2].id).claimed_count == 0  # the item shown meanwhile went back
+    # u again: now the annotation before the skip
     response = client.post("/annotate/undo/", {}, headers=HTMX)
     assert response.context["assignment"].task == tasks[0]
-    assert "Undone" in response.content.decode()
+    assert "you had accepted the guess" in response.content.decode()
     assert not Annotation.objects.exists()
+
+
+def test_it_brings_an_undone_correction_back_with_its_price_in_the_box(
+    annotator: User, codebook: CodebookVersion
+) -> None:
+    tasks = make_tasks(2)
+    client = _client(annotator)
+    client.post("/annotate/submit/", {**_form(client), "verdict": "correct", "corrected_price": "87.5"})
+    response = client.post("/annotate/undo/", {}, headers=HTMX)
+    assert response.context["assignment"].task == tasks[0]
+    body = response.content.decode()
+    assert 'value="87.50" autofocus' in body
+    assert "Undone: your last item is back with your price $87.50 in the box" in body
 
 
 def test_it_asks_for_the_new_codebook_before_the_next_item(

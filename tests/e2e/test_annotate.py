@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import expect
 
 from annotation import services
-from annotation.models import Annotation, AssignmentStatus, CodebookAck, Product
+from annotation.models import Annotation, AssignmentStatus, CodebookAck, Product, Task
 from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -123,13 +123,17 @@ def test_it_labels_items_from_the_keyboard(page: Any, annotator: User, reviewer:
     expect(title).to_have_text("Item 4")
     expect(done).to_have_text("3")
 
-    page.keyboard.press("u")  # undo the reject: Item 2 is back
+    page.keyboard.press("u")  # undo the last action, the skip: Item 3 is back
+    expect(title).to_have_text("Item 3")
+    expect(done).to_have_text("3")
+
+    page.keyboard.press("u")  # undo again: the reject, Item 2 is back
     expect(title).to_have_text("Item 2")
     expect(done).to_have_text("2")
 
     page.keyboard.press("r")
     page.keyboard.press("1")
-    expect(title).to_have_text("Item 3")  # the skipped item comes back before the released one
+    expect(title).to_have_text("Item 4")  # both put-back items return, the one put back first first
     expect(done).to_have_text("3")
 
     page.keyboard.press("?")
@@ -147,7 +151,7 @@ def test_it_labels_items_from_the_keyboard(page: Any, annotator: User, reviewer:
     assert rejected is not None
     assert rejected.verdict == "reject"
     assert rejected.reason_code == "not-a-product"  # the undone "bundle" reject left no trace
-    assert _annotation(annotator, products[3]) is None  # skipped, now on screen again
+    assert _annotation(annotator, products[3]) is None  # skipped, then put back by the second undo
     assert Annotation.objects.filter(annotator=annotator).count() == 3
     for annotation in (accepted, corrected, rejected):
         assert annotation.seconds_spent > 0
@@ -155,7 +159,7 @@ def test_it_labels_items_from_the_keyboard(page: Any, annotator: User, reviewer:
         assert annotation.codebook_version is not None
         assert annotation.codebook_version.number == 1
     live = annotator.assignments.get(status=AssignmentStatus.LIVE)
-    assert live.task.product == products[3]
+    assert live.task.product == products[4]
 
 
 def test_it_asks_for_a_keystroke_before_saving_an_unusual_price(
@@ -198,6 +202,25 @@ def test_it_asks_for_a_keystroke_before_saving_an_unusual_price(
     fixed = _annotation(annotator, lamp)
     assert fixed is not None
     assert (fixed.corrected_price, fixed.price_flag) == (Decimal("11.00"), "")
+
+
+def test_it_clears_a_key_notice_when_the_next_item_comes(
+    page: Any, login_as: Any, annotator: User, reviewer: User
+) -> None:
+    _codebook(reviewer, annotator)
+    blind, _ = _queue(["Blind kettle", "Lamp"])
+    Task.objects.filter(product=blind).update(is_blind=True)
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("load")
+    expect(page.locator("#guess-hidden")).to_be_visible()
+    page.keyboard.press("a")  # nothing to accept on a blind item
+    expect(page.locator("#key-status")).to_have_text("This item shows no guess: type your price.")
+    page.keyboard.type("25")
+    page.keyboard.press("Enter")
+    expect(page.locator("#item-title")).to_have_text("Lamp")
+    expect(page.locator("#guess-price")).to_have_text("$11.00")
+    expect(page.locator("#key-status")).to_have_text("")  # the notice was about the blind item
 
 
 def test_it_lets_a_keystroke_confirm_a_price_the_server_questioned(

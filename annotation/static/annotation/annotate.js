@@ -225,6 +225,7 @@
     shownAt = performance.now();
     rejectMode = false;
     clearConfirmation();
+    announce(""); // a key notice ("no guess to accept", …) was about the item that left
     // The server refused a correction as unusual (its reason is the notice above): y confirms it.
     const refused = $("#correct-form[data-unconfirmed]");
     if (refused) {
