@@ -204,6 +204,21 @@ def test_it_asks_for_a_keystroke_before_saving_an_unusual_price(
     assert (fixed.corrected_price, fixed.price_flag) == (Decimal("11.00"), "")
 
 
+def test_it_loads_the_page_without_a_failed_request(page: Any, login_as: Any, annotator: User) -> None:
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("networkidle")
+    assert failed == []
+    # Desktop browsers ask for /favicon.ico unless the page names its icon (headless ones ask for
+    # neither): the page names one, and it is there.
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    assert icon is not None
+    response = page.request.get(icon)
+    assert (response.status, response.headers["content-type"]) == (200, "image/svg+xml")
+
+
 def test_it_clears_a_key_notice_when_the_next_item_comes(
     page: Any, login_as: Any, annotator: User, reviewer: User
 ) -> None:
