@@ -334,6 +334,11 @@ class SubmitApi(TokenHotPath):
             default="",
             help_text="unique per submit attempt: a retried submit with the same token is a no-op",
         )
+        confirm_price = serializers.BooleanField(
+            default=False,
+            help_text="true to save a corrected price that was refused as unusual (outside 0.50-999.49, "
+            "or far from the guess: error field corrected_price); outside the range it is saved flagged",
+        )
 
     @extend_schema(
         operation_id="annotate_submit",
@@ -397,6 +402,10 @@ def submit_input_plain(body: Any) -> dict[str, Any] | None:
     if type(seconds) not in (int, float) or not (math.isfinite(seconds) and 0 <= seconds <= 86_400):
         return None
     data["seconds_spent"] = float(seconds)
+    confirm = body.get("confirm_price", False)
+    if type(confirm) is not bool:  # "true", 1, …: the serializer's BooleanField decides
+        return None
+    data["confirm_price"] = confirm
     return data
 
 

@@ -27,6 +27,7 @@ class AnnotationConfig:
     tolerance_abs: Decimal
     tolerance_rel: Decimal
     routing: str
+    confirm_factor: Decimal
 
 
 def annotation_config() -> AnnotationConfig:
@@ -42,6 +43,7 @@ def annotation_config() -> AnnotationConfig:
         tolerance_abs=Decimal(str(settings.ANNOTATION_TOLERANCE_ABS)),
         tolerance_rel=Decimal(str(settings.ANNOTATION_TOLERANCE_REL)),
         routing=str(settings.ANNOTATION_ROUTING),
+        confirm_factor=Decimal(str(settings.ANNOTATION_CONFIRM_FACTOR)),
     )
     if cfg.overlap < 1:
         raise ImproperlyConfigured(f"ANNOTATION_OVERLAP={cfg.overlap} must be 1 or more.")
@@ -49,6 +51,10 @@ def annotation_config() -> AnnotationConfig:
         raise ImproperlyConfigured(f"ANNOTATION_GOLD_RATE={cfg.gold_rate} must be in [0, 1).")
     if not 0 <= cfg.blind_share <= 1:
         raise ImproperlyConfigured(f"ANNOTATION_BLIND_SHARE={cfg.blind_share} must be in [0, 1].")
+    if not cfg.confirm_factor > 1:
+        raise ImproperlyConfigured(
+            f"ANNOTATION_CONFIRM_FACTOR={cfg.confirm_factor} must be above 1 (10 = ten times the guess)."
+        )
     if cfg.routing not in ROUTINGS:
         raise ImproperlyConfigured(
             f"ANNOTATION_ROUTING={cfg.routing!r} must be one of {', '.join(ROUTINGS)}."

@@ -47,6 +47,9 @@ class VerdictForm(forms.Form):
     seconds_spent = forms.FloatField(required=False, min_value=0)
     shown_at = forms.FloatField(required=False, min_value=0)
     client_token = forms.CharField(required=False, max_length=64)
+    # Set by the page's script once the annotator confirmed an unusual price (the y key), or ticked
+    # without JavaScript; the service decides what is unusual.
+    confirm_price = forms.BooleanField(required=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -22,7 +22,13 @@ from django.db.models.functions import Mod
 from django.utils import timezone
 
 from annotation.conf import AnnotationConfig, annotation_config
-from annotation.exceptions import AnnotatorPaused, CodebookAckRequired, LeaseLost, LeaseNotFound
+from annotation.exceptions import (
+    AnnotatorPaused,
+    CodebookAckRequired,
+    LeaseLost,
+    LeaseNotFound,
+    UndoNotAllowed,
+)
 from annotation.models import (
     Annotation,
     AnnotatorStatus,
@@ -63,9 +69,11 @@ def codebook_unacknowledged(*, annotator: User) -> CodebookVersion | None:
 def annotator_status_locked(*, annotator: User, with_live: bool = False) -> AnnotatorStatus:
     """The annotator's status row, locked until the end of the current transaction.
 
-    ``with_live=True`` also reads, in the same query, the id of their live lease (``status.live_id``,
-    None if none), the current codebook version's id (``status.codebook_id``, None before the first
-    one) and whether they acknowledged it (``status.codebook_acked``).
+    ``with_live=True`` also reads, in the same query, the current codebook version's id
+    (``status.codebook_id``, None before the first one), whether they acknowledged it
+    (``status.codebook_acked``) and, on SQLite only, the id of their live lease (``status.live_id``,
+    None if none; always None on PostgreSQL, where the lease statement reads it: see
+    ``_status_with_live_sql``).
     """
     if with_live:
         status = _status_with_live(annotator)
@@ -87,21 +95,32 @@ def _status_with_live_sql(vendor: str) -> str:
     # Written out once instead of built by the ORM on every "next": compiling the equivalent queryset
     # (three subqueries) cost ~4 ms of CPU per request, the raw query ~1 ms (docs/perf-queue.md).
     # Only table names and fixed choices are formatted in (from the models); every value is a parameter.
+    #
+    # The live lease is read here only on SQLite. On PostgreSQL (READ COMMITTED) every part of this
+    # statement reads the snapshot taken when it started, before it waited for the lock: when two
+    # requests of one annotator arrive together, the second waits here while the first leases, then
+    # reads "no live lease" from before that lease and inserts a second one (issue 14: HTTP 500
+    # ``assignment_one_live_lease``). Only the locked row itself is re-read after the wait. So on
+    # PostgreSQL the lease statement (``_lease_new_sql``), which starts after the lock is held, reads
+    # and renews the live lease. SQLite takes its write lock at BEGIN (IMMEDIATE), before any read.
     current = f"SELECT c.id FROM {CodebookVersion._meta.db_table} c ORDER BY c.number DESC LIMIT 1"  # noqa: S608
     lock = " FOR UPDATE OF s" if connection.features.has_select_for_update_of else ""
+    live = (
+        "NULL"
+        if _single_statement_writes()
+        else f"(SELECT a.id FROM {Assignment._meta.db_table} a WHERE a.annotator_id = %(user)s "  # noqa: S608
+        f"AND a.status = {_choice(AssignmentStatus.LIVE)} LIMIT 1)"
+    )
     return (
-        f"SELECT {_columns(AnnotatorStatus, 's')}, "  # noqa: S608
-        f"(SELECT a.id FROM {Assignment._meta.db_table} a WHERE a.annotator_id = %s "
-        f"AND a.status = {_choice(AssignmentStatus.LIVE)} "
-        f"LIMIT 1) AS live_id, ({current}) AS codebook_id, "
-        f"EXISTS(SELECT 1 FROM {CodebookAck._meta.db_table} k WHERE k.annotator_id = %s "
+        f"SELECT {_columns(AnnotatorStatus, 's')}, {live} AS live_id, ({current}) AS codebook_id, "  # noqa: S608
+        f"EXISTS(SELECT 1 FROM {CodebookAck._meta.db_table} k WHERE k.annotator_id = %(user)s "
         f"AND k.version_id = ({current})) AS codebook_acked "
-        f"FROM {AnnotatorStatus._meta.db_table} s WHERE s.user_id = %s{lock}"
+        f"FROM {AnnotatorStatus._meta.db_table} s WHERE s.user_id = %(user)s{lock}"
     )
 
 
 def _status_with_live(annotator: User) -> AnnotatorStatus | None:
-    row = fetch_one(_status_with_live_sql(connection.vendor), [annotator.id, annotator.id, annotator.id])
+    row = fetch_one(_status_with_live_sql(connection.vendor), {"user": annotator.id})
     if row is None:
         return None
     values = iter(row)
@@ -166,12 +185,14 @@ def _not_seen_sql() -> str:
     )
 
 
-def _fresh_pick_sql() -> str:
+def _fresh_pick_sql(*, unless: str = "") -> str:
     """SQL: WHERE … ORDER BY … LIMIT 1 of the next fresh task ``t`` for ``%(user)s``, in the order of the
-    partial index ``task_queue_order`` (started first, then priority). Both fresh picks use it."""
+    partial index ``task_queue_order`` (started first, then priority). Both fresh picks use it;
+    ``unless`` (an SQL condition followed by AND) goes first."""
     return (
-        f"WHERE t.claimed_count < t.overlap AND NOT t.is_gold AND t.status = {_choice(TaskStatus.OPEN)} "
-        f"AND {_not_seen_sql()} ORDER BY t.claimed_count DESC, t.priority DESC, t.id ASC LIMIT 1"
+        f"WHERE {unless}t.claimed_count < t.overlap AND NOT t.is_gold "
+        f"AND t.status = {_choice(TaskStatus.OPEN)} AND {_not_seen_sql()} "
+        "ORDER BY t.claimed_count DESC, t.priority DESC, t.id ASC LIMIT 1"
     )
 
 
@@ -207,15 +228,25 @@ def _single_statement_writes() -> bool:
 
 @functools.cache  # per database vendor: the text never changes
 def _lease_new_sql(*, gold: bool, vendor: str) -> str:
-    """One statement: pick a task as ``_pick_gold``/``_pick_fresh`` do, insert the live lease, count it
-    in the annotator's status row and, for a non-gold task, claim it (compare-and-set on
-    ``claimed_count < overlap``, the row locked by the pick). The row: the picked id, then the lease,
-    task, product and guess columns (NULLs after the id if the claim failed)."""
+    """One statement: renew the annotator's live lease if they have one; else pick a task as
+    ``_pick_gold``/``_pick_fresh`` do, insert the live lease, count it in the annotator's status row
+    and, for a non-gold task, claim it (compare-and-set on ``claimed_count < overlap``, the row locked
+    by the pick). Exactly one row: the live lease's id (NULL if none), the picked id (NULL if none),
+    then the new lease, task, product and guess columns (NULLs if nothing was leased).
+
+    The live lease is read here, not with the status lock, because this statement starts after the
+    lock is held and so sees a lease that a parallel request of the same annotator committed while
+    this one waited for the lock (``_status_with_live_sql``)."""
     task_t, assign_t, status_t = (
         Task._meta.db_table,
         Assignment._meta.db_table,
         AnnotatorStatus._meta.db_table,
     )
+    live = (
+        f"live AS (UPDATE {assign_t} a SET expires_at = %(expires)s WHERE a.annotator_id = %(user)s "  # noqa: S608
+        f"AND a.status = {_choice(AssignmentStatus.LIVE)} RETURNING a.id)"
+    )
+    unless = "NOT EXISTS(SELECT 1 FROM live) AND "
     insert = (
         f"lease AS (INSERT INTO {assign_t} (task_id, annotator_id, status, expires_at, created, updated) "  # noqa: S608
         f"SELECT {{source}}.id, %(user)s, %(live)s, %(expires)s, %(now)s, %(now)s FROM {{source}} "
@@ -225,14 +256,14 @@ def _lease_new_sql(*, gold: bool, vendor: str) -> str:
         # The order of _pick_gold: a shuffle per annotator, no lock (gold has no capacity to protect).
         by_id, _, modulus = _GOLD_SHUFFLE
         pick = (
-            f"SELECT t.id FROM {task_t} t WHERE t.is_gold AND t.status = {_choice(TaskStatus.OPEN)} "  # noqa: S608
+            f"SELECT t.id FROM {task_t} t WHERE {unless}t.is_gold AND t.status = {_choice(TaskStatus.OPEN)} "  # noqa: S608
             f"AND {_not_seen_sql()} ORDER BY MOD(t.id * {by_id} + %(shuffle)s, {modulus}), t.id LIMIT 1"
         )
         claim, source, task_cols = "", "pick", f"{task_t} task ON task.id = lease.task_id"
         counted = "leases_total = s.leases_total + 1, gold_leases = s.gold_leases + 1"
     else:
         # The statement of _pick_fresh (partial index task_queue_order), then the claim.
-        pick = f"SELECT t.id FROM {task_t} t {_fresh_pick_sql()} FOR UPDATE OF t SKIP LOCKED"  # noqa: S608
+        pick = f"SELECT t.id FROM {task_t} t {_fresh_pick_sql(unless=unless)} FOR UPDATE OF t SKIP LOCKED"  # noqa: S608
         claim = (
             f"task AS (UPDATE {task_t} t SET claimed_count = t.claimed_count + 1 FROM pick "  # noqa: S608
             f"WHERE t.id = pick.id AND t.claimed_count < t.overlap RETURNING {_columns(Task, 't')}), "
@@ -240,11 +271,12 @@ def _lease_new_sql(*, gold: bool, vendor: str) -> str:
         source, task_cols = "task", "task ON task.id = lease.task_id"
         counted = "leases_total = s.leases_total + 1"
     return (
-        f"WITH pick AS MATERIALIZED ({pick}), {claim}{insert.format(source=source)}, "  # noqa: S608
+        f"WITH {live}, pick AS MATERIALIZED ({pick}), {claim}{insert.format(source=source)}, "  # noqa: S608
         f"counted AS (UPDATE {status_t} s SET {counted} FROM lease WHERE s.id = %(status)s RETURNING s.id) "
-        f"SELECT pick.id, {_columns(Assignment, 'lease')}, {_columns(Task, 'task')}, "
+        f"SELECT one.live_id, pick.id, {_columns(Assignment, 'lease')}, {_columns(Task, 'task')}, "
         f"{_columns(Product, 'p', skip=('extra',))}, {_columns(Guess, 'g', skip=('topk',))} "
-        f"FROM pick LEFT JOIN lease ON lease.task_id = pick.id LEFT JOIN {task_cols} "
+        f"FROM (SELECT (SELECT live.id FROM live) AS live_id) one LEFT JOIN pick ON TRUE "
+        f"LEFT JOIN lease ON lease.task_id = pick.id LEFT JOIN {task_cols} "
         f"LEFT JOIN {Product._meta.db_table} p ON p.id = task.product_id "
         f"LEFT JOIN {Guess._meta.db_table} g ON g.id = task.guess_id"
     )
@@ -253,8 +285,9 @@ def _lease_new_sql(*, gold: bool, vendor: str) -> str:
 def _lease_new(
     annotator: User, status: AnnotatorStatus, *, gold: bool, expires_at: datetime, now: datetime
 ) -> Assignment | None:
-    """A new live lease on the next gold (``gold=True``) or fresh task, in one statement; ``None`` when
-    there is no such task. Only with ``_single_statement_writes()``; the caller holds the status lock."""
+    """The annotator's live lease, renewed, if they have one; else a new live lease on the next gold
+    (``gold=True``) or fresh task, in one statement; ``None`` when there is neither. Only with
+    ``_single_statement_writes()``; the caller holds the status lock."""
     params: dict[str, Any] = {
         "user": annotator.id,
         "live": AssignmentStatus.LIVE.value,
@@ -264,18 +297,26 @@ def _lease_new(
         "shuffle": annotator.id * _GOLD_SHUFFLE[1],
     }
     row = fetch_one(_lease_new_sql(gold=gold, vendor=connection.vendor), params)
-    if row is None:
+    assert row is not None  # the statement answers one row
+    live_id, picked_id = row[0], row[1]
+    if live_id is not None:  # renewed by the statement
+        return _live_loaded(live_id)
+    if picked_id is None:
         return None
-    values = iter(row)
-    next(values)  # the picked id
-    if row[1] is None:  # pragma: no cover - only reachable if the pick's row lock were bypassed
+    if row[2] is None:  # pragma: no cover - only reachable if the pick's row lock were bypassed
         raise LeaseLost("The item was taken meanwhile; ask for the next one.")
+    values = iter(row)
+    next(values), next(values)  # the live and picked ids
     assignment, task = _from_row(Assignment, values), _from_row(Task, values)
     task.product = _from_row(Product, values, skip=("extra",))
     guess = _from_row(Guess, values, skip=("topk",))
     task.guess = guess if task.guess_id is not None else None
     assignment.task = task
     return assignment
+
+
+def _live_loaded(assignment_id: int) -> Assignment:
+    return Assignment.objects.select_related(*_RELATED).defer(*_DEFERRED).get(id=assignment_id)
 
 
 def _pick_returned(annotator: User) -> Assignment | None:
@@ -310,18 +351,19 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
             raise CodebookAckRequired(CodebookVersion.objects.defer("markdown").get(id=status.codebook_id))  # type: ignore[attr-defined]
         if status.paused:
             raise AnnotatorPaused(status.paused_reason)
-        if status.live_id is not None:  # type: ignore[attr-defined]
+        if status.live_id is not None:  # type: ignore[attr-defined]  # SQLite (PostgreSQL: _lease_new)
             renewed = Assignment.objects.filter(id=status.live_id, status=AssignmentStatus.LIVE).update(  # type: ignore[attr-defined]
                 expires_at=expires_at
             )
             if renewed:  # else the expirer took it back a moment ago: lease afresh
-                live = Assignment.objects.select_related(*_RELATED).defer(*_DEFERRED).get(id=status.live_id)  # type: ignore[attr-defined]
-                return live
+                return _live_loaded(status.live_id)  # type: ignore[attr-defined]
 
         gold_due = _gold_due(status, cfg)
         task = None
         if _single_statement_writes():
-            # Pick + insert + counters (+ claim) as one statement each; same picks, locks and guards.
+            # Live lease renewed, or pick + insert + counters (+ claim), as one statement each; same
+            # picks, locks and guards. Past this point the annotator has no live lease: the statement
+            # read that after the status lock was held, and every path to a live lease takes that lock.
             leased = (
                 _lease_new(annotator, status, gold=True, expires_at=expires_at, now=now) if gold_due else None
             )
@@ -376,8 +418,13 @@ def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
     Equivalent to ``select_related("task", "task__guess").select_for_update(of=("self", "task"))``
     with two subquery annotations, written out once: the ORM spent ~4 ms of CPU compiling it on every
     submit (docs/perf-queue.md).
+
+    On PostgreSQL it locks the annotator's status row first, as "next" does, so that one annotator's
+    next and submit never wait for each other in opposite orders: a gold submit locks the status row
+    to count the answer, and a "next" holding that lock renews the live lease, which a submit holding
+    the lease's lock would block (a deadlock, issue 14). Both wait in the same order instead.
     """
-    row = fetch_one(_assignment_locked_sql(connection.vendor), [assignment_id, annotator.id])
+    row = fetch_one(_assignment_locked_sql(connection.vendor), {"id": assignment_id, "user": annotator.id})
     if row is None:
         # Someone else's assignment is indistinguishable from a missing one (no IDOR oracle).
         raise LeaseNotFound(f"No assignment {assignment_id} of yours.")
@@ -392,13 +439,23 @@ def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
 @functools.cache  # per database vendor: the text never changes
 def _assignment_locked_sql(vendor: str) -> str:
     current = f"FROM {CodebookVersion._meta.db_table} c ORDER BY c.number DESC LIMIT 1"
-    lock = " FOR UPDATE OF a, t" if connection.features.has_select_for_update_of else ""
+    lock, status_lock, status_locked = "", "", ""
+    if connection.features.has_select_for_update_of:
+        lock = " FOR UPDATE OF a, t"
+        # The status row's lock sits in a subquery of the output row, which PostgreSQL computes below
+        # the LockRows step that takes the lease's and task's locks: status first, then lease and task.
+        # After a wait there, LockRows re-reads the lease and task rows at their latest versions.
+        status_lock = (
+            f"WITH s AS MATERIALIZED (SELECT s.id FROM {AnnotatorStatus._meta.db_table} s "  # noqa: S608
+            f"WHERE s.user_id = %(user)s FOR UPDATE) "
+        )
+        status_locked = ", (SELECT count(*) FROM s)"
     return (
-        f"SELECT {_columns(Assignment, 'a')}, {_columns(Task, 't')}, {_columns(Guess, 'g')}, "  # noqa: S608
-        f"(SELECT c.id {current}), (SELECT c.number {current}) "
+        f"{status_lock}SELECT {_columns(Assignment, 'a')}, {_columns(Task, 't')}, {_columns(Guess, 'g')}, "  # noqa: S608
+        f"(SELECT c.id {current}), (SELECT c.number {current}){status_locked} "
         f"FROM {Assignment._meta.db_table} a JOIN {Task._meta.db_table} t ON t.id = a.task_id "
         f"LEFT JOIN {Guess._meta.db_table} g ON g.id = t.guess_id "
-        f"WHERE a.id = %s AND a.annotator_id = %s{lock}"
+        f"WHERE a.id = %(id)s AND a.annotator_id = %(user)s{lock}"
     )
 
 
@@ -486,6 +543,48 @@ def assignment_skip(*, annotator: User, assignment_id: int) -> Assignment:
         Task.objects.filter(id=assignment.task_id, is_gold=False).update(claimed_count=F("claimed_count") - 1)
         assignment.status, assignment.updated = AssignmentStatus.SKIPPED, now
         return assignment
+
+
+def assignment_unskip_last(*, annotator: User) -> Assignment | None:
+    """Undo a skip: if the annotator's most recent action was a skip (newer than their newest
+    annotation, within ``ANNOTATION_UNDO_WINDOW_S``), the skipped item becomes their live lease again
+    and any other live lease goes back to the queue; None when their last action was not a skip.
+
+    Raises ``UndoNotAllowed`` when the item was filled up or resolved by others meanwhile, and
+    ``AnnotatorPaused`` for a paused annotator.
+    """
+    cfg = annotation_config()
+    now = timezone.now()
+    with transaction.atomic():
+        status = annotator_status_locked(annotator=annotator)
+        if status.paused:
+            raise AnnotatorPaused(status.paused_reason)
+        skipped = (
+            Assignment.objects.filter(
+                annotator=annotator,
+                status=AssignmentStatus.SKIPPED,
+                updated__gte=now - timedelta(seconds=cfg.undo_window_s),
+            )
+            .order_by("-updated", "-id")
+            .first()
+        )
+        if skipped is None:
+            return None
+        newest = Annotation.objects.filter(annotator=annotator).order_by("-created").values("created")[:1]
+        if any(row["created"] >= skipped.updated for row in newest):
+            return None  # an annotation came after the skip: that is what "undo" takes back
+        live = Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE)
+        others = list(live.values_list("id", flat=True))
+        _release(others, new_status=AssignmentStatus.RELEASED)  # before: one live lease per annotator
+        task = Task.objects.select_for_update().get(id=skipped.task_id)
+        if task.status != TaskStatus.OPEN or (not task.is_gold and task.claimed_count >= task.overlap):
+            raise UndoNotAllowed("Others finished the item you skipped meanwhile: it cannot come back.")
+        if not task.is_gold:
+            Task.objects.filter(id=task.id).update(claimed_count=F("claimed_count") + 1)
+        Assignment.objects.filter(id=skipped.id, status=AssignmentStatus.SKIPPED).update(
+            status=AssignmentStatus.LIVE, expires_at=now + timedelta(seconds=cfg.lease_ttl_s), updated=now
+        )
+        return _live_loaded(skipped.id)
 
 
 def _release(assignment_ids: list[int], *, new_status: str, only_expired_before: object = None) -> int:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from annotation.codebook import reason_codes_parse
 from annotation.conf import AnnotationConfig, annotation_config
-from annotation.consensus import CENT, Vote, consensus_decide, price_flag, vote_price
+from annotation.consensus import CENT, PRICE_MAX, PRICE_MIN, Vote, consensus_decide, price_flag, vote_price
 from annotation.exceptions import AnnotatorPaused, LeaseLost, TaskFull, UndoNotAllowed
 from annotation.models import (
     Annotation,
@@ -46,6 +46,7 @@ from annotation.queue import (
     annotation_record,
     annotator_status_locked,
     assignment_skip,
+    assignment_unskip_last,
     lease_next_task,
     leases_expire,
     leases_release_for_annotator,
@@ -58,6 +59,7 @@ __all__ = [
     "annotator_pause",
     "annotator_unpause",
     "assignment_skip",
+    "assignment_unskip_last",
     "codebook_acknowledge",
     "codebook_publish",
     "gold_tasks_create",
@@ -207,9 +209,38 @@ def gold_tasks_create(*, products: Iterable[Product], tolerance: Decimal | None 
 
 # --- annotations ---------------------------------------------------------------------------------------
 
+PRICE_UNCONFIRMED = "price_unconfirmed"  # the code of the ValidationError that asks for confirmation
+
+
+def price_unusual(price: Decimal, *, guess_price: Decimal | None, factor: Decimal) -> str | None:
+    """Why a typed price needs the annotator's confirmation before it is saved, or None.
+
+    Outside the trainable range (DESIGN.md §4) a label is stored flagged and never trained on; ``factor``
+    times above or below the guess the annotator was shown it is more often a slip (an extra zero, a
+    missing dot) than a price. ``guess_price`` is None when no guess was shown (blind items: asking
+    would give the hidden guess away). The annotator page's script applies the same two rules.
+    """
+    if not PRICE_MIN <= price <= PRICE_MAX:
+        return (
+            f"${price:,.2f} is outside the trainable range ${PRICE_MIN}–${PRICE_MAX}: it would be saved "
+            "flagged and never trained on."
+        )
+    if guess_price:
+        ratio = price / guess_price if price >= guess_price else guess_price / price
+        if ratio >= factor:
+            times = f"{float(ratio):.3g} times" if price > guess_price else f"1/{float(ratio):.3g} of"
+            return f"${price:,.2f} is {times} the model's guess (${guess_price:,.2f})."
+    return None
+
 
 def _validate_verdict(
-    *, task: Task, verdict: str, corrected_price: Any, reason_code: str, version: CodebookVersion | None
+    *,
+    task: Task,
+    verdict: str,
+    corrected_price: Any,
+    reason_code: str,
+    version: CodebookVersion | None,
+    confirm_price: bool = False,
 ) -> Decimal | None:
     if verdict not in Verdict.values:
         raise ValidationError({"verdict": [f"{verdict!r} is not a verdict: use accept, correct or reject."]})
@@ -218,6 +249,20 @@ def _validate_verdict(
         if corrected_price in (None, ""):
             raise ValidationError({"corrected_price": ["A correction needs the price you read."]})
         price = price_parse(corrected_price, field="corrected_price")
+        shown = task.guess.price if task.guess is not None and not task.is_blind else None
+        reason = None if confirm_price else price_unusual(price, guess_price=shown, factor=_confirm_factor())
+        if reason is not None:
+            raise ValidationError(
+                {
+                    "corrected_price": [
+                        ValidationError(
+                            f"{reason} Check it; if it is right, send it again with confirm_price=true.",
+                            code=PRICE_UNCONFIRMED,
+                            params={"reason": reason},
+                        )
+                    ]
+                }
+            )
     elif corrected_price not in (None, ""):
         raise ValidationError({"corrected_price": [f"Only a correction carries a price, not {verdict}."]})
     if verdict == Verdict.ACCEPT and (task.is_blind or task.guess_id is None):
@@ -237,6 +282,10 @@ def _validate_verdict(
     elif reason_code:
         raise ValidationError({"reason_code": ["Only a reject carries a reason code."]})
     return price
+
+
+def _confirm_factor() -> Decimal:
+    return annotation_config().confirm_factor
 
 
 def _gold_correct(task: Task, verdict: str, price: Decimal | None) -> bool:
@@ -293,10 +342,14 @@ def annotation_submit(
     reason_code: str = "",
     seconds_spent: float,
     client_token: str = "",
+    confirm_price: bool = False,
 ) -> Annotation:
     """Record the annotator's verdict on their live lease; resolves the task when it is complete.
 
     A repeated submit with the same ``client_token`` returns the first annotation and writes nothing.
+    A correction that ``price_unusual`` questions is refused (``ValidationError`` on
+    ``corrected_price``, code ``price_unconfirmed``) unless ``confirm_price``; confirmed, it is saved,
+    flagged ``out_of_range`` when outside the trainable range.
     """
     client_token = (client_token or "")[:64]
     # No look-up up front: a retried submit finds its lease no longer live (``_submit`` then returns
@@ -314,6 +367,7 @@ def annotation_submit(
             reason_code=reason_code or "",
             seconds=seconds,
             client_token=client_token,
+            confirm_price=bool(confirm_price),
         )
     except IntegrityError:
         # Two identical submits raced past the first check: the loser returns the winner's row.
@@ -333,6 +387,7 @@ def _submit(
     reason_code: str,
     seconds: float,
     client_token: str,
+    confirm_price: bool,
 ) -> Annotation:
     now = timezone.now()
     with transaction.atomic():
@@ -361,6 +416,7 @@ def _submit(
             corrected_price=corrected_price,
             reason_code=reason_code,
             version=version,
+            confirm_price=confirm_price,
         )
         annotation = Annotation(
             task=task,

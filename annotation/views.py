@@ -21,6 +21,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation import selectors, services
+from annotation.conf import annotation_config
+from annotation.consensus import PRICE_MAX, PRICE_MIN
 from annotation.exceptions import AnnotationError, AnnotatorPaused, CodebookAckRequired
 from annotation.forms import (
     AcknowledgeForm,
@@ -30,6 +32,7 @@ from annotation.forms import (
     VerdictForm,
     first_error,
 )
+from annotation.models import PriceFlag, Verdict
 from annotation.page_selectors import codebook_changes_html, codebook_panel, codebook_previous
 from webapp.roles import Role, role_required
 
@@ -61,9 +64,30 @@ def _error_text(exc: Exception) -> str:
 # --- annotator ------------------------------------------------------------------------------------------
 
 
-def _workspace_context(user: User, *, flash: str = "", flash_level: str = "info") -> dict[str, Any]:
-    """What the workspace shows now: the codebook to acknowledge, a pause notice, nothing, or one item."""
-    context: dict[str, Any] = {"flash": flash, "flash_level": flash_level}
+def _workspace_context(
+    user: User,
+    *,
+    flash: str = "",
+    flash_level: str = "info",
+    price_value: str = "",
+    price_unconfirmed: bool = False,
+) -> dict[str, Any]:
+    """What the workspace shows now: the codebook to acknowledge, a pause notice, nothing, or one item.
+
+    ``price_value`` fills the price box: the price of an undone correction, or a correction the service
+    refused as unusual (``price_unconfirmed``), which then waits for the annotator's confirmation (y).
+    """
+    cfg = annotation_config()
+    context: dict[str, Any] = {
+        "flash": flash,
+        "flash_level": flash_level,
+        "price_value": price_value,
+        "price_unconfirmed": price_unconfirmed,
+        # The script asks for a confirmation by the same rules as services.price_unusual.
+        "price_min": PRICE_MIN,
+        "price_max": PRICE_MAX,
+        "confirm_factor": cfg.confirm_factor,
+    }
     try:
         assignment = services.lease_next_task(annotator=user)
     except CodebookAckRequired:
@@ -94,10 +118,23 @@ def _workspace_context(user: User, *, flash: str = "", flash_level: str = "info"
     return context
 
 
-def _workspace_response(request: HttpRequest, *, flash: str = "", flash_level: str = "info") -> HttpResponse:
+def _workspace_response(
+    request: HttpRequest,
+    *,
+    flash: str = "",
+    flash_level: str = "info",
+    price_value: str = "",
+    price_unconfirmed: bool = False,
+) -> HttpResponse:
     """htmx: the fresh fragment. Plain browser: back to the page (post/redirect/get), notice as a message."""
     if _is_htmx(request):
-        context = _workspace_context(_user(request), flash=flash, flash_level=flash_level)
+        context = _workspace_context(
+            _user(request),
+            flash=flash,
+            flash_level=flash_level,
+            price_value=price_value,
+            price_unconfirmed=price_unconfirmed,
+        )
         return render(request, "annotation/_fragment.html", context)
     if flash:
         messages.add_message(request, messages.ERROR if flash_level == "error" else messages.INFO, flash)
@@ -133,7 +170,7 @@ def submit(request: HttpRequest) -> HttpResponse:
         return _workspace_response(request, flash=first_error(form), flash_level="error")
     data = form.cleaned_data
     try:
-        services.annotation_submit(
+        annotation = services.annotation_submit(
             annotator=_user(request),
             assignment_id=data["assignment_id"],
             verdict=data["verdict"],
@@ -141,10 +178,34 @@ def submit(request: HttpRequest) -> HttpResponse:
             reason_code=data.get("reason_code") or "",
             seconds_spent=_seconds_spent(data),
             client_token=data.get("client_token") or "",
+            confirm_price=bool(data.get("confirm_price")),
         )
-    except (AnnotationError, ValidationError) as exc:
+    except ValidationError as exc:
+        reason = _unconfirmed_reason(exc)
+        if reason is None:
+            return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+        flash = f"{reason} If it is right, press y to save it anyway (or tick “The price is right”)."
+        typed = f"{data['corrected_price']:.2f}"
+        return _workspace_response(
+            request, flash=flash, flash_level="error", price_value=typed, price_unconfirmed=True
+        )
+    except AnnotationError as exc:
         return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+    if annotation.price_flag == PriceFlag.OUT_OF_RANGE:
+        return _workspace_response(
+            request,
+            flash=f"Saved: {data['verdict']}, ${annotation.corrected_price:,.2f}, flagged: outside "
+            f"${PRICE_MIN}–${PRICE_MAX}, never trained on.",
+        )
     return _workspace_response(request, flash=f"Saved: {data['verdict']}.")
+
+
+def _unconfirmed_reason(exc: ValidationError) -> str | None:
+    """The reason text when the service refused an unusual price for want of a confirmation."""
+    for error in getattr(exc, "error_dict", {}).get("corrected_price", []):
+        if error.code == services.PRICE_UNCONFIRMED and error.params:
+            return str(error.params["reason"])
+    return None
 
 
 @annotator_only
@@ -163,11 +224,19 @@ def skip(request: HttpRequest) -> HttpResponse:
 @annotator_only
 @require_POST
 def undo(request: HttpRequest) -> HttpResponse:
+    # Undo takes back the last action: a skip (the skipped item returns) or else the last annotation.
     try:
-        services.annotation_undo_last(annotator=_user(request))
+        if services.assignment_unskip_last(annotator=_user(request)) is not None:
+            return _workspace_response(request, flash="Undone: the item you skipped is back.")
+        undone = services.annotation_undo_last(annotator=_user(request))
     except (AnnotationError, ValidationError) as exc:
         return _workspace_response(request, flash=_error_text(exc), flash_level="error")
-    return _workspace_response(request, flash="Undone: your last item is back.")
+    if undone.verdict == Verdict.CORRECT and undone.corrected_price is not None:
+        price = f"{undone.corrected_price:.2f}"
+        flash = f"Undone: your last item is back with your price ${price} in the box (Esc leaves it)."
+        return _workspace_response(request, flash=flash, price_value=price)
+    what = "accepted the guess" if undone.verdict == Verdict.ACCEPT else f"rejected it ({undone.reason_code})"
+    return _workspace_response(request, flash=f"Undone: your last item is back; you had {what}.")
 
 
 @annotator_only

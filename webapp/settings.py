@@ -219,6 +219,7 @@ ANNOTATION_UNDO_WINDOW_S = env_int("ANNOTATION_UNDO_WINDOW_S", 300)
 ANNOTATION_TOLERANCE_ABS = env_float("ANNOTATION_TOLERANCE_ABS", 5.0)
 ANNOTATION_TOLERANCE_REL = env_float("ANNOTATION_TOLERANCE_REL", 0.1)
 ANNOTATION_ROUTING = env_str("ANNOTATION_ROUTING", "entropy")
+ANNOTATION_CONFIRM_FACTOR = env_float("ANNOTATION_CONFIRM_FACTOR", 10.0)
 
 # --- retraining pipeline (training/conf.py reads these; see .env.example for what each means) ----------
 RETRAIN_MIN_BATCH_SIZE = env_int("RETRAIN_MIN_BATCH_SIZE", 20)

@@ -79,4 +79,5 @@ def submit(
         reason_code=str(kw.pop("reason_code", "")),
         seconds_spent=float(kw.pop("seconds_spent", 2.0)),  # type: ignore[arg-type]
         client_token=str(kw.pop("client_token", "")),
+        confirm_price=bool(kw.pop("confirm_price", False)),
     )

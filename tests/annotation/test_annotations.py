@@ -52,12 +52,61 @@ def _label_task(task: Task, answers: list[tuple[str, str | None]]) -> Task:
 # --- validation ------------------------------------------------------------------------------------------
 
 
-def test_it_stores_an_out_of_range_correction_but_flags_it(annotator: User) -> None:
+def _refusal(info: pytest.ExceptionInfo[ValidationError]) -> tuple[str, str]:
+    (error,) = info.value.error_dict["corrected_price"]
+    return error.code or "", " ".join(info.value.message_dict["corrected_price"])
+
+
+def test_it_stores_an_out_of_range_correction_only_once_confirmed_and_flags_it(annotator: User) -> None:
     make_tasks(1)
-    ann = submit(annotator, lease(annotator), "correct", "1200.5")
+    a = lease(annotator)
+    for typed in ("999999999", "1200.5", "0.49"):
+        with pytest.raises(ValidationError) as info:
+            submit(annotator, a, "correct", typed)
+        code, message = _refusal(info)
+        assert code == "price_unconfirmed"
+        assert "outside the trainable range $0.50–$999.49" in message
+        assert "confirm_price=true" in message  # the fix
+    assert not Annotation.objects.exists()
+    assert Assignment.objects.get(id=a.id).status == AssignmentStatus.LIVE
+
+    ann = submit(annotator, a, "correct", "1200.5", confirm_price=True)
     assert ann.corrected_price == Decimal("1200.50")
     assert ann.price_flag == "out_of_range"
     assert ResolvedLabel.objects.get().price_flag == "out_of_range"
+
+
+def test_it_asks_to_confirm_a_correction_the_codebook_factor_away_from_the_shown_guess(
+    annotator: User, settings
+) -> None:
+    settings.ANNOTATION_CONFIRM_FACTOR = 10
+    make_tasks(6, guess="50.00")
+    refused = {}
+    for typed in ("500", "5", "499.99", "5.01"):
+        a = lease(annotator)
+        try:
+            submit(annotator, a, "correct", typed)
+        except ValidationError as exc:
+            refused[typed] = " ".join(exc.message_dict["corrected_price"])
+            submit(annotator, a, "correct", typed, confirm_price=True)
+    assert refused == {
+        "500": "$500.00 is 10 times the model's guess ($50.00). Check it; if it is right, send it again "
+        "with confirm_price=true.",
+        "5": "$5.00 is 1/10 of the model's guess ($50.00). Check it; if it is right, send it again with "
+        "confirm_price=true.",
+    }
+    # Confirmed and in range: a plain, trainable label.
+    assert set(Annotation.objects.values_list("price_flag", flat=True)) == {""}
+
+    settings.ANNOTATION_CONFIRM_FACTOR = 3
+    with pytest.raises(ValidationError, match="3 times the model's guess"):
+        submit(annotator, lease(annotator), "correct", "150")
+
+
+def test_it_never_compares_with_a_guess_the_annotator_was_not_shown(annotator: User) -> None:
+    (task,) = make_tasks(1, guess="50.00", blind=True)
+    ann = submit(annotator, lease(annotator), "correct", "900")  # 18x the hidden guess: no question
+    assert (ann.task_id, ann.price_flag, ann.guess_shown) == (task.id, "", False)
 
 
 @pytest.mark.parametrize(
@@ -193,7 +242,7 @@ def test_it_pauses_an_annotator_below_gold_accuracy_and_releases_their_work(
     for _ in range(4):
         a = lease(annotator)
         answers.append(a.task.is_gold)
-        submit(annotator, a, "correct", "500" if a.task.is_gold else "100")  # every gold answer wrong
+        submit(annotator, a, "correct", "200" if a.task.is_gold else "100")  # every gold answer wrong
     assert answers == [False, True, False, True]
     status = AnnotatorStatus.objects.get(user=annotator)
     assert status.paused
@@ -265,7 +314,7 @@ def test_it_refuses_undo_after_the_window(annotator: User, settings) -> None:
 def test_it_refuses_undo_once_a_reviewer_adjudicated(reviewer: User) -> None:
     (task,) = make_tasks(1, overlap=2)
     users = _annotators(2)
-    for user, price in zip(users, ["10", "500"], strict=True):
+    for user, price in zip(users, ["20", "500"], strict=True):
         submit(user, lease(user), "correct", price)
     services.adjudication_resolve(reviewer=reviewer, task_id=task.id, price="100")
     with pytest.raises(UndoNotAllowed, match="final"):
@@ -300,3 +349,36 @@ def test_it_refuses_undo_once_a_retrain_batch_took_the_label(annotator: User) ->
     with pytest.raises(UndoNotAllowed, match="final"):
         services.annotation_undo_last(annotator=annotator)
     assert ResolvedLabel.objects.get().price == Decimal("42.00")
+
+
+def test_it_undoes_a_skip_only_while_it_is_the_last_action_in_the_window(annotator: User, settings) -> None:
+    tasks = make_tasks(3)
+    skipped = lease(annotator)
+    services.assignment_skip(annotator=annotator, assignment_id=skipped.id)
+    shown = lease(annotator)
+    assert shown.task_id == tasks[1].id
+    back = services.assignment_unskip_last(annotator=annotator)
+    assert back is not None
+    assert (back.id, back.status, back.task_id) == (skipped.id, AssignmentStatus.LIVE, tasks[0].id)
+    assert Assignment.objects.get(id=shown.id).status == AssignmentStatus.RELEASED
+    assert [t.claimed_count for t in Task.objects.order_by("id")] == [1, 0, 0]
+
+    services.assignment_skip(annotator=annotator, assignment_id=skipped.id)
+    submit(annotator, lease(annotator))  # an annotation after the skip: undo means that one
+    assert services.assignment_unskip_last(annotator=annotator) is None
+
+    settings.ANNOTATION_UNDO_WINDOW_S = 0
+    other = lease(annotator)
+    services.assignment_skip(annotator=annotator, assignment_id=other.id)
+    assert services.assignment_unskip_last(annotator=annotator) is None  # too old
+
+
+def test_it_cannot_bring_back_a_skipped_item_others_finished(annotator: User, annotator2: User) -> None:
+    (task,) = make_tasks(1)
+    skipped = lease(annotator)
+    services.assignment_skip(annotator=annotator, assignment_id=skipped.id)
+    submit(annotator2, lease(annotator2))
+    with pytest.raises(UndoNotAllowed, match="Others finished the item you skipped"):
+        services.assignment_unskip_last(annotator=annotator)
+    assert Assignment.objects.get(id=skipped.id).status == AssignmentStatus.SKIPPED
+    assert Task.objects.get(id=task.id).claimed_count == 1

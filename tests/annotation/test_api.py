@@ -200,7 +200,7 @@ def test_it_answers_403_with_a_notice_to_a_paused_annotator(annotator: User, rev
 
 def test_it_lets_a_reviewer_adjudicate_over_http(reviewer: User, annotator: User, annotator2: User) -> None:
     (task,) = make_tasks(1, overlap=2)
-    submit(annotator, lease(annotator), "correct", "10")
+    submit(annotator, lease(annotator), "correct", "20")
     submit(annotator2, lease(annotator2), "correct", "400")
     queue = _call(reviewer, "get", "/api/v1/annotation/adjudications").json()
     assert [q["task_id"] for q in queue] == [task.id]
@@ -506,6 +506,13 @@ def test_it_pins_the_queries_of_next_and_submit_with_a_token(annotator: User) ->
             },
             True,
         ),
+        ({"assignment_id": 7, "verdict": "correct", "corrected_price": "2000", "confirm_price": True}, True),
+        ({"assignment_id": 7, "verdict": "accept", "confirm_price": False}, True),
+        (
+            {"assignment_id": 7, "verdict": "correct", "corrected_price": "2000", "confirm_price": "true"},
+            False,
+        ),
+        ({"assignment_id": 7, "verdict": "correct", "corrected_price": "2000", "confirm_price": 1}, False),
         ({"assignment_id": 7, "verdict": "correct", "corrected_price": " 12"}, False),
         ({"assignment_id": 7, "verdict": "correct", "corrected_price": 12.5}, False),
         ({"assignment_id": 7, "verdict": "correct", "corrected_price": "1e3"}, False),
@@ -556,6 +563,7 @@ def test_it_takes_what_scripts_send_without_the_serializer() -> None:
         "reason_code": "",
         "client_token": "3-1",
         "seconds_spent": 0.0,
+        "confirm_price": False,
     }
 
 
@@ -574,3 +582,43 @@ def test_the_token_hot_path_checks_the_same_role_as_its_views_and_nothing_it_wou
         assert list(view.throttle_classes) == []
     assert not api_settings.DEFAULT_THROTTLE_CLASSES
     assert "DEFAULT_THROTTLE_CLASSES" not in settings.REST_FRAMEWORK
+
+
+# --- unusual prices: refused until confirmed ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_token", [True, False], ids=["token", "session"])
+def test_it_refuses_an_absurd_price_until_it_is_confirmed_then_stores_it_flagged(
+    annotator: User, with_token: bool
+) -> None:
+    make_tasks(1)
+    client = _token_client(annotator) if with_token else client_for(annotator)
+    item = client.post("/api/v1/annotate/next").json()
+    body = {"assignment_id": item["id"], "verdict": "correct", "corrected_price": "999999999"}
+    refused = client.post("/api/v1/annotate/submit", body, format="json")
+    assert refused.status_code == 400
+    (message,) = refused.json()["error"]["fields"]["corrected_price"]
+    assert message == (
+        "$999,999,999.00 is outside the trainable range $0.50–$999.49: it would be saved flagged and never "
+        "trained on. Check it; if it is right, send it again with confirm_price=true."
+    )
+    assert not Annotation.objects.exists()
+
+    saved = client.post("/api/v1/annotate/submit", {**body, "confirm_price": True}, format="json")
+    assert saved.status_code == 200, saved.content
+    assert (saved.json()["corrected_price"], saved.json()["price_flag"]) == ("999999999.00", "out_of_range")
+    assert Annotation.objects.get().price_flag == "out_of_range"
+
+
+def test_it_asks_scripts_to_confirm_a_price_ten_times_the_guess(annotator: User) -> None:
+    make_tasks(2, guess="40.00")
+    client = _token_client(annotator)
+    item = client.post("/api/v1/annotate/next").json()
+    body = {"assignment_id": item["id"], "verdict": "correct", "corrected_price": "400"}
+    refused = client.post("/api/v1/annotate/submit", body, format="json")
+    assert refused.status_code == 400
+    assert "10 times the model's guess ($40.00)" in refused.json()["error"]["fields"]["corrected_price"][0]
+    # a form-encoded confirmation ("true") goes through the serializer: the same answer
+    saved = client.post("/api/v1/annotate/submit", {**body, "confirm_price": "true"})
+    assert saved.status_code == 200, saved.content
+    assert saved.json()["price_flag"] == ""  # in range: confirmed, it is an ordinary label

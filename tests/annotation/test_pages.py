@@ -46,6 +46,16 @@ def test_it_gives_the_outsider_403_everywhere(outsider: User, url: str) -> None:
     assert _client(outsider).get(url).status_code == 403
 
 
+def test_it_answers_403_with_a_page_that_says_why_and_leads_on(outsider: User, annotator: User) -> None:
+    body = _client(outsider).get("/review/").content.decode()
+    assert "This page is not for your role" in body
+    assert "signed in as <strong>oscar</strong>" in body
+    assert 'action="/logout/"' in body  # log out and sign in as someone else
+    assert 'href="/"' in body
+    body = _client(annotator).get("/review/").content.decode()
+    assert 'Your work is on the <a href="/annotate/">annotation page</a>' in body
+
+
 @pytest.mark.parametrize("url", ANNOTATOR_POSTS + REVIEWER_POSTS)
 def test_it_refuses_the_outsiders_posts(outsider: User, url: str) -> None:
     assert _client(outsider).post(url, {}).status_code == 403

@@ -18,6 +18,7 @@ from annotation.models import (
     CodebookAck,
     CodebookVersion,
     ResolutionMethod,
+    Task,
     TaskStatus,
 )
 from tests.annotation.queue_helpers import lease, make_tasks, submit
@@ -104,6 +105,46 @@ def test_it_saves_a_correction_without_javascript(annotator: User, codebook: Cod
     assert annotation.client_token == fields["client_token"]
 
 
+def test_it_asks_to_confirm_an_absurd_price_and_saves_it_flagged_once_confirmed(
+    annotator: User, codebook: CodebookVersion
+) -> None:
+    tasks = make_tasks(2)
+    client = _client(annotator)
+    fields = _form(client)
+    typed = {**fields, "verdict": "correct", "corrected_price": "999999999", "confirm_price": ""}
+    # htmx: the same item comes back with the price still in the box, waiting for the y key
+    response = client.post("/annotate/submit/", typed, headers=HTMX)
+    body = response.content.decode()
+    assert "Saved" not in body
+    assert "$999,999,999.00 is outside the trainable range $0.50–$999.49" in body
+    assert "press y to save it anyway" in body
+    assert response.context["assignment"].task == tasks[0]
+    assert 'data-unconfirmed="true"' in body
+    assert 'value="999999999.00" autofocus' in body
+    # without JavaScript: the notice, and a box to tick
+    response = client.post("/annotate/submit/", typed, follow=True)
+    assert "outside the trainable range" in response.content.decode()
+    assert 'type="checkbox" name="confirm_price"' in response.content.decode()
+    assert not Annotation.objects.exists()
+
+    response = client.post("/annotate/submit/", {**typed, "confirm_price": "on"}, headers=HTMX)
+    assert "Saved: correct, $999,999,999.00, flagged: outside $0.50–$999.49, never trained on." in (
+        response.content.decode()
+    )
+    annotation = Annotation.objects.get(annotator=annotator)
+    assert (annotation.task, annotation.price_flag) == (tasks[0], "out_of_range")
+
+
+def test_it_gives_the_script_the_confirmation_rules(
+    annotator: User, codebook: CodebookVersion, settings
+) -> None:
+    settings.ANNOTATION_CONFIRM_FACTOR = 4
+    make_tasks(1, guess="129.00")
+    body = _client(annotator).get("/annotate/").content.decode()
+    assert 'data-price-min="0.50" data-price-max="999.49"' in body
+    assert 'data-confirm-factor="4" data-guess="129.00"' in body
+
+
 def test_it_answers_htmx_with_the_next_item_and_the_progress(
     annotator: User, codebook: CodebookVersion
 ) -> None:
@@ -180,10 +221,30 @@ def test_it_skips_and_undoes(annotator: User, codebook: CodebookVersion) -> None
     )
     response = client.post("/annotate/skip/", {"assignment_id": _form(client)["assignment_id"]}, headers=HTMX)
     assert response.context["assignment"].task == tasks[2]
+    # u after s: the skip is the last action, so the skipped item comes back; the annotation stays
+    response = client.post("/annotate/undo/", {}, headers=HTMX)
+    assert response.context["assignment"].task == tasks[1]
+    assert "Undone: the item you skipped is back." in response.content.decode()
+    assert Annotation.objects.count() == 1
+    assert Task.objects.get(id=tasks[2].id).claimed_count == 0  # the item shown meanwhile went back
+    # u again: now the annotation before the skip
     response = client.post("/annotate/undo/", {}, headers=HTMX)
     assert response.context["assignment"].task == tasks[0]
-    assert "Undone" in response.content.decode()
+    assert "you had accepted the guess" in response.content.decode()
     assert not Annotation.objects.exists()
+
+
+def test_it_brings_an_undone_correction_back_with_its_price_in_the_box(
+    annotator: User, codebook: CodebookVersion
+) -> None:
+    tasks = make_tasks(2)
+    client = _client(annotator)
+    client.post("/annotate/submit/", {**_form(client), "verdict": "correct", "corrected_price": "87.5"})
+    response = client.post("/annotate/undo/", {}, headers=HTMX)
+    assert response.context["assignment"].task == tasks[0]
+    body = response.content.decode()
+    assert 'value="87.50" autofocus' in body
+    assert "Undone: your last item is back with your price $87.50 in the box" in body
 
 
 def test_it_asks_for_the_new_codebook_before_the_next_item(
@@ -257,7 +318,7 @@ def test_it_lets_a_reviewer_adjudicate(
     reviewer: User, annotator: User, annotator2: User, codebook: CodebookVersion
 ) -> None:
     task = make_tasks(1, overlap=2)[0]
-    submit(annotator, lease(annotator), "correct", "10.00")
+    submit(annotator, lease(annotator), "correct", "20.00")
     submit(annotator2, lease(annotator2), "correct", "500.00")
     task.refresh_from_db()
     assert task.status == TaskStatus.NEEDS_ADJUDICATION

@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import expect
 
 from annotation import services
-from annotation.models import Annotation, AssignmentStatus, CodebookAck, Product
+from annotation.models import Annotation, AssignmentStatus, CodebookAck, Product, Task
 from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -123,13 +123,17 @@ def test_it_labels_items_from_the_keyboard(page: Any, annotator: User, reviewer:
     expect(title).to_have_text("Item 4")
     expect(done).to_have_text("3")
 
-    page.keyboard.press("u")  # undo the reject: Item 2 is back
+    page.keyboard.press("u")  # undo the last action, the skip: Item 3 is back
+    expect(title).to_have_text("Item 3")
+    expect(done).to_have_text("3")
+
+    page.keyboard.press("u")  # undo again: the reject, Item 2 is back
     expect(title).to_have_text("Item 2")
     expect(done).to_have_text("2")
 
     page.keyboard.press("r")
     page.keyboard.press("1")
-    expect(title).to_have_text("Item 3")  # the skipped item comes back before the released one
+    expect(title).to_have_text("Item 4")  # both put-back items return, the one put back first first
     expect(done).to_have_text("3")
 
     page.keyboard.press("?")
@@ -147,7 +151,7 @@ def test_it_labels_items_from_the_keyboard(page: Any, annotator: User, reviewer:
     assert rejected is not None
     assert rejected.verdict == "reject"
     assert rejected.reason_code == "not-a-product"  # the undone "bundle" reject left no trace
-    assert _annotation(annotator, products[3]) is None  # skipped, now on screen again
+    assert _annotation(annotator, products[3]) is None  # skipped, then put back by the second undo
     assert Annotation.objects.filter(annotator=annotator).count() == 3
     for annotation in (accepted, corrected, rejected):
         assert annotation.seconds_spent > 0
@@ -155,7 +159,109 @@ def test_it_labels_items_from_the_keyboard(page: Any, annotator: User, reviewer:
         assert annotation.codebook_version is not None
         assert annotation.codebook_version.number == 1
     live = annotator.assignments.get(status=AssignmentStatus.LIVE)
-    assert live.task.product == products[3]
+    assert live.task.product == products[4]
+
+
+def test_it_asks_for_a_keystroke_before_saving_an_unusual_price(
+    page: Any, login_as: Any, annotator: User, reviewer: User
+) -> None:
+    _codebook(reviewer, annotator)
+    kettle, lamp, _ = _queue(["Kettle", "Lamp", "Chair"])  # guesses $10, $11, $12
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("load")
+    title, notice = page.locator("#item-title"), page.locator("#price-confirm")
+    expect(title).to_have_text("Kettle")
+    expect(notice).to_be_hidden()
+
+    page.keyboard.type("999999999")
+    page.keyboard.press("Enter")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("$999,999,999.00 is outside the trainable range $0.50–$999.49")
+    expect(notice).to_contain_text("Press y to save it anyway")
+    page.keyboard.press("Enter")  # a second Enter is not a confirmation
+    expect(notice).to_be_visible()
+    expect(title).to_have_text("Kettle")
+    assert _annotation(annotator, kettle) is None
+
+    page.keyboard.press("y")  # the confirmation keystroke
+    expect(title).to_have_text("Lamp")
+    expect(page.locator("p.flash")).to_contain_text("flagged: outside $0.50–$999.49, never trained on")
+    expect(notice).to_be_hidden()
+    saved = _annotation(annotator, kettle)
+    assert saved is not None
+    assert (saved.corrected_price, saved.price_flag) == (Decimal("999999999.00"), "out_of_range")
+
+    page.keyboard.type("110")  # ten times the $11 guess: a slip of one zero, most likely
+    page.keyboard.press("Enter")
+    expect(notice).to_contain_text("$110.00 is 10 times the model's guess ($11.00)")
+    page.keyboard.press("Backspace")  # editing withdraws the question; the new price is checked anew
+    expect(notice).to_be_hidden()
+    page.keyboard.press("Enter")
+    expect(title).to_have_text("Chair")
+    fixed = _annotation(annotator, lamp)
+    assert fixed is not None
+    assert (fixed.corrected_price, fixed.price_flag) == (Decimal("11.00"), "")
+
+
+def test_it_loads_the_page_without_a_failed_request(page: Any, login_as: Any, annotator: User) -> None:
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("networkidle")
+    assert failed == []
+    # Desktop browsers ask for /favicon.ico unless the page names its icon (headless ones ask for
+    # neither): the page names one, and it is there.
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    assert icon is not None
+    response = page.request.get(icon)
+    assert (response.status, response.headers["content-type"]) == (200, "image/svg+xml")
+
+
+def test_it_clears_a_key_notice_when_the_next_item_comes(
+    page: Any, login_as: Any, annotator: User, reviewer: User
+) -> None:
+    _codebook(reviewer, annotator)
+    blind, _ = _queue(["Blind kettle", "Lamp"])
+    Task.objects.filter(product=blind).update(is_blind=True)
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("load")
+    expect(page.locator("#guess-hidden")).to_be_visible()
+    page.keyboard.press("a")  # nothing to accept on a blind item
+    expect(page.locator("#key-status")).to_have_text("This item shows no guess: type your price.")
+    page.keyboard.type("25")
+    page.keyboard.press("Enter")
+    expect(page.locator("#item-title")).to_have_text("Lamp")
+    expect(page.locator("#guess-price")).to_have_text("$11.00")
+    expect(page.locator("#key-status")).to_have_text("")  # the notice was about the blind item
+
+
+def test_it_lets_a_keystroke_confirm_a_price_the_server_questioned(
+    page: Any, login_as: Any, annotator: User, reviewer: User, settings: Any
+) -> None:
+    _codebook(reviewer, annotator)
+    kettle, _ = _queue(["Kettle", "Lamp"])  # guess $10
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("load")
+    expect(page.locator("#item-title")).to_have_text("Kettle")
+    settings.ANNOTATION_CONFIRM_FACTOR = 3  # the rule changed after the page was rendered (factor 10)
+
+    page.keyboard.type("40")
+    page.keyboard.press("Enter")  # the page lets it through; the server asks
+    flash = page.locator("#workspace > p.flash")
+    expect(flash).to_contain_text("$40.00 is 4 times the model's guess ($10.00)")
+    expect(page.locator("#item-title")).to_have_text("Kettle")
+    expect(page.locator("#id_corrected_price")).to_have_value("40.00")
+    expect(page.locator("#price-confirm")).to_contain_text("Press y to save it anyway")
+    assert _annotation(annotator, kettle) is None
+    page.keyboard.press("y")
+    expect(page.locator("#item-title")).to_have_text("Lamp")
+    saved = _annotation(annotator, kettle)
+    assert saved is not None
+    assert saved.corrected_price == Decimal("40.00")
 
 
 def test_it_requires_acknowledging_a_new_codebook(

@@ -3,13 +3,17 @@
  * Every action is an ordinary <form> that works without JavaScript; htmx (hx-post on the forms)
  * swaps the #workspace fragment so the next item appears without a page reload. This file only adds:
  *   a accept · digits then Enter correct · r then 1-9 reject with a reason · s skip · u undo · ? help
- * and fills in seconds_spent (time since the item appeared) just before a form is sent.
+ * fills in seconds_spent (time since the item appeared) just before a form is sent, and holds back a
+ * correction that looks like a slip (outside the trainable range, or the codebook's factor away from
+ * the shown guess) until the annotator confirms it with y. The server applies the same rules
+ * (services.price_unusual) and refuses an unconfirmed one.
  */
 (function () {
   "use strict";
 
   let shownAt = performance.now();
   let rejectMode = false;
+  let pendingPrice = null; // the typed correction waiting for its confirmation (y)
 
   const $ = (selector) => document.querySelector(selector);
 
@@ -53,6 +57,62 @@
     submit("reject-form");
   }
 
+  // A typed price as the server reads it (forms.parse_price), or null.
+  function parsePrice(text) {
+    const plain = text.trim().replace(/^\$/, "").replace(",", ".");
+    return /^[0-9]+(\.[0-9]{1,2})?$/.test(plain) ? Number(plain) : null;
+  }
+
+  function money(value) {
+    return "$" + value.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  }
+
+  // Why this correction needs a confirmation, or null: services.price_unusual, same rules and wording.
+  function unusualPrice(form, price) {
+    const min = Number(form.dataset.priceMin);
+    const max = Number(form.dataset.priceMax);
+    if (price < min || price > max) {
+      return `${money(price)} is outside the trainable range ${money(min)}–${money(max)}: it would be saved flagged and never trained on.`;
+    }
+    const guess = Number(form.dataset.guess || 0); // absent on blind items: nothing to compare with
+    if (guess > 0 && price > 0) {
+      const ratio = price >= guess ? price / guess : guess / price;
+      if (ratio >= Number(form.dataset.confirmFactor)) {
+        const times = `${Number(ratio.toPrecision(3))}`;
+        const how = price > guess ? `${times} times` : `1/${times} of`;
+        return `${money(price)} is ${how} the model's guess (${money(guess)}).`;
+      }
+    }
+    return null;
+  }
+
+  function showConfirm(text) {
+    const box = $("#price-confirm");
+    if (box) {
+      box.textContent = text;
+      box.hidden = !text;
+    }
+  }
+
+  function askConfirmation(input, reason) {
+    pendingPrice = input.value;
+    showConfirm(`${reason} Press y to save it anyway, or change the price.`);
+    announce("Unusual price: y saves it, any other change edits it.");
+  }
+
+  function clearConfirmation() {
+    pendingPrice = null;
+    showConfirm("");
+  }
+
+  function confirmPrice() {
+    const field = $("#correct-form input[name=confirm_price]");
+    if (!field) return;
+    field.value = "1";
+    pendingPrice = null;
+    submit("correct-form");
+  }
+
   function startCorrection(digit) {
     const input = $("#id_corrected_price");
     if (!input) return;
@@ -69,6 +129,10 @@
 
   // Keys of the item view; true when the key was one of ours.
   function itemKey(key) {
+    if (pendingPrice !== null && key === "y") {
+      confirmPrice();
+      return true;
+    }
     if (rejectMode) {
       if (/^[1-9]$/.test(key)) chooseReason(key);
       else if (key === "Escape") setRejectMode(false);
@@ -98,6 +162,10 @@
     if (help && help.open) return; // the dialog closes itself on Esc
     if (isTyping(event.target)) {
       if (key === "Escape") event.target.blur(); // Enter in the price box submits its own form
+      else if (key === "y" && pendingPrice !== null && event.target.id === "id_corrected_price") {
+        event.preventDefault(); // the confirmation keystroke, not a letter in the price
+        confirmPrice();
+      }
       return;
     }
     // A focused button or link already answers Enter (and Space) itself.
@@ -111,15 +179,37 @@
     if (handled) event.preventDefault();
   });
 
-  // Just before any work form is sent (by htmx or natively), stamp how long the item was on screen.
+  // Just before any work form is sent (by htmx or natively): hold back an unusual correction until it
+  // is confirmed (capture phase, so neither htmx nor the browser sends it), and stamp how long the item
+  // was on screen.
   document.addEventListener(
     "submit",
     (event) => {
-      const field = event.target.querySelector && event.target.querySelector("input[name=seconds_spent]");
+      const form = event.target;
+      if (form instanceof HTMLFormElement && form.id === "correct-form") {
+        const input = form.querySelector("#id_corrected_price");
+        const confirmed = form.querySelector("input[name=confirm_price]");
+        const price = input ? parsePrice(input.value) : null;
+        const reason = price === null ? null : unusualPrice(form, price);
+        if (reason && confirmed && confirmed.value !== "1") {
+          event.preventDefault();
+          event.stopImmediatePropagation();
+          askConfirmation(input, reason);
+          return;
+        }
+      }
+      const field = form.querySelector && form.querySelector("input[name=seconds_spent]");
       if (field) field.value = ((performance.now() - shownAt) / 1000).toFixed(3);
     },
     true,
   );
+
+  // Typing in the price box after a warning withdraws it: the new price is checked when it is sent.
+  document.addEventListener("input", (event) => {
+    if (pendingPrice !== null && event.target.id === "id_corrected_price" && event.target.value !== pendingPrice) {
+      clearConfirmation();
+    }
+  });
 
   // Let go of the focus before the old item is replaced: htmx would otherwise give it to the new price
   // box (same id), and a key pressed as the next item appears would be typed into it.
@@ -134,6 +224,14 @@
     if (!event.target || event.target.id !== "workspace") return;
     shownAt = performance.now();
     rejectMode = false;
+    clearConfirmation();
+    announce(""); // a key notice ("no guess to accept", …) was about the item that left
+    // The server refused a correction as unusual (its reason is the notice above): y confirms it.
+    const refused = $("#correct-form[data-unconfirmed]");
+    if (refused) {
+      pendingPrice = $("#id_corrected_price").value;
+      showConfirm("Press y to save it anyway, or change the price.");
+    }
     // htmx moves the focus to the new element with the old one's id (the price box): the keys would
     // then type into it. A fresh item starts with nothing focused, unless it asks for it (autofocus).
     const autofocus = document.querySelector("#workspace [autofocus]");
