@@ -35,7 +35,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import selectors, services
+from annotation import quarantine, selectors, services
 from annotation.exceptions import AnnotationError, CodebookAckRequired
 from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
 from webapp.api import ERROR_SCHEMA as ERROR
@@ -636,6 +636,67 @@ class UnpauseApi(AnnotationApi):
             raise exceptions.NotFound("No such annotator.")
         annotation_status = services.annotator_unpause(reviewer=self.user, annotator=annotator)
         return Response(AnnotatorStatusOut(annotation_status).data)
+
+
+def _annotator_or_404(user_id: int) -> User:
+    annotator = User.objects.filter(id=user_id).first()
+    if annotator is None or not has_role(annotator, Role.ANNOTATOR):
+        raise exceptions.NotFound(f"There is no annotator {user_id}.")
+    return annotator
+
+
+class QuarantineRowOut(serializers.Serializer):
+    annotator_id = serializers.IntegerField()
+    username = serializers.CharField()
+    paused = serializers.BooleanField()
+    paused_reason = serializers.CharField()
+    held = serializers.IntegerField(help_text="annotations held out of every batch")
+    held_labels = serializers.IntegerField(help_text="resolved labels among them (others await overlap)")
+
+
+class QuarantineDecisionOut(serializers.Serializer):
+    annotator_id = serializers.IntegerField(source="annotator.id")
+    username = serializers.CharField(source="annotator.username")
+    decision = serializers.ChoiceField(choices=["released", "dropped"])
+    annotations = serializers.IntegerField(help_text="held annotations the decision applied to (0: none)")
+    labels = serializers.IntegerField(help_text="resolved labels among them")
+    requeued = serializers.IntegerField(help_text="products queued again for other annotators (drop)")
+
+
+class QuarantineListApi(AnnotationApi):
+    """Annotators whose labels are held out of training (paused, or paused once and not yet decided)."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(operation_id="quarantine_list", responses={200: QuarantineRowOut(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(QuarantineRowOut(quarantine.quarantine_summary(), many=True).data)
+
+
+class QuarantineReleaseApi(AnnotationApi):
+    """Release the annotator's held labels: they may be batched again."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="quarantine_release", request=None, responses={200: QuarantineDecisionOut, 404: ERROR}
+    )
+    def post(self, request: Request, user_id: int) -> Response:
+        decision = quarantine.quarantine_release(reviewer=self.user, annotator=_annotator_or_404(user_id))
+        return Response(QuarantineDecisionOut(decision).data)
+
+
+class QuarantineDropApi(AnnotationApi):
+    """Drop the annotator's held labels: never batched; their products are queued again."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="quarantine_drop", request=None, responses={200: QuarantineDecisionOut, 404: ERROR}
+    )
+    def post(self, request: Request, user_id: int) -> Response:
+        decision = quarantine.quarantine_drop(reviewer=self.user, annotator=_annotator_or_404(user_id))
+        return Response(QuarantineDecisionOut(decision).data)
 
 
 class AgreementApi(AnnotationApi):

@@ -40,6 +40,7 @@ from annotation.models import (
     TaskStatus,
     Verdict,
 )
+from annotation.quarantine import quarantine_hold_for_annotator
 from annotation.queue import (
     _assignment_locked,
     _single_statement_writes,
@@ -523,7 +524,8 @@ def codebook_acknowledge(*, annotator: User, version_number: int) -> CodebookAck
 
 
 def annotator_pause(*, annotator: User, reason: str, reviewer: User | None = None) -> AnnotatorStatus:
-    """Stop an annotator's work (gold accuracy, or a reviewer's decision); their live leases go back."""
+    """Stop an annotator's work (gold accuracy, or a reviewer's decision); their live leases go back and
+    their labels not yet in a batch are quarantined (``annotation/quarantine.py``)."""
     with transaction.atomic():
         status = annotator_status_locked(annotator=annotator)
         if not status.paused:
@@ -532,6 +534,8 @@ def annotator_pause(*, annotator: User, reason: str, reviewer: User | None = Non
             status.paused_reason = reason if reviewer is None else f"{reason} (paused by {reviewer.username})"
             status.save(update_fields=["paused", "paused_at", "paused_reason"])
         leases_release_for_annotator(annotator=annotator)
+        # After the leases: a submit that held one has committed, so its annotation is held too.
+        quarantine_hold_for_annotator(annotator=annotator, reason=status.paused_reason, actor=reviewer)
         return status
 
 

@@ -25,4 +25,16 @@ urlpatterns = [
     path("review/agreement/", views.agreement, name="agreement"),
     path("review/queue/", views.queue, name="queue"),
     path("review/annotators/<int:user_id>/unpause/", views.unpause, name="unpause"),
+    path(
+        "review/annotators/<int:user_id>/quarantine/release/",
+        views.quarantine_decide,
+        {"decision": "release"},
+        name="quarantine_release",
+    ),
+    path(
+        "review/annotators/<int:user_id>/quarantine/drop/",
+        views.quarantine_decide,
+        {"decision": "drop"},
+        name="quarantine_drop",
+    ),
 ]

@@ -20,7 +20,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation import selectors, services
+from annotation import quarantine, selectors, services
 from annotation.exceptions import AnnotationError, AnnotatorPaused, CodebookAckRequired
 from annotation.forms import (
     AcknowledgeForm,
@@ -305,8 +305,34 @@ def agreement(request: HttpRequest) -> HttpResponse:
 @reviewer_only
 @require_GET
 def queue(request: HttpRequest) -> HttpResponse:
-    context = {"section": "queue", "stats": selectors.queue_stats(), "paused": selectors.annotators_paused()}
+    context = {
+        "section": "queue",
+        "stats": selectors.queue_stats(),
+        "paused": selectors.annotators_paused(),
+        "quarantine": quarantine.quarantine_summary(),
+    }
     return render(request, "annotation/review/queue.html", context)
+
+
+@reviewer_only
+@require_POST
+def quarantine_decide(request: HttpRequest, user_id: int, decision: str) -> HttpResponse:
+    annotator = get_object_or_404(User, id=user_id)
+    if decision == "release":
+        result = quarantine.quarantine_release(reviewer=_user(request), annotator=annotator)
+        messages.success(
+            request,
+            f"Released {result.annotations} held annotation(s) of {annotator.get_username()} "
+            f"({result.labels} label(s)): they can be batched.",
+        )
+    else:
+        result = quarantine.quarantine_drop(reviewer=_user(request), annotator=annotator)
+        messages.success(
+            request,
+            f"Dropped {result.annotations} held annotation(s) of {annotator.get_username()} "
+            f"({result.labels} label(s)); {result.requeued} product(s) queued again.",
+        )
+    return redirect("annotation:queue")
 
 
 @reviewer_only

@@ -13,7 +13,16 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.models import Annotation, AnnotatorStatus, PriceFlag, ResolvedLabel, Split, Verdict
+from annotation.models import (
+    Annotation,
+    AnnotatorStatus,
+    PriceFlag,
+    QuarantineState,
+    ResolvedLabel,
+    Split,
+    Verdict,
+)
+from annotation.quarantine import BLOCKING as QUARANTINE_BLOCKING
 from training.exceptions import BatchStateError, NotEnoughLabelsError
 from training.models import (
     AuditAction,
@@ -55,12 +64,27 @@ def _content_sha256(items: list[BatchItem]) -> str:
 
 
 def _unbatched_labels() -> Any:
+    """Resolved pool labels no batch holds, less those a quarantine blocks (a paused annotator's labels
+    until a reviewer releases them; dropped ones for ever: ``annotation/quarantine.py``)."""
     return (
         ResolvedLabel.objects.filter(
             batch_item__isnull=True, task__is_gold=False, task__product__split=Split.POOL
         )
+        .exclude(task__quarantined_annotations__state__in=QUARANTINE_BLOCKING)
         .select_related("task", "task__guess", "task__product")
         .order_by("id")
+    )
+
+
+def _quarantined_label_count() -> int:
+    return int(
+        ResolvedLabel.objects.filter(
+            batch_item__isnull=True,
+            task__is_gold=False,
+            task__quarantined_annotations__state=QuarantineState.HELD,
+        )
+        .distinct()
+        .count()
     )
 
 
@@ -78,9 +102,16 @@ def batch_create_from_resolved(*, min_size: int | None = None, recipe: str = Rec
         with transaction.atomic():
             labels = list(_unbatched_labels())
             if not labels or len(labels) < max(min_size, 1):
+                held = _quarantined_label_count()
                 raise NotEnoughLabelsError(
                     f"{len(labels)} resolved label(s) are waiting; a batch needs at least {max(min_size, 1)} "
                     "(RETRAIN_MIN_BATCH_SIZE)."
+                    + (
+                        f" {held} more are quarantined (paused annotators): release or drop them on the "
+                        "Queue page."
+                        if held
+                        else ""
+                    )
                 )
             task_ids = [label.task_id for label in labels]
             annotations = list(
