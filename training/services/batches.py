@@ -23,7 +23,8 @@ from annotation.models import (
     Verdict,
 )
 from annotation.quarantine import BLOCKING as QUARANTINE_BLOCKING
-from training.exceptions import BatchStateError, NotEnoughLabelsError
+from training.checks import batch_checks
+from training.exceptions import BatchStateError, NotEnoughLabelsError, QualityChecksFailed
 from training.models import (
     AuditAction,
     AuditEvent,
@@ -217,8 +218,17 @@ def _require_reviewer(user: User) -> None:
         raise PermissionError("only reviewers may approve or reject retrain batches.")
 
 
-def batch_approve(*, reviewer: User, batch_id: int, recipe: str | None = None) -> TrainingRun:
+MAX_OVERRIDE_REASON = 2000
+
+
+def batch_approve(
+    *, reviewer: User, batch_id: int, recipe: str | None = None, override_reason: str = ""
+) -> TrainingRun:
     """Approve a batch and create its one training run; the dataset task starts after the commit.
+
+    A batch whose quality checks fail (``training/checks.py``) is approved only with a written
+    ``override_reason``; without one ``QualityChecksFailed`` names the failing checks. The audit row
+    records the checks, whether they were overridden and the reason.
 
     Idempotent and safe under concurrency: the batch row is locked, an approved batch returns its
     existing run, and ``TrainingRun.batch`` is unique, so two reviewers approving at once get one run.
@@ -226,6 +236,9 @@ def batch_approve(*, reviewer: User, batch_id: int, recipe: str | None = None) -
     _require_reviewer(reviewer)
     if recipe is not None and recipe not in Recipe.values:
         raise BatchStateError(f"recipe {recipe!r} is unknown; use one of {', '.join(Recipe.values)}.")
+    override_reason = (override_reason or "").strip()
+    if len(override_reason) > MAX_OVERRIDE_REASON:
+        raise BatchStateError(f"the override reason is limited to {MAX_OVERRIDE_REASON} characters.")
     try:
         with transaction.atomic():
             batch = RetrainBatch.objects.select_for_update().get(pk=batch_id)
@@ -233,11 +246,20 @@ def batch_approve(*, reviewer: User, batch_id: int, recipe: str | None = None) -
                 return TrainingRun.objects.get(batch=batch)
             if batch.status == BatchStatus.REJECTED:
                 raise BatchStateError(f"batch {batch_id} was rejected; it cannot be approved any more.")
+            checks = batch_checks(batch)
+            failed = [check for check in checks if not check.passed]
+            if failed and not override_reason:
+                raise QualityChecksFailed(
+                    f"batch {batch_id} fails {len(failed)} quality check(s): "
+                    + " ".join(f"[{check.name}] {check.message}" for check in failed)
+                    + " Fix the cause, reject the batch, or approve it with a written override_reason."
+                )
             updated = RetrainBatch.objects.filter(pk=batch_id, status=BatchStatus.PENDING_REVIEW).update(
                 status=BatchStatus.APPROVED,
                 reviewer=reviewer,
                 reviewed_at=timezone.now(),
                 recipe=recipe or batch.recipe,
+                reason=override_reason if failed else "",
             )
             if updated != 1:  # lost a race on a database without row locks
                 return TrainingRun.objects.get(batch=batch)
@@ -253,7 +275,16 @@ def batch_approve(*, reviewer: User, batch_id: int, recipe: str | None = None) -
                 actor=reviewer,
                 batch=batch,
                 run=run,
-                numbers={"rows": batch.size, "recipe": run.recipe},
+                subject=f"batch:{batch.pk}",
+                numbers={
+                    "rows": batch.size,
+                    "recipe": run.recipe,
+                    "checks_passed": not failed,
+                    "override": bool(failed),
+                    "failed_checks": [check.name for check in failed],
+                    "checks": [check.as_dict() for check in checks],
+                },
+                message=override_reason if failed else "",
             )
             transaction.on_commit(lambda: _enqueue_dataset(run.pk))
     except IntegrityError:
