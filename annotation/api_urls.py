@@ -43,6 +43,7 @@ urlpatterns = [
     path("annotation/agreement", api.AgreementApi.as_view(), name="api-annotation-agreement"),
     path("annotation/blind-vs-shown", api.BlindVsShownApi.as_view(), name="api-annotation-blind-vs-shown"),
     path("annotation/queue", api.QueueStatsApi.as_view(), name="api-annotation-queue"),
+    path("gold", api.GoldApi.as_view(), name="api-gold"),
     # clients and reviewers
     path("annotations/export", api.ExportApi.as_view(), name="api-annotations-export"),
 ]

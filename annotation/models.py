@@ -120,6 +120,10 @@ class Task(models.Model):
                 condition=models.Q(is_gold=False) | models.Q(gold_price__isnull=False),
                 name="task_gold_has_price",
             ),
+            # Two gold imports of one product at once make one gold item (annotation/gold.py).
+            models.UniqueConstraint(
+                fields=["product"], condition=models.Q(is_gold=True), name="task_one_gold_per_product"
+            ),
         ]
         indexes = [
             # The queue: open, unfilled, non-gold tasks in serving order (started first, then entropy).

@@ -266,6 +266,36 @@ def _gold_record(*, annotator: User, correct: bool, delta: int = 1) -> None:
         annotator_pause(annotator=annotator, reason=reason)
 
 
+def _gold_answered(*, annotator: User, task: Task, annotation: Annotation) -> None:
+    """Count a gold answer; a wrong one sets ``annotation.gold_feedback`` (the submit answer shows it)."""
+    correct = _gold_correct(task, annotation.verdict, annotation.corrected_price)
+    _gold_record(annotator=annotator, correct=correct)
+    if not correct and task.gold_price is not None:
+        annotation.gold_feedback = gold_feedback(task, annotation)  # type: ignore[attr-defined]
+
+
+def gold_feedback(task: Task, annotation: Annotation) -> dict[str, Any]:
+    """What an annotator is told after a wrong gold answer: it was a check item, and its true price."""
+    assert task.gold_price is not None
+    tolerance = task.gold_tolerance if task.gold_tolerance is not None else annotation_config().gold_tolerance
+    answer = vote_price(
+        annotation.verdict,
+        annotation.corrected_price,
+        task.guess.price if task.guess_id and task.guess else None,
+    )
+    said = f"your answer ${answer:.2f}" if answer is not None else "you rejected it"
+    return {
+        "correct": False,
+        "true_price": f"{task.gold_price:.2f}",
+        "your_price": f"{answer:.2f}" if answer is not None else None,
+        "tolerance": float(tolerance),
+        "message": (
+            f"That was a check item with a known price of ${task.gold_price:.2f}; {said}, which is not "
+            f"within ±{tolerance:.0%}."
+        ),
+    }
+
+
 def _resolve(task: Task, votes: list[Vote]) -> tuple[str, ResolvedLabel | None]:
     cfg = annotation_config()
     decision = consensus_decide(votes, guess_price=task.guess.price if task.guess else None, cfg=cfg)
@@ -397,7 +427,7 @@ def _submit(
             ):
                 raise TaskFull(f"Task {task.id} already has its {task.overlap} annotation(s).")
             if task.is_gold:
-                _gold_record(annotator=annotator, correct=_gold_correct(task, verdict, price))
+                _gold_answered(annotator=annotator, task=task, annotation=annotation)
             return annotation
         if not task.is_gold:  # gold keeps no counts: everyone answers it once
             # The compare-and-set that keeps "never more than overlap" even if the lock were bypassed.
@@ -412,7 +442,7 @@ def _submit(
         if label is not None:
             label.save(force_insert=True)
         if task.is_gold:
-            _gold_record(annotator=annotator, correct=_gold_correct(task, verdict, price))
+            _gold_answered(annotator=annotator, task=task, annotation=annotation)
         return annotation
 
 

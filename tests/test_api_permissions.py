@@ -55,6 +55,8 @@ TABLE: dict[str, dict[str, Any]] = {
     "GET annotation/agreement": REVIEWER_ONLY,
     "GET annotation/blind-vs-shown": REVIEWER_ONLY,
     "GET annotation/queue": REVIEWER_ONLY,
+    "GET gold": row(DENY, 200, DENY),
+    "POST gold": row(DENY, 400, DENY),  # an empty body is not a gold item
     "GET annotations/export": READERS,
     # model registry (training/api.py): exact statuses on an empty database
     "GET versions": row(DENY, 200, 200),
