@@ -207,10 +207,15 @@ Accept the guess when it is within 10% of the price you would put on the product
 @reviewer_only
 @require_GET
 def review_home(request: HttpRequest) -> HttpResponse:
+    from training.models import BatchStatus, RetrainBatch
+
     context = {
         "section": "home",
         "stats": selectors.queue_stats(),
         "codebook": selectors.codebook_current(),
+        "pending_batches": RetrainBatch.objects.filter(status=BatchStatus.PENDING_REVIEW).count(),
+        "gold_pool": gold.gold_pool_status(),
+        "quarantined": sum(row["held"] for row in quarantine.quarantine_summary()),
     }
     return render(request, "annotation/review/home.html", context)
 

@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -104,11 +105,11 @@ class VersionOut(serializers.Serializer):
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_url(self, obj: ModelVersion) -> str:
-        return f"/api/v1/versions/{obj.number}"
+        return reverse("api-version", args=[obj.number])
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_download_url(self, obj: ModelVersion) -> str:
-        return f"/api/v1/versions/{obj.number}/download"
+        return reverse("api-version-download", args=[obj.number])
 
 
 class LineageOut(serializers.Serializer):
