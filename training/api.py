@@ -212,10 +212,11 @@ class BatchDetailOut(BatchOut):
     checks_passed = serializers.SerializerMethodField(help_text="false: approving needs an override_reason")
 
     def _checks(self, obj: RetrainBatch) -> list[Any]:
-        cache = self.context.setdefault("checks", {})
+        # Both fields read the same checks: computed once per batch and serializer.
+        cache: dict[int, list[Any]] = self.__dict__.setdefault("_checks_cache", {})
         if obj.pk not in cache:
             cache[obj.pk] = batch_checks(obj)
-        return list(cache[obj.pk])
+        return cache[obj.pk]
 
     @extend_schema_field(QualityCheckOut(many=True))
     def get_checks(self, obj: RetrainBatch) -> list[dict[str, Any]]:
