@@ -1,14 +1,16 @@
 """Quarantine: a paused annotator's labels stay out of training until a reviewer releases or drops them.
 
 When an annotator is paused (gold accuracy below the floor, or a reviewer's decision), every annotation
-of theirs whose label no retrain batch holds yet is *held*, including annotations made long before the
-pause and annotations on items still waiting for their other annotators. A label with a held (or
-dropped) annotation is never snapshotted into a batch (``training.services.batches``). A reviewer then
-decides for all of one annotator's held annotations at once:
+of theirs whose label is not in an approved or rejected batch is *held*: annotations made long before
+the pause, annotations on items still waiting for their other annotators, and labels in a batch still
+pending review. A label with a held (or dropped) annotation is never snapshotted into a batch
+(``training.services.batches``), and a pending batch holding one fails its ``quarantined_labels``
+check (``training/checks.py``). A reviewer then decides for all of one annotator's held annotations
+at once:
 
-- ``quarantine_release``: the labels may be batched again (the reviewer looked and trusts them);
-- ``quarantine_drop``: the labels are never batched; their products go back to the queue, so other
-  annotators label them afresh.
+- ``quarantine_release``: the labels may be batched (the reviewer looked and trusts them);
+- ``quarantine_drop``: the labels are never trained on: they leave pending batches, and their products
+  go back to the queue, so other annotators label them afresh.
 
 Every decision is an ``AuditEvent`` naming the reviewer and the annotator (``subject="annotator:<id>"``).
 """
@@ -28,13 +30,15 @@ from annotation.models import (
     AnnotatorStatus,
     QuarantinedAnnotation,
     QuarantineState,
+    ResolvedLabel,
     Task,
     TaskStatus,
 )
-from training.models import AuditAction, AuditEvent
+from training.models import AuditAction, AuditEvent, BatchStatus
 
 # States that keep a label out of every batch.
 BLOCKING = (QuarantineState.HELD, QuarantineState.DROPPED)
+DECIDED_BATCH_STATES = (BatchStatus.APPROVED, BatchStatus.REJECTED)
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,9 @@ def quarantine_hold_for_annotator(*, annotator: User, reason: str, actor: User |
     """
     candidates = list(
         Annotation.objects.filter(annotator=annotator, task__is_gold=False, quarantine__isnull=True)
-        # The reverse one-to-one of training's BatchItem: a batched label is final (as in undo).
-        .exclude(task__resolved_label__batch_item__isnull=False)
+        # Through training's BatchItem (reverse one-to-one): a label in an approved or rejected batch
+        # is final; one in a batch still pending review is held too (the batch's checks then fail).
+        .exclude(task__resolved_label__batch_item__batch__status__in=DECIDED_BATCH_STATES)
         .values_list("id", "task_id")
     )
     rows = [
@@ -113,13 +118,18 @@ def quarantine_release(*, reviewer: User, annotator: User) -> QuarantineDecision
 def quarantine_drop(*, reviewer: User, annotator: User) -> QuarantineDecision:
     """Never train on the annotator's held labels; queue their products again for other annotators.
 
-    A held annotation on an item still waiting for its other annotators stays with that item: the label
+    Labels already in a batch pending review are taken out of it (its hash and stats recomputed). A
+    held annotation on an item still waiting for its other annotators stays with that item: the label
     it resolves to is never batched, and the item is not queued again (it is still open).
     """
     from annotation.services import tasks_create_for_products
+    from training.services.batches import batch_labels_remove
 
     with transaction.atomic():
         task_ids, labels = _decide(reviewer=reviewer, annotator=annotator, state=QuarantineState.DROPPED)
+        removed = batch_labels_remove(
+            label_ids=list(ResolvedLabel.objects.filter(task_id__in=task_ids).values_list("id", flat=True))
+        )
         resolved = list(
             Task.objects.filter(id__in=task_ids, status=TaskStatus.RESOLVED).values_list(
                 "product_id", "overlap"
@@ -133,7 +143,12 @@ def quarantine_drop(*, reviewer: User, annotator: User) -> QuarantineDecision:
             action=AuditAction.QUARANTINE_DROP,
             actor=reviewer,
             subject=_subject(annotator),
-            numbers={"annotations": len(task_ids), "labels": labels, "requeued": requeued},
+            numbers={
+                "annotations": len(task_ids),
+                "labels": labels,
+                "requeued": requeued,
+                "removed_from_batches": {str(b): n for b, n in removed.items()},
+            },
         )
     return QuarantineDecision(annotator, "dropped", len(task_ids), labels, requeued)
 

@@ -199,7 +199,9 @@ class BatchOut(serializers.Serializer):
 
 
 class QualityCheckOut(serializers.Serializer):
-    name = serializers.CharField(help_text="gold_accuracy | out_of_range_share | annotators_below_floor")
+    name = serializers.CharField(
+        help_text="gold_accuracy | out_of_range_share | annotators_below_floor | quarantined_labels"
+    )
     passed = serializers.BooleanField()
     value = serializers.FloatField(allow_null=True, help_text="null: not measurable (e.g. no gold answers)")
     threshold = serializers.FloatField()

@@ -1,14 +1,17 @@
 """Quality checks of a retrain batch: what must hold before it may be trained on without an override.
 
 Read live (the annotators' current gold record and pause state), so an annotator paused after the
-snapshot fails the batch they contributed to. Three checks, each with its number and threshold:
+snapshot fails the batch they contributed to. Four checks, each with its number and threshold:
 
 - ``gold_accuracy``: the gold accuracy of the batch's annotators, each weighted by their items in the
   batch, at least ``RETRAIN_GOLD_ACCURACY_MIN``. No gold answer at all fails: quality unknown.
 - ``out_of_range_share``: the share of priced labels outside 0.50–999.49 (stored, never trained on
   token-level) at most ``RETRAIN_OUT_OF_RANGE_MAX_SHARE``.
 - ``annotators_below_floor``: no contributing annotator is paused or, with ``ANNOTATION_GOLD_MIN_SEEN``
-  gold answers or more, below ``ANNOTATION_GOLD_ACCURACY_MIN`` (the accuracy that pauses annotators).
+  gold answers or more, below ``ANNOTATION_GOLD_ACCURACY_MIN`` (the accuracy that pauses annotators),
+  unless a reviewer released all of that annotator's labels in this batch from quarantine;
+- ``quarantined_labels``: no label of the batch is held in quarantine (its annotator was paused after
+  the snapshot: ``annotation/quarantine.py``) until a reviewer releases or drops it.
 
 A batch whose checks fail is approved only with a written override reason (``batch_approve``).
 """
@@ -22,7 +25,7 @@ from typing import Any
 from django.conf import settings
 
 from annotation.conf import annotation_config
-from annotation.models import AnnotatorStatus
+from annotation.models import AnnotatorStatus, QuarantinedAnnotation, QuarantineState
 from training.models import RetrainBatch
 
 
@@ -39,19 +42,38 @@ class QualityCheck:
 
 
 def batch_checks(batch: RetrainBatch) -> list[QualityCheck]:
-    """The batch's quality checks, in a fixed order (two queries)."""
-    items = list(batch.items.values_list("annotator_ids", "price", "price_trainable"))
+    """The batch's quality checks, in a fixed order (three queries)."""
+    rows = list(
+        batch.items.values_list("annotator_ids", "price", "price_trainable", "resolved_label__task_id")
+    )
+    items = [(annotator_ids, price, trainable) for annotator_ids, price, trainable, _ in rows]
     per_annotator: Counter[int] = Counter()
-    for annotator_ids, _, _ in items:
-        per_annotator.update(int(a) for a in annotator_ids or [])
+    tasks_of: dict[int, set[int]] = {}
+    for annotator_ids, _, _, task_id in rows:
+        for annotator_id in annotator_ids or []:
+            per_annotator[int(annotator_id)] += 1
+            tasks_of.setdefault(int(annotator_id), set()).add(task_id)
     statuses = {
         s.user_id: s
         for s in AnnotatorStatus.objects.filter(user_id__in=list(per_annotator)).select_related("user")
     }
+    quarantine = list(
+        QuarantinedAnnotation.objects.filter(task_id__in=[r[3] for r in rows]).values_list(
+            "task_id", "annotator_id", "state"
+        )
+    )
+    held_tasks = {task for task, _, state in quarantine if state != QuarantineState.RELEASED}
+    released: dict[int, set[int]] = {}
+    for task, annotator_id, state in quarantine:
+        if state == QuarantineState.RELEASED:
+            released.setdefault(annotator_id, set()).add(task)
+    # A reviewer who released all of an annotator's labels in this batch vouched for them.
+    vouched = {a for a, tasks in tasks_of.items() if tasks and tasks <= released.get(a, set())}
     return [
         _gold_accuracy(per_annotator, statuses),
         _out_of_range(items),
-        _below_floor(per_annotator, statuses),
+        _below_floor(per_annotator, statuses, vouched),
+        _quarantined(len(held_tasks)),
     ]
 
 
@@ -117,12 +139,14 @@ def _out_of_range(items: list[tuple[Any, Any, bool]]) -> QualityCheck:
     )
 
 
-def _below_floor(per_annotator: Counter[int], statuses: dict[int, AnnotatorStatus]) -> QualityCheck:
+def _below_floor(
+    per_annotator: Counter[int], statuses: dict[int, AnnotatorStatus], vouched: set[int]
+) -> QualityCheck:
     cfg = annotation_config()
     below = []
     for annotator_id in sorted(per_annotator):
         status = statuses.get(annotator_id)
-        if status is None:
+        if status is None or annotator_id in vouched:
             continue
         if status.paused:
             below.append(f"{_name(status, annotator_id)} (paused: {status.paused_reason or 'no reason'})")
@@ -141,3 +165,14 @@ def _below_floor(per_annotator: Counter[int], statuses: dict[int, AnnotatorStatu
             f"gold accuracy floor: {'; '.join(below)}."
         )
     return QualityCheck("annotators_below_floor", not below, len(below), 0, message)
+
+
+def _quarantined(held: int) -> QualityCheck:
+    if not held:
+        message = "No label of this batch is quarantined."
+    else:
+        message = (
+            f"{held} label(s) of this batch come from annotators paused after the snapshot and are "
+            "quarantined: release or drop them on the Queue page (dropping takes them out of the batch)."
+        )
+    return QualityCheck("quarantined_labels", not held, held, 0, message)

@@ -11,7 +11,7 @@ from tests.annotation.queue_helpers import lease, make_gold, make_tasks, submit
 from tests.conftest import client_for
 from training.exceptions import NotEnoughLabelsError
 from training.models import AuditEvent, BatchItem
-from training.services.batches import batch_create_from_resolved
+from training.services.batches import batch_create_from_resolved, batch_reject
 
 pytestmark = pytest.mark.django_db
 
@@ -65,10 +65,13 @@ def test_it_holds_a_label_that_resolves_after_the_pause(annotator: User, annotat
         batch_create_from_resolved(min_size=1)
 
 
-def test_it_never_holds_labels_already_in_a_batch_or_gold_answers(annotator: User, settings) -> None:
+def test_it_never_holds_labels_of_a_decided_batch_or_gold_answers(
+    annotator: User, reviewer: User, settings
+) -> None:
     make_tasks(2)
     first = _label(annotator, 1)
-    batch_create_from_resolved(min_size=1)
+    batch = batch_create_from_resolved(min_size=1)
+    batch_reject(reviewer=reviewer, batch_id=batch.pk, reason="decided before the pause")
     settings.ANNOTATION_GOLD_RATE = 0.5
     make_gold(1)
     gold = lease(annotator)

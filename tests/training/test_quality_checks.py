@@ -56,6 +56,7 @@ def test_a_batch_of_checked_annotators_passes_and_is_approved_without_a_reason(
         "gold_accuracy",
         "out_of_range_share",
         "annotators_below_floor",
+        "quarantined_labels",
     ]
     assert set(body["checks"][0]) == {"name", "passed", "value", "threshold", "message"}
     assert body["checks"][0]["value"] == 0.9
@@ -146,3 +147,59 @@ def test_the_batch_page_shows_the_checks_and_asks_for_an_override_reason(
     assert approved["Location"] == f"/review/runs/{run.pk}/"
     page = client.get(f"/review/batches/{batch.pk}/").content.decode()
     assert "Override reason: pilot batch" in page
+
+
+def _paused_after_the_snapshot(annotator: User, annotator2: User, reviewer: User) -> RetrainBatch:
+    """A batch of 6 labels (4 by a careful annotator, 2 by one paused once the batch exists)."""
+    _gold_record(annotator, correct=10, seen=10)
+    _gold_record(annotator2, correct=10, seen=10)
+    make_tasks(6)
+    for user in (annotator, annotator, annotator, annotator, annotator2, annotator2):
+        submit(user, lease(user), "correct", "80")
+    batch = batch_create_from_resolved(min_size=1)
+    assert _checks(reviewer, batch)["passed"] is True
+    _gold_record(annotator2, correct=10, seen=30)  # then misses 20 gold items in a row
+    services.annotator_pause(annotator=annotator2, reason="gold accuracy 10/30.")
+    return batch
+
+
+def test_a_pending_batch_with_a_paused_annotators_labels_waits_until_they_are_released(
+    annotator: User, annotator2: User, reviewer: User
+) -> None:
+    batch = _paused_after_the_snapshot(annotator, annotator2, reviewer)
+    checks = _checks(reviewer, batch)
+    assert checks["passed"] is False
+    assert (checks["quarantined_labels"]["passed"], checks["quarantined_labels"]["value"]) == (False, 2)
+    assert checks["annotators_below_floor"]["passed"] is False
+    client = client_for(reviewer)
+    assert client.post(f"/api/v1/batches/{batch.pk}/approve", {}, format="json").status_code == 409
+
+    released = client.post(f"/api/v1/annotation/annotators/{annotator2.id}/quarantine/release")
+    assert released.json()["labels"] == 2
+    checks = _checks(reviewer, batch)
+    assert checks["quarantined_labels"]["passed"] is True
+    assert checks["annotators_below_floor"]["passed"] is True  # the reviewer vouched for those labels
+    # (4 × 1.0 + 2 × 0.33) / 6 = 0.78: the batch's gold accuracy still passes.
+    assert checks["passed"] is True
+    assert client.post(f"/api/v1/batches/{batch.pk}/approve", {}, format="json").status_code == 200
+
+
+def test_dropping_a_paused_annotators_labels_takes_them_out_of_the_pending_batch(
+    annotator: User, annotator2: User, reviewer: User
+) -> None:
+    batch = _paused_after_the_snapshot(annotator, annotator2, reviewer)
+    old_hash = batch.content_sha256
+    client = client_for(reviewer)
+    dropped = client.post(f"/api/v1/annotation/annotators/{annotator2.id}/quarantine/drop")
+    assert dropped.json()["requeued"] == 2
+    batch.refresh_from_db()
+    assert batch.size == 4
+    assert batch.stats["rows"] == 4
+    assert batch.content_sha256 != old_hash
+    assert all(ids == [annotator.id] for ids in batch.items.values_list("annotator_ids", flat=True))
+    body = client.get(f"/api/v1/batches/{batch.pk}").json()
+    assert body["size"] == 4
+    assert body["checks_passed"] is True
+    event = AuditEvent.objects.get(action="quarantine_drop")
+    assert event.numbers["removed_from_batches"] == {str(batch.pk): 2}
+    assert client.post(f"/api/v1/batches/{batch.pk}/approve", {}, format="json").status_code == 200

@@ -114,15 +114,7 @@ def batch_create_from_resolved(*, min_size: int | None = None, recipe: str = Rec
                         else ""
                     )
                 )
-            task_ids = [label.task_id for label in labels]
-            annotations = list(
-                Annotation.objects.filter(task_id__in=task_ids)
-                .select_related("codebook_version", "annotator")
-                .order_by("id")
-            )
-            by_task: dict[int, list[Annotation]] = {}
-            for annotation in annotations:
-                by_task.setdefault(annotation.task_id, []).append(annotation)
+            by_task = _annotations_by_task([label.task_id for label in labels])
 
             batch = RetrainBatch.objects.create(
                 recipe=recipe, content_sha256="pending-" + str(timezone.now())
@@ -211,6 +203,54 @@ def _stats_for(
         for annotation in annotation_list:
             quality.setdefault(annotation.annotator_id, {"username": annotation.annotator.get_username()})
     return batch_stats(labels=rows, facts=facts, annotator_quality=quality)
+
+
+def _annotations_by_task(task_ids: list[int]) -> dict[int, list[Annotation]]:
+    by_task: dict[int, list[Annotation]] = {}
+    for annotation in (
+        Annotation.objects.filter(task_id__in=task_ids)
+        .select_related("codebook_version", "annotator")
+        .order_by("id")
+    ):
+        by_task.setdefault(annotation.task_id, []).append(annotation)
+    return by_task
+
+
+def batch_labels_remove(*, label_ids: list[int]) -> dict[int, int]:
+    """Take these labels out of the pending batches that hold them; ``{batch id: items removed}``.
+
+    A reviewer dropped them (``annotation.quarantine.quarantine_drop``): they must not be trained on.
+    Approved and rejected batches are final and keep their items. Each batch changed gets its size,
+    content hash and stats recomputed from the items left, so the hash covers what can be approved.
+    """
+    removed: dict[int, int] = {}
+    with transaction.atomic():
+        batch_ids = sorted(
+            set(
+                BatchItem.objects.filter(
+                    resolved_label_id__in=label_ids, batch__status=BatchStatus.PENDING_REVIEW
+                ).values_list("batch_id", flat=True)
+            )
+        )
+        for batch in RetrainBatch.objects.select_for_update().filter(
+            pk__in=batch_ids, status=BatchStatus.PENDING_REVIEW
+        ):
+            count, _ = BatchItem.objects.filter(batch=batch, resolved_label_id__in=label_ids).delete()
+            if not count:
+                continue
+            removed[batch.pk] = count
+            items = list(
+                batch.items.select_related(
+                    "resolved_label__task__guess", "resolved_label__task__product"
+                ).order_by("id")
+            )
+            labels = [item.resolved_label for item in items]
+            batch.size = len(items)
+            batch.content_sha256 = _content_sha256(items)
+            batch.stats = _stats_for(labels, _annotations_by_task([lab.task_id for lab in labels]), items)
+            batch.save(update_fields=["size", "content_sha256", "stats"])
+            logger.info("batch %s: %s dropped label(s) removed", batch.pk, count)
+    return removed
 
 
 def _require_reviewer(user: User) -> None:
