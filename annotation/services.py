@@ -184,26 +184,20 @@ def tasks_create_for_products(
 
 
 def gold_tasks_create(*, products: Iterable[Product], tolerance: Decimal | None = None) -> int:
-    """Make gold items of products whose true price is known; served to every annotator once."""
-    cfg = annotation_config()
-    tolerance = tolerance if tolerance is not None else cfg.gold_tolerance
-    items = [p for p in products if p.price is not None]
-    existing = set(Task.objects.filter(is_gold=True, product__in=items).values_list("product_id", flat=True))
-    guesses = _latest_guesses([p.id for p in items], None)
-    tasks = [
-        Task(
-            product=p,
-            guess=guesses.get(p.id),
-            overlap=1,
-            is_gold=True,
-            gold_price=p.price,
-            gold_tolerance=tolerance,
-            is_blind=p.id not in guesses or _is_blind(p, cfg),
-        )
-        for p in items
-        if p.id not in existing
+    """Make gold items of pool products whose true price is known (``product.price``); the number made.
+
+    The demo's shortcut to ``annotation.gold.gold_items_create`` (the one writer of gold items):
+    products without a price, test-split products and products that already are gold are skipped.
+    """
+    from annotation.gold import gold_items_create
+
+    extra = {"tolerance": str(tolerance)} if tolerance is not None else {}
+    rows = [
+        (n, {"id": p.external_id, "price": str(p.price), **extra})
+        for n, p in enumerate(products, start=1)
+        if p.price is not None
     ]
-    return len(Task.objects.bulk_create(tasks))
+    return len(gold_items_create(rows=rows, actor=None, partial=True).created)
 
 
 # --- annotations ---------------------------------------------------------------------------------------
