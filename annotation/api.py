@@ -679,6 +679,9 @@ class QuarantineDecisionOut(serializers.Serializer):
     annotations = serializers.IntegerField(help_text="held annotations the decision applied to (0: none)")
     labels = serializers.IntegerField(help_text="resolved labels among them")
     requeued = serializers.IntegerField(help_text="products queued again for other annotators (drop)")
+    withdrawn = serializers.IntegerField(
+        help_text="annotations taken off items not resolved yet, which need one more (drop)"
+    )
 
 
 class QuarantineListApi(AnnotationApi):

@@ -10,7 +10,8 @@ at once:
 
 - ``quarantine_release``: the labels may be batched (the reviewer looked and trusts them);
 - ``quarantine_drop``: the labels are never trained on: they leave pending batches, and their products
-  go back to the queue, so other annotators label them afresh.
+  go back to the queue, so other annotators label them afresh; on items not resolved yet the
+  annotation is withdrawn (the item needs one annotation more).
 
 Every decision is an ``AuditEvent`` naming the reviewer and the annotator (``subject="annotator:<id>"``).
 """
@@ -22,12 +23,13 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from annotation.models import (
     Annotation,
     AnnotatorStatus,
+    Assignment,
     QuarantinedAnnotation,
     QuarantineState,
     ResolvedLabel,
@@ -48,6 +50,7 @@ class QuarantineDecision:
     annotations: int  # annotations the decision applied to
     labels: int  # resolved labels among them (the rest wait for their other annotators)
     requeued: int  # products queued again (drop only)
+    withdrawn: int  # annotations taken off items not resolved yet, which need one more (drop only)
 
 
 def _subject(annotator: User) -> str:
@@ -112,21 +115,58 @@ def quarantine_release(*, reviewer: User, annotator: User) -> QuarantineDecision
             subject=_subject(annotator),
             numbers={"annotations": len(task_ids), "labels": labels},
         )
-    return QuarantineDecision(annotator, "released", len(task_ids), labels, 0)
+    return QuarantineDecision(annotator, "released", len(task_ids), labels, 0, 0)
+
+
+def _withdraw_from_unresolved(*, annotator: User, task_ids: list[int]) -> int:
+    """Take the annotator's annotations off items not resolved yet (waiting for their other annotators,
+    or sent to adjudication by the disagreement they caused); the number withdrawn.
+
+    Each item then needs one annotation more and goes back to the queue (status open), as if the
+    annotator had never answered it: their vote must not decide the label. The lease row goes with
+    the annotation (so does its quarantine row; the audit event keeps the count).
+    """
+    unresolved = list(
+        Task.objects.select_for_update()
+        .filter(
+            id__in=task_ids,
+            is_gold=False,
+            status__in=(TaskStatus.OPEN, TaskStatus.NEEDS_ADJUDICATION),
+        )
+        .values_list("id", flat=True)
+    )
+    withdrawn = 0
+    for task_id in unresolved:
+        deleted = (
+            Assignment.objects.filter(task_id=task_id, annotator=annotator, annotation__isnull=False)
+            .delete()[1]
+            .get(Assignment._meta.label, 0)
+        )
+        if deleted:
+            # Compare-and-set: the counts drop by exactly what was withdrawn, never below zero.
+            Task.objects.filter(id=task_id, completed_count__gte=1, claimed_count__gte=1).update(
+                completed_count=F("completed_count") - 1,
+                claimed_count=F("claimed_count") - 1,
+                status=TaskStatus.OPEN,
+                resolved_at=None,
+            )
+            withdrawn += 1
+    return withdrawn
 
 
 def quarantine_drop(*, reviewer: User, annotator: User) -> QuarantineDecision:
     """Never train on the annotator's held labels; queue their products again for other annotators.
 
-    Labels already in a batch pending review are taken out of it (its hash and stats recomputed). A
-    held annotation on an item still waiting for its other annotators stays with that item: the label
-    it resolves to is never batched, and the item is not queued again (it is still open).
+    Labels already in a batch pending review are taken out of it (its hash and stats recomputed). An
+    annotation on an item not resolved yet (waiting for other annotators, or in adjudication) is
+    withdrawn: the item goes back to the queue needing one annotation more.
     """
     from annotation.services import tasks_create_for_products
     from training.services.batches import batch_labels_remove
 
     with transaction.atomic():
         task_ids, labels = _decide(reviewer=reviewer, annotator=annotator, state=QuarantineState.DROPPED)
+        withdrawn = _withdraw_from_unresolved(annotator=annotator, task_ids=task_ids)
         removed = batch_labels_remove(
             label_ids=list(ResolvedLabel.objects.filter(task_id__in=task_ids).values_list("id", flat=True))
         )
@@ -147,10 +187,11 @@ def quarantine_drop(*, reviewer: User, annotator: User) -> QuarantineDecision:
                 "annotations": len(task_ids),
                 "labels": labels,
                 "requeued": requeued,
+                "withdrawn": withdrawn,
                 "removed_from_batches": {str(b): n for b, n in removed.items()},
             },
         )
-    return QuarantineDecision(annotator, "dropped", len(task_ids), labels, requeued)
+    return QuarantineDecision(annotator, "dropped", len(task_ids), labels, requeued, withdrawn)
 
 
 # --- reads ---------------------------------------------------------------------------------------------

@@ -117,6 +117,7 @@ def test_a_reviewer_releases_held_labels_through_the_api_and_they_are_batched(
         "annotations": 3,
         "labels": 3,
         "requeued": 0,
+        "withdrawn": 0,
     }
     assert client.get("/api/v1/annotation/quarantine").json() == []
     batch_create_from_resolved(min_size=1)
@@ -145,6 +146,37 @@ def test_a_reviewer_drops_held_labels_and_their_products_are_labelled_again(
     hold, drop = (AuditEvent.objects.get(action=a) for a in ("quarantine_hold", "quarantine_drop"))
     assert (hold.actor, hold.numbers) == (reviewer, {"annotations": 2})
     assert (drop.actor, drop.subject) == (reviewer, f"annotator:{annotator.id}")
+
+
+def test_dropping_withdraws_the_vote_from_items_not_resolved_yet(
+    annotator: User, annotator2: User, reviewer: User
+) -> None:
+    from annotation.models import Annotation
+    from webapp.roles import Role
+    from webapp.services import user_create_with_role
+
+    carol, _ = user_create_with_role(username="carol", role=Role.ANNOTATOR)
+    tasks = make_tasks(2, overlap=2)
+    _label(annotator, 2, price="999")
+    a = lease(annotator2)
+    submit(annotator2, a, "correct", "80")  # 80 vs 999: a reviewer would have to adjudicate
+    disputed = Task.objects.get(id=a.task_id)
+    (waiting,) = [t for t in tasks if t.id != disputed.id]  # still waiting for its second vote
+    assert disputed.status == TaskStatus.NEEDS_ADJUDICATION
+    services.annotator_pause(annotator=annotator, reason="wild prices.")
+
+    response = client_for(reviewer).post(f"/api/v1/annotation/annotators/{annotator.id}/quarantine/drop")
+    assert response.json()["withdrawn"] == 2
+    assert not Annotation.objects.filter(annotator=annotator).exists()
+    disputed.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (disputed.status, disputed.completed_count, disputed.claimed_count) == (TaskStatus.OPEN, 1, 1)
+    assert (waiting.status, waiting.completed_count, waiting.claimed_count) == (TaskStatus.OPEN, 0, 0)
+    # Another annotator completes the disputed item: it resolves without the dropped vote.
+    a = lease(carol)
+    assert a.task_id == disputed.id  # started items first
+    submit(carol, a, "correct", "82")
+    assert Task.objects.get(id=disputed.id).resolved_label.price == 81
 
 
 def test_the_queue_page_releases_held_labels_with_a_button(annotator: User, reviewer: User) -> None:
