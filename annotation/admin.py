@@ -14,6 +14,7 @@ from annotation.models import (
     CodebookVersion,
     Guess,
     Product,
+    QuarantinedAnnotation,
     ResolvedLabel,
     Task,
 )
@@ -101,3 +102,19 @@ class ResolvedLabelAdmin(admin.ModelAdmin):
     list_display = ["task", "price", "method", "n_annotations", "price_flag", "created"]
     list_filter = ["method", "price_flag"]
     raw_id_fields = ["task", "adjudicated_by"]
+
+
+@admin.register(QuarantinedAnnotation)
+class QuarantinedAnnotationAdmin(admin.ModelAdmin):
+    """Read only: release and drop go through the Queue page or the API (audited, batches updated)."""
+
+    list_display = ["id", "annotator", "task", "state", "reason", "created", "decided_by", "decided_at"]
+    list_filter = ["state"]
+    raw_id_fields = ["annotation", "annotator", "task", "decided_by"]
+    readonly_fields = [f.name for f in QuarantinedAnnotation._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

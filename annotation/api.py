@@ -25,17 +25,19 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_field,
     inline_serializer,
 )
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, generics, serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import selectors, services
+from annotation import gold, quarantine, selectors, services
 from annotation.exceptions import AnnotationError, CodebookAckRequired
 from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
 from webapp.api import ERROR_SCHEMA as ERROR
@@ -144,7 +146,16 @@ def annotation_out(annotation: Annotation) -> dict[str, Any]:
         "codebook_version": version.number if (version := annotation.codebook_version) else None,
         "guess_shown": annotation.guess_shown,
         "created": _when(annotation.created),
+        "gold_feedback": getattr(annotation, "gold_feedback", None),
     }
+
+
+class GoldFeedbackOut(serializers.Serializer):
+    correct = serializers.BooleanField()
+    true_price = serializers.DecimalField(max_digits=12, decimal_places=2)
+    your_price = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    tolerance = serializers.FloatField(help_text="relative: 0.2 = ±20%")
+    message = serializers.CharField()
 
 
 class AnnotationOut(serializers.Serializer):
@@ -161,6 +172,13 @@ class AnnotationOut(serializers.Serializer):
     )
     guess_shown = serializers.BooleanField()
     created = serializers.DateTimeField()
+    gold_feedback = serializers.SerializerMethodField(
+        help_text="set only in the answer to a submit that got a check (gold) item wrong: its true price"
+    )
+
+    @extend_schema_field(GoldFeedbackOut(allow_null=True))
+    def get_gold_feedback(self, obj: Annotation) -> dict[str, Any] | None:
+        return getattr(obj, "gold_feedback", None)
 
 
 class ProgressOut(serializers.Serializer):
@@ -645,6 +663,196 @@ class UnpauseApi(AnnotationApi):
             raise exceptions.NotFound("No such annotator.")
         annotation_status = services.annotator_unpause(reviewer=self.user, annotator=annotator)
         return Response(AnnotatorStatusOut(annotation_status).data)
+
+
+def _annotator_or_404(user_id: int) -> User:
+    annotator = User.objects.filter(id=user_id).first()
+    if annotator is None or not has_role(annotator, Role.ANNOTATOR):
+        raise exceptions.NotFound(f"There is no annotator {user_id}.")
+    return annotator
+
+
+class QuarantineRowOut(serializers.Serializer):
+    annotator_id = serializers.IntegerField()
+    username = serializers.CharField()
+    paused = serializers.BooleanField()
+    paused_reason = serializers.CharField()
+    held = serializers.IntegerField(help_text="annotations held out of every batch")
+    held_labels = serializers.IntegerField(help_text="resolved labels among them (others await overlap)")
+
+
+class QuarantineDecisionOut(serializers.Serializer):
+    annotator_id = serializers.IntegerField(source="annotator.id")
+    username = serializers.CharField(source="annotator.username")
+    decision = serializers.ChoiceField(choices=["released", "dropped"])
+    annotations = serializers.IntegerField(help_text="held annotations the decision applied to (0: none)")
+    labels = serializers.IntegerField(help_text="resolved labels among them")
+    requeued = serializers.IntegerField(help_text="products queued again for other annotators (drop)")
+    withdrawn = serializers.IntegerField(
+        help_text="annotations taken off items not resolved yet, which need one more (drop)"
+    )
+
+
+class QuarantineListApi(AnnotationApi):
+    """Annotators whose labels are held out of training (paused, or paused once and not yet decided)."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(operation_id="quarantine_list", responses={200: QuarantineRowOut(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(QuarantineRowOut(quarantine.quarantine_summary(), many=True).data)
+
+
+class QuarantineReleaseApi(AnnotationApi):
+    """Release the annotator's held labels: they may be batched again."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="quarantine_release", request=None, responses={200: QuarantineDecisionOut, 404: ERROR}
+    )
+    def post(self, request: Request, user_id: int) -> Response:
+        decision = quarantine.quarantine_release(reviewer=self.user, annotator=_annotator_or_404(user_id))
+        return Response(QuarantineDecisionOut(decision).data)
+
+
+class QuarantineDropApi(AnnotationApi):
+    """Drop the annotator's held labels: never batched; their products are queued again."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="quarantine_drop", request=None, responses={200: QuarantineDecisionOut, 404: ERROR}
+    )
+    def post(self, request: Request, user_id: int) -> Response:
+        decision = quarantine.quarantine_drop(reviewer=self.user, annotator=_annotator_or_404(user_id))
+        return Response(QuarantineDecisionOut(decision).data)
+
+
+class GoldProductOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    title = serializers.CharField()
+
+
+class GoldItemOut(serializers.Serializer):
+    id = serializers.IntegerField(help_text="the gold task's id")
+    product = GoldProductOut()
+    price = serializers.DecimalField(source="gold_price", max_digits=12, decimal_places=2)
+    tolerance = serializers.FloatField(source="gold_tolerance", help_text="relative: 0.2 = ±20%")
+    blind = serializers.BooleanField(
+        source="is_blind", help_text="the guess is hidden: annotators type a price"
+    )
+    answers = serializers.IntegerField(source="n_answers", default=0)
+    correct = serializers.SerializerMethodField(help_text="answers within the tolerance (list only)")
+    created = serializers.DateTimeField()
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_correct(self, obj: Task) -> int | None:
+        return self.context.get("correct", {}).get(obj.pk)
+
+
+class GoldIn(serializers.Serializer):
+    """One gold item (the same fields as a line of ``manage.py import_gold``)."""
+
+    class Meta:
+        ref_name = "GoldInput"
+
+    id = serializers.CharField(required=False, help_text="external id of a catalogue product")
+    price = serializers.FloatField(help_text="the true price in dollars")
+    tolerance = serializers.FloatField(required=False, help_text="relative, 0 < t <= 1 (default setting)")
+    title = serializers.CharField(required=False, help_text="with text: add a product the catalogue lacks")
+    text = serializers.CharField(required=False)
+    category = serializers.CharField(required=False)
+
+
+class GoldCreateOut(serializers.Serializer):
+    created = serializers.IntegerField()
+    existing = serializers.IntegerField(help_text="products that already were gold items (unchanged)")
+    products_created = serializers.IntegerField(help_text="new catalogue products made from title/text")
+    items = GoldItemOut(
+        many=True, help_text="the gold items of the request: created ones, then existing ones"
+    )
+
+
+class GoldPoolOut(serializers.Serializer):
+    items = serializers.IntegerField()
+    min_per_annotator = serializers.IntegerField(help_text="ANNOTATION_GOLD_POOL_MIN")
+    low = serializers.ListField(child=serializers.DictField(), help_text="[{annotator_id, username, unseen}]")
+    warning = serializers.CharField(allow_null=True)
+
+
+class GoldApi(AnnotationApi, generics.GenericAPIView):
+    """Gold items: list them (paginated, newest first, with the pool's health) or create one or many.
+
+    POST takes one object or a JSON list of them. One bad item and nothing is created: the 400 names
+    each bad item's field as ``items[<position>].<field>`` (``<field>`` alone for a single object).
+    """
+
+    permission_classes = [IsReviewer]
+    parser_classes = [JSONParser]  # one object or a list of them: JSON only
+    serializer_class = GoldItemOut
+
+    def get_queryset(self) -> Any:
+        return gold.gold_items()
+
+    @extend_schema(
+        operation_id="gold_list",
+        responses={
+            200: inline_serializer(
+                "GoldPage",
+                {
+                    "count": serializers.IntegerField(),
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": GoldItemOut(many=True),
+                    "pool": GoldPoolOut(),
+                },
+            )
+        },
+    )
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        tasks = list(page if page is not None else self.get_queryset()[:50])
+        data = GoldItemOut(tasks, many=True, context={"correct": gold.gold_correct_counts(tasks)}).data
+        response = self.get_paginated_response(data) if page is not None else Response({"results": data})
+        response.data["pool"] = gold.gold_pool_status()
+        return response
+
+    @extend_schema(
+        operation_id="gold_create",
+        request=PolymorphicProxySerializer(
+            "GoldCreateInput",
+            serializers=[GoldIn, GoldIn(many=True)],
+            resource_type_field_name=None,
+            many=False,
+        ),
+        responses={201: GoldCreateOut, 400: ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        body = request.data
+        single = not isinstance(body, list)
+        rows = [body] if single else list(body)
+        if not rows:
+            raise exceptions.ValidationError({"items": ["Send one gold item or a non-empty list of them."]})
+        result = gold.gold_items_create(rows=enumerate(rows, start=1), actor=self.user, partial=False)
+        if result.errors:
+            fields: dict[str, list[str]] = {}
+            for error in result.errors:
+                name = error.field or "item"
+                key = name if single else f"items[{error.line - 1}].{name}"
+                fields.setdefault(key, []).append(error.reason)
+            raise exceptions.ValidationError(fields)
+        ids = [t.pk for t in result.created + result.existing]
+        order = {pk: position for position, pk in enumerate(ids)}
+        items = sorted(gold.gold_items().filter(id__in=ids), key=lambda t: order[t.pk])
+        body_out = {
+            "created": len(result.created),
+            "existing": len(result.existing),
+            "products_created": result.products_created,
+            "items": GoldItemOut(items, many=True, context={"correct": gold.gold_correct_counts(items)}).data,
+        }
+        return Response(body_out, status=status.HTTP_201_CREATED)
 
 
 class AgreementApi(AnnotationApi):

@@ -29,9 +29,21 @@ urlpatterns = [
     path(
         "annotation/annotators/<int:user_id>/unpause", api.UnpauseApi.as_view(), name="api-annotator-unpause"
     ),
+    path("annotation/quarantine", api.QuarantineListApi.as_view(), name="api-quarantine"),
+    path(
+        "annotation/annotators/<int:user_id>/quarantine/release",
+        api.QuarantineReleaseApi.as_view(),
+        name="api-quarantine-release",
+    ),
+    path(
+        "annotation/annotators/<int:user_id>/quarantine/drop",
+        api.QuarantineDropApi.as_view(),
+        name="api-quarantine-drop",
+    ),
     path("annotation/agreement", api.AgreementApi.as_view(), name="api-annotation-agreement"),
     path("annotation/blind-vs-shown", api.BlindVsShownApi.as_view(), name="api-annotation-blind-vs-shown"),
     path("annotation/queue", api.QueueStatsApi.as_view(), name="api-annotation-queue"),
+    path("gold", api.GoldApi.as_view(), name="api-gold"),
     # clients and reviewers
     path("annotations/export", api.ExportApi.as_view(), name="api-annotations-export"),
 ]

@@ -27,6 +27,12 @@ def price_flag(price: Decimal | None) -> str:
     return PriceFlag.OK if PRICE_MIN <= price <= PRICE_MAX else PriceFlag.OUT_OF_RANGE
 
 
+def price_in_range(price: Decimal | float) -> bool:
+    """Inside 0.50–999.49: a price statistics shown to reviewers may use (outside ones are counted apart,
+    so that one typo such as $999,999,999 moves no mean, median or error figure)."""
+    return PRICE_MIN <= Decimal(str(price)) <= PRICE_MAX
+
+
 @dataclass(frozen=True)
 class Vote:
     verdict: str

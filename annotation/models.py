@@ -120,6 +120,10 @@ class Task(models.Model):
                 condition=models.Q(is_gold=False) | models.Q(gold_price__isnull=False),
                 name="task_gold_has_price",
             ),
+            # Two gold imports of one product at once make one gold item (annotation/gold.py).
+            models.UniqueConstraint(
+                fields=["product"], condition=models.Q(is_gold=True), name="task_one_gold_per_product"
+            ),
         ]
         indexes = [
             # The queue: open, unfilled, non-gold tasks in serving order (started first, then entropy).
@@ -318,3 +322,37 @@ class ResolvedLabel(models.Model):
 
     def __str__(self) -> str:
         return f"label {self.price} ({self.method}) for task {self.task_id}"
+
+
+class QuarantineState(models.TextChoices):
+    HELD = "held", "held: kept out of every retrain batch until a reviewer decides"
+    RELEASED = "released", "released by a reviewer: may be batched"
+    DROPPED = "dropped", "dropped by a reviewer: never batched"
+
+
+class QuarantinedAnnotation(models.Model):
+    """An annotation of a paused annotator that no batch holds yet, kept out of training.
+
+    Written when the annotator is paused (every annotation of theirs whose label is not in a batch);
+    a label with a ``held`` or ``dropped`` annotation is never snapshotted into a retrain batch. A
+    reviewer releases (the label may be batched) or drops (it never is; the product is queued again)
+    all of one annotator's held annotations at once.
+    """
+
+    annotation = models.OneToOneField(Annotation, on_delete=models.CASCADE, related_name="quarantine")
+    annotator = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="+")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="quarantined_annotations")
+    state = models.CharField(max_length=16, choices=QuarantineState.choices, default=QuarantineState.HELD)
+    reason = models.CharField(max_length=300, blank=True, help_text="why the annotator was paused")
+    created = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["annotator", "state"], name="quarantine_annotator_state")]
+
+    def __str__(self) -> str:
+        return f"annotation {self.annotation_id} of user {self.annotator_id} ({self.state})"

@@ -16,7 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from annotation.codebook import markdown_diff, markdown_diff_html, markdown_render
 from annotation.conf import annotation_config, within_tolerance
-from annotation.consensus import vote_price
+from annotation.consensus import price_in_range, vote_price
 from annotation.models import (
     Annotation,
     AnnotatorStatus,
@@ -184,7 +184,8 @@ def agreement_report(*, limit: int = 50_000) -> dict[str, Any]:
 
     Krippendorff's alpha (interval) on log price — overall and per annotator (on the items they
     priced, with everyone's prices on those items) — over items with at least two prices; the share of
-    prices within tolerance of the resolved label; each annotator's accept rate.
+    prices within tolerance of the resolved label; each annotator's accept rate. Prices outside
+    0.50–999.49 are left out of every figure and counted in ``out_of_range`` (overall and per annotator).
     """
     cfg = annotation_config()
     rows = list(
@@ -204,6 +205,7 @@ def agreement_report(*, limit: int = 50_000) -> dict[str, Any]:
     by_task: dict[int, dict[int, float]] = defaultdict(dict)
     per: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     within_all = [0, 0]
+    out_of_range = 0
     for task_id, user_id, username, verdict, corrected, guess_price, label_price in rows:
         names[user_id] = username
         stats = per[user_id]
@@ -212,8 +214,12 @@ def agreement_report(*, limit: int = 50_000) -> dict[str, Any]:
         price = vote_price(verdict, corrected, guess_price)
         if price is None or price <= 0:
             continue
+        if not price_in_range(price):  # one typo ($999,999,999) must not move any figure: counted apart
+            stats["out_of_range"] += 1
+            out_of_range += 1
+            continue
         by_task[task_id][user_id] = math.log(float(price))
-        if label_price is not None:
+        if label_price is not None and price_in_range(label_price):
             ok = within_tolerance(Decimal(price), Decimal(label_price), cfg)
             stats["compared"] += 1
             stats["within"] += ok
@@ -240,6 +246,7 @@ def agreement_report(*, limit: int = 50_000) -> dict[str, Any]:
                 "within_tolerance": round(stats["within"] / stats["compared"], 4)
                 if stats["compared"]
                 else None,
+                "out_of_range": stats["out_of_range"],
             }
         )
     return {
@@ -248,6 +255,7 @@ def agreement_report(*, limit: int = 50_000) -> dict[str, Any]:
         "alpha": _alpha(matrix(units)),
         "within_tolerance": round(within_all[1] / within_all[0], 4) if within_all[0] else None,
         "tolerance": {"abs": float(cfg.tolerance_abs), "rel": float(cfg.tolerance_rel)},
+        "out_of_range": out_of_range,
         "per_annotator": per_annotator,
     }
 
@@ -257,7 +265,8 @@ def blind_vs_shown_report(*, limit: int = 50_000) -> dict[str, Any]:
 
     Per group: how many, the share of corrections, the mean absolute error against the known price
     (gold items and products with a true price), and the mean relative distance from the model's guess.
-    Shown items much closer to the guess than blind ones suggest annotators anchor on it.
+    Shown items much closer to the guess than blind ones suggest annotators anchor on it. Answers
+    outside 0.50–999.49 are left out of every figure and counted in ``out_of_range``.
     """
     rows = (
         Annotation.objects.exclude(verdict=Verdict.REJECT)
@@ -274,6 +283,9 @@ def blind_vs_shown_report(*, limit: int = 50_000) -> dict[str, Any]:
         group = groups["shown" if was_shown else "blind"]
         price = vote_price(verdict, corrected, guess_price)
         if price is None:
+            continue
+        if not price_in_range(price):  # a typo would dominate every mean: counted apart
+            group["out_of_range"] += 1
             continue
         group["n"] += 1
         group["corrections"] += verdict == Verdict.CORRECT
@@ -293,6 +305,7 @@ def blind_vs_shown_report(*, limit: int = 50_000) -> dict[str, Any]:
             "mean_rel_distance_from_guess": (
                 round(g["rel_to_guess_sum"] / g["n_guess"], 4) if g["n_guess"] else None
             ),
+            "out_of_range": int(g["out_of_range"]),
         }
 
     shown, blind = summary(groups["shown"]), summary(groups["blind"])

@@ -40,6 +40,7 @@ from annotation.models import (
     TaskStatus,
     Verdict,
 )
+from annotation.quarantine import quarantine_hold_for_annotator
 from annotation.queue import (
     _assignment_locked,
     _single_statement_writes,
@@ -185,26 +186,20 @@ def tasks_create_for_products(
 
 
 def gold_tasks_create(*, products: Iterable[Product], tolerance: Decimal | None = None) -> int:
-    """Make gold items of products whose true price is known; served to every annotator once."""
-    cfg = annotation_config()
-    tolerance = tolerance if tolerance is not None else cfg.gold_tolerance
-    items = [p for p in products if p.price is not None]
-    existing = set(Task.objects.filter(is_gold=True, product__in=items).values_list("product_id", flat=True))
-    guesses = _latest_guesses([p.id for p in items], None)
-    tasks = [
-        Task(
-            product=p,
-            guess=guesses.get(p.id),
-            overlap=1,
-            is_gold=True,
-            gold_price=p.price,
-            gold_tolerance=tolerance,
-            is_blind=p.id not in guesses or _is_blind(p, cfg),
-        )
-        for p in items
-        if p.id not in existing
+    """Make gold items of pool products whose true price is known (``product.price``); the number made.
+
+    The demo's shortcut to ``annotation.gold.gold_items_create`` (the one writer of gold items):
+    products without a price, test-split products and products that already are gold are skipped.
+    """
+    from annotation.gold import gold_items_create
+
+    extra = {"tolerance": str(tolerance)} if tolerance is not None else {}
+    rows = [
+        (n, {"id": p.external_id, "price": str(p.price), **extra})
+        for n, p in enumerate(products, start=1)
+        if p.price is not None
     ]
-    return len(Task.objects.bulk_create(tasks))
+    return len(gold_items_create(rows=rows, actor=None, partial=True).created)
 
 
 # --- annotations ---------------------------------------------------------------------------------------
@@ -312,6 +307,36 @@ def _gold_record(*, annotator: User, correct: bool, delta: int = 1) -> None:
             f"{cfg.gold_accuracy_min:.0%}."
         )
         annotator_pause(annotator=annotator, reason=reason)
+
+
+def _gold_answered(*, annotator: User, task: Task, annotation: Annotation) -> None:
+    """Count a gold answer; a wrong one sets ``annotation.gold_feedback`` (the submit answer shows it)."""
+    correct = _gold_correct(task, annotation.verdict, annotation.corrected_price)
+    _gold_record(annotator=annotator, correct=correct)
+    if not correct and task.gold_price is not None:
+        annotation.gold_feedback = gold_feedback(task, annotation)  # type: ignore[attr-defined]
+
+
+def gold_feedback(task: Task, annotation: Annotation) -> dict[str, Any]:
+    """What an annotator is told after a wrong gold answer: it was a check item, and its true price."""
+    assert task.gold_price is not None
+    tolerance = task.gold_tolerance if task.gold_tolerance is not None else annotation_config().gold_tolerance
+    answer = vote_price(
+        annotation.verdict,
+        annotation.corrected_price,
+        task.guess.price if task.guess_id and task.guess else None,
+    )
+    said = f"your answer ${answer:.2f}" if answer is not None else "you rejected it"
+    return {
+        "correct": False,
+        "true_price": f"{task.gold_price:.2f}",
+        "your_price": f"{answer:.2f}" if answer is not None else None,
+        "tolerance": float(tolerance),
+        "message": (
+            f"That was a check item with a known price of ${task.gold_price:.2f}; {said}, which is not "
+            f"within ±{tolerance:.0%}."
+        ),
+    }
 
 
 def _resolve(task: Task, votes: list[Vote]) -> tuple[str, ResolvedLabel | None]:
@@ -452,7 +477,7 @@ def _submit(
             ):
                 raise TaskFull(f"Task {task.id} already has its {task.overlap} annotation(s).")
             if task.is_gold:
-                _gold_record(annotator=annotator, correct=_gold_correct(task, verdict, price))
+                _gold_answered(annotator=annotator, task=task, annotation=annotation)
             return annotation
         if not task.is_gold:  # gold keeps no counts: everyone answers it once
             # The compare-and-set that keeps "never more than overlap" even if the lock were bypassed.
@@ -467,7 +492,7 @@ def _submit(
         if label is not None:
             label.save(force_insert=True)
         if task.is_gold:
-            _gold_record(annotator=annotator, correct=_gold_correct(task, verdict, price))
+            _gold_answered(annotator=annotator, task=task, annotation=annotation)
         return annotation
 
 
@@ -579,7 +604,8 @@ def codebook_acknowledge(*, annotator: User, version_number: int) -> CodebookAck
 
 
 def annotator_pause(*, annotator: User, reason: str, reviewer: User | None = None) -> AnnotatorStatus:
-    """Stop an annotator's work (gold accuracy, or a reviewer's decision); their live leases go back."""
+    """Stop an annotator's work (gold accuracy, or a reviewer's decision); their live leases go back and
+    their labels not yet in a batch are quarantined (``annotation/quarantine.py``)."""
     with transaction.atomic():
         status = annotator_status_locked(annotator=annotator)
         if not status.paused:
@@ -588,6 +614,8 @@ def annotator_pause(*, annotator: User, reason: str, reviewer: User | None = Non
             status.paused_reason = reason if reviewer is None else f"{reason} (paused by {reviewer.username})"
             status.save(update_fields=["paused", "paused_at", "paused_reason"])
         leases_release_for_annotator(annotator=annotator)
+        # After the leases: a submit that held one has committed, so its annotation is held too.
+        quarantine_hold_for_annotator(annotator=annotator, reason=status.paused_reason, actor=reviewer)
         return status
 
 

@@ -24,5 +24,18 @@ urlpatterns = [
     path("review/adjudication/<int:task_id>/", views.adjudicate, name="adjudicate"),
     path("review/agreement/", views.agreement, name="agreement"),
     path("review/queue/", views.queue, name="queue"),
+    path("review/gold/", views.gold_page, name="gold"),
     path("review/annotators/<int:user_id>/unpause/", views.unpause, name="unpause"),
+    path(
+        "review/annotators/<int:user_id>/quarantine/release/",
+        views.quarantine_decide,
+        {"decision": "release"},
+        name="quarantine_release",
+    ),
+    path(
+        "review/annotators/<int:user_id>/quarantine/drop/",
+        views.quarantine_decide,
+        {"decision": "drop"},
+        name="quarantine_drop",
+    ),
 ]

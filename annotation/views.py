@@ -8,6 +8,7 @@ services (writes) and selectors (reads); the decisions are theirs.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from typing import Any
@@ -15,12 +16,13 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation import selectors, services
+from annotation import gold, quarantine, selectors, services
 from annotation.conf import annotation_config
 from annotation.consensus import PRICE_MAX, PRICE_MIN
 from annotation.exceptions import AnnotationError, AnnotatorPaused, CodebookAckRequired
@@ -191,6 +193,11 @@ def submit(request: HttpRequest) -> HttpResponse:
         )
     except AnnotationError as exc:
         return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+    feedback = getattr(annotation, "gold_feedback", None)  # a check item answered wrongly: say so
+    if feedback:
+        return _workspace_response(
+            request, flash=f"Saved: {data['verdict']}. {feedback['message']}", flash_level="error"
+        )
     if annotation.price_flag == PriceFlag.OUT_OF_RANGE:
         return _workspace_response(
             request,
@@ -269,10 +276,15 @@ Accept the guess when it is within 10% of the price you would put on the product
 @reviewer_only
 @require_GET
 def review_home(request: HttpRequest) -> HttpResponse:
+    from training.models import BatchStatus, RetrainBatch
+
     context = {
         "section": "home",
         "stats": selectors.queue_stats(),
         "codebook": selectors.codebook_current(),
+        "pending_batches": RetrainBatch.objects.filter(status=BatchStatus.PENDING_REVIEW).count(),
+        "gold_pool": gold.gold_pool_status(),
+        "quarantined": sum(row["held"] for row in quarantine.quarantine_summary()),
     }
     return render(request, "annotation/review/home.html", context)
 
@@ -374,8 +386,34 @@ def agreement(request: HttpRequest) -> HttpResponse:
 @reviewer_only
 @require_GET
 def queue(request: HttpRequest) -> HttpResponse:
-    context = {"section": "queue", "stats": selectors.queue_stats(), "paused": selectors.annotators_paused()}
+    context = {
+        "section": "queue",
+        "stats": selectors.queue_stats(),
+        "paused": selectors.annotators_paused(),
+        "quarantine": quarantine.quarantine_summary(),
+    }
     return render(request, "annotation/review/queue.html", context)
+
+
+@reviewer_only
+@require_POST
+def quarantine_decide(request: HttpRequest, user_id: int, decision: str) -> HttpResponse:
+    annotator = get_object_or_404(User, id=user_id)
+    if decision == "release":
+        result = quarantine.quarantine_release(reviewer=_user(request), annotator=annotator)
+        messages.success(
+            request,
+            f"Released {result.annotations} held annotation(s) of {annotator.get_username()} "
+            f"({result.labels} label(s)): they can be batched.",
+        )
+    else:
+        result = quarantine.quarantine_drop(reviewer=_user(request), annotator=annotator)
+        messages.success(
+            request,
+            f"Dropped {result.annotations} held annotation(s) of {annotator.get_username()} "
+            f"({result.labels} label(s)); {result.requeued} product(s) queued again.",
+        )
+    return redirect("annotation:queue")
 
 
 @reviewer_only
@@ -385,3 +423,56 @@ def unpause(request: HttpRequest, user_id: int) -> HttpResponse:
     services.annotator_unpause(reviewer=_user(request), annotator=annotator)
     messages.success(request, f"{annotator.get_username()} can label again.")
     return redirect("annotation:queue")
+
+
+GOLD_PAGE = 50
+
+
+@reviewer_only
+@require_http_methods(["GET", "POST"])
+def gold_page(request: HttpRequest) -> HttpResponse:
+    """The gold pool: its items with their answers, a warning when it runs low, a form to add more."""
+    errors: list[str] = []
+    pasted = ""
+    if request.method == "POST":
+        pasted = request.POST.get("lines", "").strip()
+        if pasted:
+            rows: list[tuple[int, Any]] = []
+            for number, line in enumerate(pasted.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((number, json.loads(line)))
+                except ValueError as exc:
+                    errors.append(f"line {number}: malformed JSON: {exc}")
+        else:
+            one = {k: request.POST.get(k, "").strip() for k in ("id", "price", "tolerance")}
+            rows = [(1, {k: v for k, v in one.items() if v})]
+        if not errors:
+            result = gold.gold_items_create(rows=rows, actor=_user(request), partial=False)
+            errors = [
+                f"line {e.line}: {e.field + ': ' if e.field else ''}{e.reason}" if pasted else e.reason
+                for e in result.errors
+            ]
+            if not errors:
+                messages.success(
+                    request,
+                    f"{len(result.created)} gold item(s) added"
+                    + (f", {len(result.existing)} already gold" if result.existing else "")
+                    + ".",
+                )
+                return redirect("annotation:gold")
+    paginator = Paginator(gold.gold_items(), GOLD_PAGE)
+    page = paginator.get_page(request.GET.get("page"))
+    tasks = list(page.object_list)
+    correct = gold.gold_correct_counts(tasks)
+    context = {
+        "section": "gold",
+        "page": page,
+        "rows": [(t, correct.get(t.pk, 0)) for t in tasks],
+        "pool": gold.gold_pool_status(),
+        "errors": errors,
+        "pasted": pasted,
+        "form_values": request.POST if request.method == "POST" and not pasted else {},
+    }
+    return render(request, "annotation/review/gold.html", context, status=400 if errors else 200)

@@ -49,9 +49,14 @@ TABLE: dict[str, dict[str, Any]] = {
     "POST annotation/adjudications/<int:task_id>/resolve": REVIEWER_ONLY,
     "GET annotation/annotators/paused": REVIEWER_ONLY,
     "POST annotation/annotators/<int:user_id>/unpause": REVIEWER_ONLY,
+    "GET annotation/quarantine": row(DENY, 200, DENY),
+    "POST annotation/annotators/<int:user_id>/quarantine/release": row(DENY, 404, DENY),
+    "POST annotation/annotators/<int:user_id>/quarantine/drop": row(DENY, 404, DENY),
     "GET annotation/agreement": REVIEWER_ONLY,
     "GET annotation/blind-vs-shown": REVIEWER_ONLY,
     "GET annotation/queue": REVIEWER_ONLY,
+    "GET gold": row(DENY, 200, DENY),
+    "POST gold": row(DENY, 400, DENY),  # an empty body is not a gold item
     "GET annotations/export": READERS,
     # model registry (training/api.py): exact statuses on an empty database
     "GET versions": row(DENY, 200, 200),

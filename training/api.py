@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -29,6 +30,7 @@ from rest_framework.views import APIView
 
 from training import paths, selectors
 from training.archive import stream_tar
+from training.checks import batch_checks, checks_passed
 from training.exceptions import TrainingError
 from training.models import (
     BatchStatus,
@@ -103,11 +105,11 @@ class VersionOut(serializers.Serializer):
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_url(self, obj: ModelVersion) -> str:
-        return f"/api/v1/versions/{obj.number}"
+        return reverse("api-version", args=[obj.number])
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_download_url(self, obj: ModelVersion) -> str:
-        return f"/api/v1/versions/{obj.number}/download"
+        return reverse("api-version-download", args=[obj.number])
 
 
 class LineageOut(serializers.Serializer):
@@ -196,8 +198,35 @@ class BatchOut(serializers.Serializer):
         return run.pk if run else None
 
 
+class QualityCheckOut(serializers.Serializer):
+    name = serializers.CharField(
+        help_text="gold_accuracy | out_of_range_share | annotators_below_floor | quarantined_labels"
+    )
+    passed = serializers.BooleanField()
+    value = serializers.FloatField(allow_null=True, help_text="null: not measurable (e.g. no gold answers)")
+    threshold = serializers.FloatField()
+    message = serializers.CharField()
+
+
 class BatchDetailOut(BatchOut):
     stats = serializers.DictField()
+    checks = serializers.SerializerMethodField(help_text="quality checks, read live (training/checks.py)")
+    checks_passed = serializers.SerializerMethodField(help_text="false: approving needs an override_reason")
+
+    def _checks(self, obj: RetrainBatch) -> list[Any]:
+        # Both fields read the same checks: computed once per batch and serializer.
+        cache: dict[int, list[Any]] = self.__dict__.setdefault("_checks_cache", {})
+        if obj.pk not in cache:
+            cache[obj.pk] = batch_checks(obj)
+        return cache[obj.pk]
+
+    @extend_schema_field(QualityCheckOut(many=True))
+    def get_checks(self, obj: RetrainBatch) -> list[dict[str, Any]]:
+        return [check.as_dict() for check in self._checks(obj)]
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_checks_passed(self, obj: RetrainBatch) -> bool:
+        return checks_passed(self._checks(obj))
 
 
 # --- versions -----------------------------------------------------------------------------------------
@@ -448,10 +477,20 @@ class ApproveIn(serializers.Serializer):
         default=None,
         help_text="default: the batch's",
     )
+    override_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=2000,
+        help_text="required when the batch's quality checks fail: why it may be trained on anyway",
+    )
 
 
 class BatchApproveApi(TrainingApi):
-    """Approve: exactly one training run per batch, however often or concurrently this is called."""
+    """Approve: exactly one training run per batch, however often or concurrently this is called.
+
+    A batch whose quality checks fail answers 409 ``quality_checks_failed`` unless the body carries an
+    ``override_reason``; the audit row records the override and the reason."""
 
     permission_classes = [IsReviewer]
 
@@ -465,7 +504,10 @@ class BatchApproveApi(TrainingApi):
         data.is_valid(raise_exception=True)
         _batch_or_404(batch_id)
         run = batch_services.batch_approve(
-            reviewer=_reviewer(request), batch_id=batch_id, recipe=data.validated_data.get("recipe")
+            reviewer=_reviewer(request),
+            batch_id=batch_id,
+            recipe=data.validated_data.get("recipe"),
+            override_reason=data.validated_data["override_reason"],
         )
         return Response(RunOut(run).data)
 

@@ -23,3 +23,9 @@ class VersionStateError(TrainingError):
 
 class NotEnoughLabelsError(TrainingError):
     code = "not_enough_labels"
+
+
+class QualityChecksFailed(TrainingError):  # noqa: N818 - the API's code names it
+    """A batch whose quality checks fail, approved without a written override reason."""
+
+    code = "quality_checks_failed"

@@ -299,12 +299,16 @@ class AuditAction(models.TextChoices):
     REJECT = "reject"
     ROLLBACK = "rollback"
     BOOTSTRAP = "bootstrap"
+    QUARANTINE_HOLD = "quarantine_hold"
+    QUARANTINE_RELEASE = "quarantine_release"
+    QUARANTINE_DROP = "quarantine_drop"
+    GOLD_CREATE = "gold_create"
 
 
 class AuditEvent(models.Model):
     """Every decision about batches and versions, with its numbers and who made it (null = the system)."""
 
-    action = models.CharField(max_length=16, choices=AuditAction.choices)
+    action = models.CharField(max_length=32, choices=AuditAction.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -319,6 +323,11 @@ class AuditEvent(models.Model):
     )
     batch = models.ForeignKey(
         RetrainBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
+    )
+    subject = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text='what the decision is about when no column above says it: "annotator:5", "gold:12,13"',
     )
     numbers = models.JSONField(default=dict, blank=True)
     message = models.TextField(blank=True)

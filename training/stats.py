@@ -8,10 +8,13 @@ price. With one annotation per task there is nothing to agree on and alpha is ``
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from training.engine.prompts import price_trainable
 
 # Dollar bins of the price histogram (the last bin is open-ended).
 PRICE_BINS: tuple[float, ...] = (0, 10, 25, 50, 100, 250, 500, 1000)
@@ -77,16 +80,27 @@ def batch_stats(
 
     ``labels``: one dict per item with ``price`` (or None), ``verdict``, ``spread``, ``n_annotations``;
     ``facts``: every annotation behind the items; ``annotator_quality``: per annotator id, their name
-    and gold accuracy.
+    and gold accuracy. Prices outside 0.50–999.49 are in no figure; ``price.out_of_range`` counts the
+    labels, ``price.out_of_range_answers`` the annotations.
     """
+    # Prices outside 0.50–999.49 (a typo such as $999,999,999) are counted apart and left out of every
+    # figure below: one of them would otherwise move the mean by millions and the alpha to nonsense.
+    out_of_range_answers = sum(1 for f in facts if f.price is not None and not price_trainable(f.price))
+    facts = [f if f.price is None or price_trainable(f.price) else replace(f, price=None) for f in facts]
     verdicts = Counter(f.verdict for f in facts)
     total = sum(verdicts.values()) or 1
     per_annotator: dict[int, Counter[str]] = {}
     for fact in facts:
         per_annotator.setdefault(fact.annotator_id, Counter())[fact.verdict] += 1
-    multi = [lab for lab in labels if (lab.get("n_annotations") or 0) >= 2]
+    multi = [
+        lab
+        for lab in labels
+        if (lab.get("n_annotations") or 0) >= 2
+        and (lab.get("price") is None or price_trainable(float(lab["price"])))
+    ]
     within = [lab for lab in multi if lab.get("within_tolerance")]
-    prices = [float(lab["price"]) for lab in labels if lab.get("price") is not None]
+    priced = [float(lab["price"]) for lab in labels if lab.get("price") is not None]
+    prices = [p for p in priced if price_trainable(p)]
     gold = [q["gold_accuracy"] for q in annotator_quality.values() if q.get("gold_accuracy") is not None]
     annotators = []
     for annotator_id, counts in sorted(per_annotator.items()):
@@ -121,6 +135,9 @@ def batch_stats(
             "min": min(prices) if prices else None,
             "max": max(prices) if prices else None,
             "mean": (sum(prices) / len(prices)) if prices else None,
+            "median": statistics.median(prices) if prices else None,
             "histogram": price_histogram(prices),
+            "out_of_range": len(priced) - len(prices),
+            "out_of_range_answers": out_of_range_answers,
         },
     }

@@ -19,6 +19,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from training import paths, selectors
+from training.checks import batch_checks, checks_passed
 from training.exceptions import TrainingError
 from training.models import BatchStatus, Recipe, VersionStatus
 from training.services import batches as batch_services
@@ -80,9 +81,12 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     batch = selectors.batch_get(batch_id=batch_id)
     if batch is None:
         raise Http404("no such batch")
+    checks = batch_checks(batch)
     context = {
         "section": "batches",
         "batch": batch,
+        "checks": checks,
+        "checks_passed": checks_passed(checks),
         "stats": batch.stats,
         "sample": selectors.batch_sample(batch=batch, size=25),
         "run": selectors.batch_run(batch),
@@ -95,11 +99,12 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
 @require_POST
 def batch_approve(request: HttpRequest, batch_id: int) -> HttpResponse:
     recipe = request.POST.get("recipe") or None
+    override_reason = request.POST.get("override_reason", "")
     holder: dict[str, Any] = {}
 
     def act() -> None:
         holder["run"] = batch_services.batch_approve(
-            reviewer=_reviewer(request), batch_id=batch_id, recipe=recipe
+            reviewer=_reviewer(request), batch_id=batch_id, recipe=recipe, override_reason=override_reason
         )
 
     if _domain_errors(request, act):

@@ -220,6 +220,7 @@ ANNOTATION_TOLERANCE_ABS = env_float("ANNOTATION_TOLERANCE_ABS", 5.0)
 ANNOTATION_TOLERANCE_REL = env_float("ANNOTATION_TOLERANCE_REL", 0.1)
 ANNOTATION_ROUTING = env_str("ANNOTATION_ROUTING", "entropy")
 ANNOTATION_CONFIRM_FACTOR = env_float("ANNOTATION_CONFIRM_FACTOR", 10.0)
+ANNOTATION_GOLD_POOL_MIN = env_int("ANNOTATION_GOLD_POOL_MIN", 20)
 
 # --- retraining pipeline (training/conf.py reads these; see .env.example for what each means) ----------
 RETRAIN_MIN_BATCH_SIZE = env_int("RETRAIN_MIN_BATCH_SIZE", 20)
@@ -234,6 +235,8 @@ RETRAIN_EVAL_MAX_ITEMS = env_int("RETRAIN_EVAL_MAX_ITEMS", 0)
 RETRAIN_NPROC = env_int("RETRAIN_NPROC", 1)
 if RETRAIN_NPROC < 1:
     raise ImproperlyConfigured(f"RETRAIN_NPROC={RETRAIN_NPROC}: use 1 (one process) or the GPU count.")
+RETRAIN_GOLD_ACCURACY_MIN = env_float("RETRAIN_GOLD_ACCURACY_MIN", 0.7)
+RETRAIN_OUT_OF_RANGE_MAX_SHARE = env_float("RETRAIN_OUT_OF_RANGE_MAX_SHARE", 0.02)
 GATE_MIN_DELTA = env_float("GATE_MIN_DELTA", 1.0)
 GATE_ALPHA = env_float("GATE_ALPHA", 0.05)
 GATE_TEST = env_str("GATE_TEST", "bootstrap")

@@ -112,8 +112,9 @@ def test_it_approves_a_batch_once_and_shows_the_run(
     monkeypatch.setattr(batches, "_enqueue_dataset", sent.append)  # no worker here: count the sends
     client = _client(reviewer)
     batch = registry["batch"]
-    first = client.post(f"/review/batches/{batch.pk}/approve/", {"recipe": "dpo"})
-    second = client.post(f"/review/batches/{batch.pk}/approve/", {"recipe": "sft"})
+    # The registry's batch has no gold answers behind it: its checks fail, so approve with a reason.
+    first = client.post(f"/review/batches/{batch.pk}/approve/", {"recipe": "dpo", "override_reason": "t"})
+    second = client.post(f"/review/batches/{batch.pk}/approve/", {"recipe": "sft", "override_reason": "t"})
     run = TrainingRun.objects.get(batch=batch)
     assert first["Location"] == second["Location"] == f"/review/runs/{run.pk}/"
     assert run.recipe == "dpo"

@@ -13,8 +13,18 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.models import Annotation, AnnotatorStatus, PriceFlag, ResolvedLabel, Split, Verdict
-from training.exceptions import BatchStateError, NotEnoughLabelsError
+from annotation.models import (
+    Annotation,
+    AnnotatorStatus,
+    PriceFlag,
+    QuarantineState,
+    ResolvedLabel,
+    Split,
+    Verdict,
+)
+from annotation.quarantine import BLOCKING as QUARANTINE_BLOCKING
+from training.checks import batch_checks
+from training.exceptions import BatchStateError, NotEnoughLabelsError, QualityChecksFailed
 from training.models import (
     AuditAction,
     AuditEvent,
@@ -55,12 +65,27 @@ def _content_sha256(items: list[BatchItem]) -> str:
 
 
 def _unbatched_labels() -> Any:
+    """Resolved pool labels no batch holds, less those a quarantine blocks (a paused annotator's labels
+    until a reviewer releases them; dropped ones for ever: ``annotation/quarantine.py``)."""
     return (
         ResolvedLabel.objects.filter(
             batch_item__isnull=True, task__is_gold=False, task__product__split=Split.POOL
         )
+        .exclude(task__quarantined_annotations__state__in=QUARANTINE_BLOCKING)
         .select_related("task", "task__guess", "task__product")
         .order_by("id")
+    )
+
+
+def _quarantined_label_count() -> int:
+    return int(
+        ResolvedLabel.objects.filter(
+            batch_item__isnull=True,
+            task__is_gold=False,
+            task__quarantined_annotations__state=QuarantineState.HELD,
+        )
+        .distinct()
+        .count()
     )
 
 
@@ -78,19 +103,18 @@ def batch_create_from_resolved(*, min_size: int | None = None, recipe: str = Rec
         with transaction.atomic():
             labels = list(_unbatched_labels())
             if not labels or len(labels) < max(min_size, 1):
+                held = _quarantined_label_count()
                 raise NotEnoughLabelsError(
                     f"{len(labels)} resolved label(s) are waiting; a batch needs at least {max(min_size, 1)} "
                     "(RETRAIN_MIN_BATCH_SIZE)."
+                    + (
+                        f" {held} more are quarantined (paused annotators): release or drop them on the "
+                        "Queue page."
+                        if held
+                        else ""
+                    )
                 )
-            task_ids = [label.task_id for label in labels]
-            annotations = list(
-                Annotation.objects.filter(task_id__in=task_ids)
-                .select_related("codebook_version", "annotator")
-                .order_by("id")
-            )
-            by_task: dict[int, list[Annotation]] = {}
-            for annotation in annotations:
-                by_task.setdefault(annotation.task_id, []).append(annotation)
+            by_task = _annotations_by_task([label.task_id for label in labels])
 
             batch = RetrainBatch.objects.create(
                 recipe=recipe, content_sha256="pending-" + str(timezone.now())
@@ -181,13 +205,70 @@ def _stats_for(
     return batch_stats(labels=rows, facts=facts, annotator_quality=quality)
 
 
+def _annotations_by_task(task_ids: list[int]) -> dict[int, list[Annotation]]:
+    by_task: dict[int, list[Annotation]] = {}
+    for annotation in (
+        Annotation.objects.filter(task_id__in=task_ids)
+        .select_related("codebook_version", "annotator")
+        .order_by("id")
+    ):
+        by_task.setdefault(annotation.task_id, []).append(annotation)
+    return by_task
+
+
+def batch_labels_remove(*, label_ids: list[int]) -> dict[int, int]:
+    """Take these labels out of the pending batches that hold them; ``{batch id: items removed}``.
+
+    A reviewer dropped them (``annotation.quarantine.quarantine_drop``): they must not be trained on.
+    Approved and rejected batches are final and keep their items. Each batch changed gets its size,
+    content hash and stats recomputed from the items left, so the hash covers what can be approved.
+    """
+    removed: dict[int, int] = {}
+    with transaction.atomic():
+        batch_ids = sorted(
+            set(
+                BatchItem.objects.filter(
+                    resolved_label_id__in=label_ids, batch__status=BatchStatus.PENDING_REVIEW
+                ).values_list("batch_id", flat=True)
+            )
+        )
+        for batch in RetrainBatch.objects.select_for_update().filter(
+            pk__in=batch_ids, status=BatchStatus.PENDING_REVIEW
+        ):
+            count, _ = BatchItem.objects.filter(batch=batch, resolved_label_id__in=label_ids).delete()
+            if not count:
+                continue
+            removed[batch.pk] = count
+            items = list(
+                batch.items.select_related(
+                    "resolved_label__task__guess", "resolved_label__task__product"
+                ).order_by("id")
+            )
+            labels = [item.resolved_label for item in items]
+            batch.size = len(items)
+            batch.content_sha256 = _content_sha256(items)
+            batch.stats = _stats_for(labels, _annotations_by_task([lab.task_id for lab in labels]), items)
+            batch.save(update_fields=["size", "content_sha256", "stats"])
+            logger.info("batch %s: %s dropped label(s) removed", batch.pk, count)
+    return removed
+
+
 def _require_reviewer(user: User) -> None:
     if not has_role(user, Role.REVIEWER):
         raise PermissionError("only reviewers may approve or reject retrain batches.")
 
 
-def batch_approve(*, reviewer: User, batch_id: int, recipe: str | None = None) -> TrainingRun:
+MAX_OVERRIDE_REASON = 2000
+
+
+def batch_approve(
+    *, reviewer: User, batch_id: int, recipe: str | None = None, override_reason: str = ""
+) -> TrainingRun:
     """Approve a batch and create its one training run; the dataset task starts after the commit.
+
+    A batch whose quality checks fail (``training/checks.py``) is approved only with a written
+    ``override_reason``; without one ``QualityChecksFailed`` names the failing checks. The audit row
+    records the checks, whether they were overridden and the reason.
 
     Idempotent and safe under concurrency: the batch row is locked, an approved batch returns its
     existing run, and ``TrainingRun.batch`` is unique, so two reviewers approving at once get one run.
@@ -195,6 +276,9 @@ def batch_approve(*, reviewer: User, batch_id: int, recipe: str | None = None) -
     _require_reviewer(reviewer)
     if recipe is not None and recipe not in Recipe.values:
         raise BatchStateError(f"recipe {recipe!r} is unknown; use one of {', '.join(Recipe.values)}.")
+    override_reason = (override_reason or "").strip()
+    if len(override_reason) > MAX_OVERRIDE_REASON:
+        raise BatchStateError(f"the override reason is limited to {MAX_OVERRIDE_REASON} characters.")
     try:
         with transaction.atomic():
             batch = RetrainBatch.objects.select_for_update().get(pk=batch_id)
@@ -202,11 +286,20 @@ def batch_approve(*, reviewer: User, batch_id: int, recipe: str | None = None) -
                 return TrainingRun.objects.get(batch=batch)
             if batch.status == BatchStatus.REJECTED:
                 raise BatchStateError(f"batch {batch_id} was rejected; it cannot be approved any more.")
+            checks = batch_checks(batch)
+            failed = [check for check in checks if not check.passed]
+            if failed and not override_reason:
+                raise QualityChecksFailed(
+                    f"batch {batch_id} fails {len(failed)} quality check(s): "
+                    + " ".join(f"[{check.name}] {check.message}" for check in failed)
+                    + " Fix the cause, reject the batch, or approve it with a written override_reason."
+                )
             updated = RetrainBatch.objects.filter(pk=batch_id, status=BatchStatus.PENDING_REVIEW).update(
                 status=BatchStatus.APPROVED,
                 reviewer=reviewer,
                 reviewed_at=timezone.now(),
                 recipe=recipe or batch.recipe,
+                reason=override_reason if failed else "",
             )
             if updated != 1:  # lost a race on a database without row locks
                 return TrainingRun.objects.get(batch=batch)
@@ -222,7 +315,16 @@ def batch_approve(*, reviewer: User, batch_id: int, recipe: str | None = None) -
                 actor=reviewer,
                 batch=batch,
                 run=run,
-                numbers={"rows": batch.size, "recipe": run.recipe},
+                subject=f"batch:{batch.pk}",
+                numbers={
+                    "rows": batch.size,
+                    "recipe": run.recipe,
+                    "checks_passed": not failed,
+                    "override": bool(failed),
+                    "failed_checks": [check.name for check in failed],
+                    "checks": [check.as_dict() for check in checks],
+                },
+                message=override_reason if failed else "",
             )
             transaction.on_commit(lambda: _enqueue_dataset(run.pk))
     except IntegrityError:
