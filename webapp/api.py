@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest, JsonResponse
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import inline_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
@@ -59,3 +62,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body["error"]["fields"] = fields
     response.data = body
     return response
+
+
+@csrf_exempt  # it only ever answers 404; a CSRF failure page would hide the real answer
+def not_found(request: HttpRequest) -> JsonResponse:
+    """Any /api/v1/ path that no endpoint serves: the API's JSON error, never the site's HTML 404 page.
+
+    API paths have no trailing slash; a client that adds one (DRF's habit) is told the path to use.
+    """
+    path = request.path_info
+    message = f"No API endpoint at {path}; the endpoints are listed at /api/docs/."
+    if path.endswith("/"):
+        try:
+            match = resolve(path.rstrip("/"))
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not not_found:
+            message = f"No API endpoint at {path}: API paths have no trailing slash; use {path.rstrip('/')}."
+    return JsonResponse({"error": {"code": "not_found", "message": message}}, status=404)

@@ -169,7 +169,11 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 _broker_dir = DATA_DIR / "broker"
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+CELERY_BROKER_TRANSPORT: str | None = None  # None: the URL's scheme names the transport
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's class with atomic file writes: its own lets the worker read a half-written message and
+    # die with "Unrecoverable error: JSONDecodeError" (webapp/broker.py says how).
+    CELERY_BROKER_TRANSPORT = "webapp.broker:Transport"
     for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -178,6 +182,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # An idle worker looks at the queue folder this often; kombu's default is 1 s.
+        "polling_interval": env_float("CELERY_BROKER_POLLING_INTERVAL", 1.0),
     }
 elif CELERY_BROKER_URL.startswith("redis"):
     # A task not acknowledged within this time is redelivered; it must outlast the longest training

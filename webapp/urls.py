@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from webapp import views
+from webapp import api, views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -20,4 +20,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("webapp.api_urls")),
+    # Last: whatever /api/v1/ path no endpoint took gets the API's JSON 404, not an HTML page.
+    re_path(r"^api/v1/", api.not_found),
 ]

@@ -16,11 +16,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from webapp.demo.seed import DEMO_LOGINS, seed_all
 
 ROOT = Path(settings.BASE_DIR)
+LOG_TAIL_LINES = 20  # how much of a dead child's log the demo prints
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -29,6 +30,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 class Command(BaseCommand):
     help = "Run the PriceLoop demo: migrate, seed, start web + worker + beat, print the URL and logins."
+    _log_starts: dict[str, int]
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -55,8 +57,7 @@ class Command(BaseCommand):
             self._banner(url, tokens)
             while all(p.poll() is None for p in procs.values()):
                 time.sleep(1)
-            dead = [name for name, p in procs.items() if p.poll() is not None]
-            self.stderr.write(f"demo: {', '.join(dead)} stopped; shutting the rest down.")
+            raise CommandError(self._death_report(procs) + "\ndemo: shutting the other processes down.")
         except KeyboardInterrupt:
             self.stdout.write("\nstopping…")
         finally:
@@ -76,16 +77,40 @@ class Command(BaseCommand):
         logs = Path(settings.DATA_DIR) / "logs"
         logs.mkdir(exist_ok=True)
         procs = {}
+        self._log_starts = {}
         for name, command in commands.items():
-            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+            out = open(self._log_path(name), "ab")  # noqa: SIM115 - lives as long as the child
+            # Logs are appended to across runs: remember where this run's output begins.
+            self._log_starts[name] = out.tell()
             procs[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         return procs
+
+    def _log_path(self, name: str) -> Path:
+        return Path(settings.DATA_DIR) / "logs" / f"{name}.log"
+
+    def _death_report(self, procs: dict[str, subprocess.Popen[bytes]]) -> str:
+        """Which child stopped, with its exit code, its log file and the end of what it logged this run."""
+        parts = []
+        for name, p in procs.items():
+            code = p.poll()
+            if code is None:
+                continue
+            log = self._log_path(name)
+            with open(log, "rb") as fh:
+                fh.seek(self._log_starts.get(name, 0))
+                lines = fh.read().decode("utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            parts.append(
+                f"demo: the {name} process {how}. Its log: {log}\n"
+                f"--- last lines of {log.name} ---\n" + "\n".join(lines) + f"\n--- end of {log.name} ---"
+            )
+        return "\n".join(parts)
 
     def _wait_healthy(self, url: str, procs: dict[str, subprocess.Popen[bytes]]) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if any(p.poll() is not None for p in procs.values()):
-                raise SystemExit(f"demo: a process exited during start-up; see {settings.DATA_DIR}/logs/")
+                raise CommandError(self._death_report(procs) + "\ndemo: start-up failed.")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own URL
                     if response.status == 200:
@@ -93,7 +118,7 @@ class Command(BaseCommand):
             except OSError:
                 pass
             time.sleep(0.5)
-        raise SystemExit(f"demo: {url} did not answer 200 within 120 s; see {settings.DATA_DIR}/logs/")
+        raise CommandError(f"demo: {url} did not answer 200 within 120 s; see {self._log_path('web')}")
 
     def _banner(self, url: str, tokens: dict[str, str]) -> None:
         lines = [
@@ -109,7 +134,7 @@ class Command(BaseCommand):
         lines += [
             "",
             f"API token (client): {tokens.get('client', '')}",
-            f"  curl -H 'Authorization: Token {tokens.get('client', '')}' {url}api/v1/versions/",
+            f"  curl -H 'Authorization: Token {tokens.get('client', '')}' {url}api/v1/versions",
             f"API docs: {url}api/docs/    health: {url}healthz    logs: {settings.DATA_DIR}/logs/",
             "",
         ]
