@@ -489,16 +489,39 @@ class Simulation:
 
     # --- set-up: people, codebook, catalogue, v1, gold ---
 
-    def user(self, name: str, role: str) -> Api:
-        done = self.server.manage("create_user", name, "--role", role, "--token")
-        return Api(self.server.url, parse_token(done.stdout), name)
+    def users(self, people: list[tuple[str, str]]) -> dict[str, Api]:
+        """``create_user NAME --role ROLE --token`` for each person, at once (each command boots Django)."""
+        procs = {
+            name: subprocess.Popen(
+                [sys.executable, "manage.py", "create_user", name, "--role", role, "--token"],
+                cwd=ROOT,
+                env=self.server.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name, role in people
+        }
+        apis = {}
+        for name, proc in procs.items():
+            stdout, stderr = proc.communicate()
+            if proc.returncode != 0:
+                raise SystemExit(f"manage.py create_user {name} failed:\n{stderr[-2000:]}")
+            apis[name] = Api(self.server.url, parse_token(stdout), name)
+        return apis
 
     def setup_people(self) -> None:
-        self.reviewer = self.user("sim-reviewer", "reviewer")
+        people = [("sim-reviewer", "reviewer")]
+        kinds = {}
         for kind in KINDS:
             for n in range(1, self.cfg.annotators.get(kind, 0) + 1):
-                api = self.user(f"sim-{kind}-{n}", "annotator")
-                self.annotators.append(Annotator(kind, api, random.Random(f"{self.cfg.seed}:{kind}:{n}")))
+                people.append((f"sim-{kind}-{n}", "annotator"))
+                kinds[f"sim-{kind}-{n}"] = (kind, n)
+        apis = self.users(people)
+        self.reviewer = apis["sim-reviewer"]
+        for name, (kind, n) in kinds.items():
+            rng = random.Random(f"{self.cfg.seed}:{kind}:{n}")
+            self.annotators.append(Annotator(kind, apis[name], rng))
         first = self.annotators[0].api
         status, codebook = first.call("GET", "/api/v1/annotate/codebook")
         if status == 204:
@@ -1127,7 +1150,28 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             f"| {_fmt(r['baselines']['ridge']['test'])} | {_fmt(r['baselines']['mean']['test'])} "
             f"| {_fmt(r['champion'].get('extra'))} |"
         )
-    lines += ["", "MAE in dollars with its 95% bootstrap interval; hits = share green (< $40 or < 20%).", ""]
+    lines += [
+        "",
+        "MAE in dollars with its 95% bootstrap interval; hits = share green (< $40 or < 20%), Wilson "
+        "interval on the test split. Baselines are fitted on the labels the champion line was trained on.",
+        "",
+        "## Candidates",
+        "",
+        "| round | candidate | test MAE | test RMSLE | test hits | extra MAE | extra RMSLE | extra hits "
+        "| training s (steps) | run wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rounds"]:
+        if not r.get("candidate"):
+            continue
+        c, run = r["candidate"], r.get("run", {})
+        lines.append(
+            f"| {r['round']} | {c['name']} {'promoted' if r['promoted'] else 'rejected'} | {_fmt(c['test'])} "
+            f"| {_fmt(c['test'], 'rmsle')} | {_fmt(c['test'], 'hit_rate')} | {_fmt(c.get('extra'))} "
+            f"| {_fmt(c.get('extra'), 'rmsle')} | {_fmt(c.get('extra'), 'hit_rate')} "
+            f"| {run.get('train_seconds') or 0:.0f} ({run.get('steps')}) | {run.get('wall_seconds')} |"
+        )
+    lines.append("")
     lines.append("## Gate decisions and batches")
     for r in result["rounds"]:
         lines.append(f"- round {r['round']}: batch {r['batch'].get('id', '–')} {r['batch']['decision']}"
