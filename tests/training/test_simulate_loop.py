@@ -21,7 +21,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from annotation.catalogue.synthetic import write_jsonl
-from tests.training.conftest import FAST
+from tests.training.conftest import FAST, WEAK_V1
 from tests.worker_process import ROOT, _database_url, celery_worker
 from training.models import BatchItem, BatchStatus
 
@@ -68,7 +68,7 @@ def test_it_runs_two_rounds_of_scripted_annotators_through_the_api(
         sys.executable, str(SCRIPT), "--items", str(items), "--rounds", "2", "--labels-per-round", "25",
         "--annotators", "careful=3,sloppy=1,spammer=1", "--seed", "5", "--seed-size", "40",
         "--gold-size", "8", "--score-extra", str(extra), "--url", live_server.url, "--out", str(out),
-        "--bootstrap-overrides", json.dumps({"train": {"max_steps": 10}}), "--timeout", "240",
+        "--bootstrap-overrides", json.dumps(WEAK_V1), "--timeout", "240",
     ]  # fmt: skip
     script_env = {
         **os.environ,
