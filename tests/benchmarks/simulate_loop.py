@@ -288,7 +288,7 @@ class Simulation:
             {"id": i.id, "price": i.price, "tolerance": gold_tolerance(i.price or 1)} for i in self.plan.gold
         ]
         try:
-            self.reviewer.post("/api/v1/gold", {"items": rows})
+            self.reviewer.post("/api/v1/gold", rows)
             return "api"
         except ApiError as exc:
             if exc.status not in (404, 405):
@@ -451,12 +451,15 @@ class Simulation:
         }
         reason = ""
         if passed is False:
-            failing = [
-                c for c in checks or [] if isinstance(c, dict) and not c.get("passed", c.get("ok", True))
-            ]
-            reason = "checks failed: " + json.dumps(failing or checks)[:1500]
-        elif from_paused:
-            # What a reviewer reads on the batch page: labels of annotators that gold has paused.
+            failing = [c for c in checks or [] if isinstance(c, dict) and not c.get("passed", True)]
+            reason = (
+                "checks failed: " + "; ".join(f"{c.get('name')}: {c.get('message')}" for c in failing)
+                if failing
+                else "checks failed: " + json.dumps(checks)[:1500]
+            )
+        elif checks is None and from_paused:
+            # A PriceLoop without batch checks: what a reviewer reads on the batch page instead, labels
+            # of annotators that gold has paused.
             reason = "holds labels of paused annotators: " + ", ".join(
                 f"{k} ({v})" for k, v in from_paused.items()
             )
