@@ -6,9 +6,11 @@
 
 ``--start`` starts a PriceLoop of its own on the embedded defaults in a fresh data dir (``--data-dir``,
 default ``DIR/priceloop``): SQLite, the filesystem broker, a real ``celery worker -Q default,train``
-process and the web server. ``--url`` drives one that is running; the operator commands below then run
-with this process's environment, which must point at that PriceLoop's database (``DATABASE_URL``,
-``PRICELOOP_DATA_DIR``) and carry its ``RETRAIN_RECIPE``/``RETRAIN_RECIPE_OVERRIDES``.
+process and the web server. Its base is ``BASE_MODEL`` when set (a prebuilt folder or a hub id), else
+one pretrained here on the pool's texts (``--build-base tiny|small``); ``RETRAIN_RECIPE`` and the
+other settings come from the environment. ``--url`` drives one that is running; the operator commands
+below then run with this process's environment, which must point at that PriceLoop's database
+(``DATABASE_URL``, ``PRICELOOP_DATA_DIR``) and carry its ``RETRAIN_RECIPE``/``RETRAIN_RECIPE_OVERRIDES``.
 
 What an operator does runs as ``manage.py`` commands: ``migrate`` (with ``--start``), ``create_user``
 (one user per scripted person, with a token), ``bootstrap_champion --seed-labels`` (v1 from the seed
@@ -741,7 +743,7 @@ def parse_args(argv: list[str]) -> Config:
     p.add_argument(
         "--build-base",
         choices=["tiny", "small"],
-        help="with --start and no BASE_MODEL: pretrain this base on the pool's texts first",
+        help="with --start and no BASE_MODEL: the size of the base pretrained on the pool's texts (tiny)",
     )
     p.add_argument("--bootstrap-overrides", default="", help="JSON recipe overrides for v1")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds any one wait may take")
@@ -776,16 +778,22 @@ def parse_args(argv: list[str]) -> Config:
     )
 
 
-def build_base_from_pool(cfg: Config, pool: list[Item]) -> str:
-    """The operator's first step on a fresh install: a base pretrained on the pool's texts only."""
+def build_base_from_pool(cfg: Config, pool: list[Item]) -> str | None:
+    """The operator's first step on a fresh install: a base pretrained on the pool's texts only (all of
+    them: the simulation imports the pool a slice per round, so a base built from the catalogue at v1
+    time would know only the seed set). None when this engine's ``build_base`` still pretrains on
+    prices: then ``bootstrap_champion`` builds its own base, as it does for the demo."""
+    import inspect
+
     from training.engine.bootstrap import build_base
 
-    out = (cfg.out / f"base-{cfg.build_base}").resolve()
+    if "prices" not in inspect.signature(build_base).parameters:
+        return None
+    size = cfg.build_base or "tiny"
+    out = (cfg.out / f"base-{size}").resolve()
     if not (out / "config.json").exists():
-        print(f"building the {cfg.build_base} base from {len(pool)} pool texts into {out}", flush=True)
-        build_base(
-            [{"id": i.id, "text": i.text} for i in pool], out, size=cfg.build_base or "tiny", seed=cfg.seed
-        )
+        print(f"building the {size} base from {len(pool)} pool texts into {out}", flush=True)
+        build_base([{"id": i.id, "text": i.text} for i in pool], out, size=size, seed=cfg.seed)
     return str(out)
 
 
@@ -805,8 +813,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"--score-extra shares {len(overlap)} ids with --items (e.g. {sorted(overlap)[0]}): "
                 "the extra items must be ones the product never sees."
             )
-    if cfg.build_base and cfg.start and not os.environ.get("BASE_MODEL"):
-        os.environ["BASE_MODEL"] = build_base_from_pool(cfg, pool)
+    if cfg.start and not os.environ.get("BASE_MODEL"):
+        base = build_base_from_pool(cfg, pool)
+        if base is not None:
+            os.environ["BASE_MODEL"] = base
     with priceloop(cfg) as server:
         sim = Simulation(cfg, server, plan, extra)
         result = sim.run()
