@@ -163,7 +163,7 @@ class Simulation:
         self.pool_imported = 0
         self.tasks_before = 0
         self.versions: dict[str, dict[str, Any]] = {}
-        self.extra_scores: dict[str, dict[str, Any]] = {}
+        self.local_scores: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
         self.reviewer: Api
         self.log_file = (cfg.out / "simulation.log").open("a", encoding="utf-8")
@@ -511,16 +511,16 @@ class Simulation:
         return self.versions[name]
 
     def measure(self, name: str) -> dict[str, Any]:
+        """The version's metrics: ``test`` as the versions API gives them (what the gate saw), and this
+        script's own scoring of the same test items (``test_local``, intervals for every metric) and of
+        the ``--score-extra`` items (``extra``)."""
         version = self.version(name)
-        out: dict[str, Any] = {"name": name, "test": api_metrics(version.get("metrics") or {})}
-        if self.extra:
-            out["extra"] = self.score_extra(name)
-        return out
+        return {"name": name, "test": api_metrics(version.get("metrics") or {}), **self.score_locally(name)}
 
-    def score_extra(self, name: str) -> dict[str, Any]:
-        """The version on the never-imported items, through the engine's Predictor and its adapter files."""
-        if name in self.extra_scores:
-            return self.extra_scores[name]
+    def score_locally(self, name: str) -> dict[str, Any]:
+        """The version through the engine's Predictor on its downloaded adapter (sha256 checked)."""
+        if name in self.local_scores:
+            return self.local_scores[name]
         version = self.version(name)
         folder = self.cfg.out / "versions"
         archive = self.reviewer.download(f"/api/v1/versions/{version['number']}/download")
@@ -530,14 +530,20 @@ class Simulation:
             tar.extractall(folder, filter="data")
         started = time.monotonic()
         predictor = make_predictor(version["base_model"], folder / name)
-        guesses = [p.price for p in predictor.predict([i.text for i in self.extra])]
+        test = [i for i in self.plan.test if i.trainable]
+        guesses = [p.price for p in predictor.predict([i.text for i in test + self.extra])]
         del predictor
         _free_accelerator()
-        metrics = scored([i.price or 0.0 for i in self.extra], guesses, seed=self.cfg.seed)
-        metrics["seconds"] = round(time.monotonic() - started, 1)
-        self.extra_scores[name] = metrics
+        seconds = round(time.monotonic() - started, 1)
+        out = {"test_local": scored([i.price or 0.0 for i in test], guesses[: len(test)], seed=self.cfg.seed)}
+        out["test_local"]["seconds"] = seconds
+        if self.extra:
+            out["extra"] = scored(
+                [i.price or 0.0 for i in self.extra], guesses[len(test) :], seed=self.cfg.seed
+            )
+        self.local_scores[name] = out
         shutil.rmtree(folder / name, ignore_errors=True)
-        return metrics
+        return out
 
     def baselines(self) -> dict[str, Any]:
         """Training mean and TF-IDF ridge fitted on the labels the champion line was trained on: the seed

@@ -116,6 +116,9 @@ def test_it_runs_two_rounds_of_scripted_annotators_through_the_api(
     assert not [i for i in approved.values_list("annotator_ids", flat=True) if spammer.pk in i]
     assert result["summary"]["spammer_labels_in_approved_batches"] == 0
 
+    # The script scores the test split itself with the same predictor settings: the same figures.
+    assert result["summary"]["mae_api_vs_local_max_diff"] < 0.5
+
     assert (out / "error-per-round.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "simulation.md").read_text()
     assert "| 2 |" in report
