@@ -91,20 +91,25 @@ class Annotator:
     gold_answers: int = 0
 
     def answer(self, guess: float | None, truth: float) -> tuple[str, float | None]:
-        """(verdict, corrected price) for an item whose true price is ``truth``."""
+        """(verdict, corrected price) for an item whose true price is ``truth``; corrections are typed in
+        whole dollars, as the codebook asks."""
         rng = self.rng
         if self.kind == "spammer":
             if guess is not None and rng.random() < 0.5:
                 return "accept", None
-            return "correct", math.exp(rng.uniform(0.0, math.log(999.0)))
+            return "correct", _dollars(math.exp(rng.uniform(0.0, math.log(999.0))))
         error = abs(guess - truth) if guess is not None else math.inf
         if self.kind == "careful":
             if error < GREEN_ABS or error < GREEN_REL * truth:
                 return "accept", None
-            return "correct", truth * (1 + rng.uniform(-0.03, 0.03))
+            return "correct", _dollars(truth * (1 + rng.uniform(-0.03, 0.03)))
         if error <= SLOPPY_ACCEPT_REL * truth:
             return "accept", None
-        return "correct", truth * (1 + rng.uniform(-0.20, 0.20))
+        return "correct", _dollars(truth * (1 + rng.uniform(-0.20, 0.20)))
+
+
+def _dollars(price: float) -> float:
+    return float(max(1, round(price)))
 
 
 @dataclass
