@@ -45,6 +45,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -584,7 +585,7 @@ class Simulation:
             "items": cfg.items.name,
             "base": base_size(v1["base_model"]),
             "base_model": v1["base_model"],
-            "command": "python tests/benchmarks/simulate_loop.py " + " ".join(cfg.argv),
+            "command": "python tests/benchmarks/simulate_loop.py " + shlex.join(cfg.argv),
             "settings": {
                 "rounds": cfg.rounds,
                 "labels_per_round": cfg.labels_per_round,
