@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from annotation.catalogue.synthetic import write_jsonl
 from tests.training.conftest import FAST, WEAK_V1
 from tests.worker_process import ROOT, _database_url, celery_worker
+from training.engine.synthetic import write_jsonl
 from training.models import BatchItem, BatchStatus
 
 pytestmark = pytest.mark.slow
