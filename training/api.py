@@ -542,6 +542,13 @@ class ImportIn(serializers.Serializer):
     format = serializers.ChoiceField(
         choices=["jsonl", "csv"], required=False, help_text="default: by extension"
     )
+    test_fraction = serializers.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        help_text="share of NEW products put in the frozen test split, by a stable hash of the id "
+        "(default: TEST_SPLIT_FRACTION); a stored product keeps its split",
+    )
 
 
 class ImportOut(serializers.Serializer):
@@ -576,7 +583,12 @@ class ProductImportApi(TrainingApi):
         upload = data.validated_data["file"]
         try:
             fmt = detect_format(Path(upload.name or "upload"), data.validated_data.get("format"))
-            result = products_import_stream(stream=upload, fmt=fmt, source=Path(upload.name or "upload").name)
+            result = products_import_stream(
+                stream=upload,
+                fmt=fmt,
+                source=Path(upload.name or "upload").name,
+                test_fraction=data.validated_data.get("test_fraction"),
+            )
         except (CatalogueFormatError, ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ValidationError({"file": [str(exc)]}) from None
         guessing = False

@@ -170,3 +170,32 @@ def test_it_imports_products_and_reports_every_bad_row(reviewer: Any) -> None:
     refused = client_for(reviewer).post("/api/v1/products/import", {"file": junk}, format="multipart")
     assert refused.status_code == 400
     assert "format" in refused.json()["error"]["fields"]["file"][0]
+
+
+@pytest.mark.django_db
+def test_it_puts_new_products_in_the_test_split_by_the_share_the_import_names(reviewer: Any) -> None:
+    from annotation.catalogue.reader import split_for
+
+    rows = [
+        f'{{"id": "s{i}", "title": "Lamp {i}", "text": "A desk lamp", "category": "Home", "price": 9}}\n'
+        for i in range(40)
+    ]
+    upload = io.BytesIO("".join(rows).encode())
+    upload.name = "products.jsonl"
+    client = client_for(reviewer)
+    response = client.post(
+        "/api/v1/products/import", {"file": upload, "test_fraction": "0.5"}, format="multipart"
+    )
+    assert response.status_code == 200, response.content
+    splits = dict(Product.objects.values_list("external_id", "split"))
+    assert splits == {f"s{i}": split_for(f"s{i}", 0.5) for i in range(40)}
+    assert 5 < list(splits.values()).count("test") < 35  # about half, by the id's hash
+    # A stored product keeps its split whatever share a later import names.
+    upload.seek(0)
+    again = client.post("/api/v1/products/import", {"file": upload, "test_fraction": "0"}, format="multipart")
+    assert again.status_code == 200
+    assert dict(Product.objects.values_list("external_id", "split")) == splits
+    upload.seek(0)
+    bad = client.post("/api/v1/products/import", {"file": upload, "test_fraction": "1.5"}, format="multipart")
+    assert bad.status_code == 400
+    assert "test_fraction" in bad.json()["error"]["fields"]
