@@ -42,6 +42,22 @@ class Product(models.Model):
         return f"{self.external_id}: {self.title[:60]}"
 
 
+class SeedLabel(models.Model):
+    """A price that came with the catalogue to train ``v1`` (a named seed set), not from an annotator.
+
+    Seeded products are labelled already: they are never queued for annotation, and the version trained
+    on them names the set in its lineage (DESIGN.md §10: price knowledge enters only through labels).
+    """
+
+    product = models.OneToOneField(Product, on_delete=models.CASCADE, related_name="seed_label")
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    seed_set = models.CharField(max_length=200, help_text="name of the set (the file it came from)")
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"seed {self.price} for product {self.product_id} ({self.seed_set})"
+
+
 # --- guesses, the work queue, annotations, codebook, gold, consensus --------------------------------------
 # Owned by the annotation backend. States are requirements (DESIGN.md §3); the services in
 # ``annotation/services.py`` are the only writers, the selectors in ``annotation/selectors.py`` the readers.

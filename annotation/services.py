@@ -35,6 +35,7 @@ from annotation.models import (
     Product,
     ResolutionMethod,
     ResolvedLabel,
+    SeedLabel,
     Split,
     Task,
     TaskStatus,
@@ -144,8 +145,9 @@ def tasks_create_for_products(
 ) -> int:
     """Queue pool products for annotation with their latest guess; the number of tasks created.
 
-    Skips test-split products (never labelled), products without a guess, and products that already
-    have an unresolved task. Priority is the guess's entropy with ``ANNOTATION_ROUTING=entropy``.
+    Skips test-split products (never labelled), products without a guess, products that already
+    have an unresolved task, gold products and seeded products (``SeedLabel``). Priority is the guess's
+    entropy with ``ANNOTATION_ROUTING=entropy``.
     """
     cfg = annotation_config()
     overlap = overlap or cfg.overlap
@@ -160,6 +162,11 @@ def tasks_create_for_products(
             .exclude(status=TaskStatus.RESOLVED)
             .values_list("product_id", flat=True)
         )
+        # Gold products are served as check items only, and seeded products are labelled already.
+        busy.update(
+            Task.objects.filter(product_id__in=chunk, is_gold=True).values_list("product_id", flat=True)
+        )
+        busy.update(SeedLabel.objects.filter(product_id__in=chunk).values_list("product_id", flat=True))
         pool = (
             Product.objects.filter(id__in=chunk, split=Split.POOL)
             .exclude(id__in=busy)

@@ -84,6 +84,8 @@ def version_register(
             "kind": dataset.kind if dataset else run.recipe,
         },
         "batch_id": run.batch_id,
+        # v1's named seed set (the only price knowledge a version has besides annotators' batches).
+        "seed_set": (dataset.manifest or {}).get("seed_set") if dataset else None,
         "run_id": run_id,
         "parent": run.parent.name if run.parent else None,
         "train_result": run.result,

@@ -17,8 +17,10 @@ from webapp.services import user_create_with_role
 
 log = logging.getLogger(__name__)
 
-DEMO_PRODUCTS = 600
+DEMO_PRODUCTS = 800
 DEMO_SEED = 7
+# v1's named seed set: the catalogue prices of this many pool products (labelled, never queued).
+DEMO_SEED_LABELS = 400
 GOLD_ITEMS = 12
 
 
@@ -72,25 +74,46 @@ def seed_codebook() -> None:
     codebook_publish(author=reviewer, markdown=text)
 
 
+def seed_labels_file() -> Path:
+    """Write the demo's seed set: the first ``DEMO_SEED_LABELS`` priced pool products, ``{"id", "price"}``."""
+    import json
+
+    from annotation.models import Product, Split
+
+    path = Path(settings.DATA_DIR) / "demo-seed-labels.jsonl"
+    rows = Product.objects.filter(split=Split.POOL, price__isnull=False).order_by("id")[:DEMO_SEED_LABELS]
+    path.write_text(
+        "".join(json.dumps({"id": p.external_id, "price": float(p.price or 0)}) + "\n" for p in rows)
+    )
+    return path
+
+
 def seed_champion() -> str:
-    """Build the tiny base from the catalogue and train ``v1`` on seeded prices (once): the champion."""
+    """Build the tiny base from the catalogue texts and train ``v1`` on the seed set (once): champion."""
+    from annotation.models import SeedLabel
+    from training.models import ModelVersion, VersionStatus
     from training.services.bootstrap import version_bootstrap_v1
 
-    return version_bootstrap_v1().name
+    if ModelVersion.objects.filter(status=VersionStatus.CHAMPION).exists() or SeedLabel.objects.exists():
+        return version_bootstrap_v1().name
+    return version_bootstrap_v1(seed_labels=seed_labels_file()).name
 
 
 def seed_guesses_and_tasks() -> int:
-    """The champion guesses the pool (queued for annotation); a few priced products become gold items."""
+    """Priced products outside the seed set become gold items; the champion guesses the rest of the pool
+    (queued for annotation)."""
     from annotation.models import Product, Split, Task
     from annotation.services import gold_tasks_create
     from training.services.guesses import champion_guess_products
 
     if Task.objects.exists():
         return 0
-    guessed = champion_guess_products()
-    known = Product.objects.filter(split=Split.POOL, price__isnull=False).order_by("id")[:GOLD_ITEMS]
+    known = Product.objects.filter(split=Split.POOL, price__isnull=False, seed_label__isnull=True).order_by(
+        "-id"
+    )[:GOLD_ITEMS]
+    # Gold first, so that the task queue never gets a second, ordinary task for a gold product.
     gold_tasks_create(products=list(known))
-    return guessed
+    return champion_guess_products()
 
 
 def seed_all() -> dict[str, str]:
