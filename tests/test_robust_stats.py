@@ -37,6 +37,7 @@ def _label_all(user: User, price_of: dict[bool, str]) -> None:
             verdict="correct",
             corrected_price=price_of[assignment.task.is_blind],
             seconds_spent=2,
+            confirm_price=True,  # confirmed at the page's question: stored, flagged if out of range
         )
 
 

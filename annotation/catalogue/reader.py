@@ -13,7 +13,6 @@ Fields: ``id``, ``title``, ``text`` (or ``description``), ``category`` are requi
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any, BinaryIO, Literal
 import orjson
 
 from annotation.catalogue.curation import PriceError, curate_text, curate_title, parse_price, truncate
+from training.engine.split import in_holdout
 
 Format = Literal["jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("jsonl", "csv")
@@ -84,9 +84,11 @@ def detect_format(path: Path, fmt: str | None = None) -> Format:
 
 
 def split_for(external_id: str, test_fraction: float) -> str:
-    """``test`` or ``pool``, from the id alone: the same id lands in the same split on every machine."""
-    digest = hashlib.sha256(external_id.encode("utf-8")).digest()
-    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "pool"
+    """``test`` or ``pool``, from the id alone: the same id lands in the same split on every machine.
+
+    The one rule of the engine's ``in_holdout`` (salted: see ``SPLIT_SALT`` there for why).
+    """
+    return "test" if in_holdout(external_id, test_fraction) else "pool"
 
 
 def _decoded_lines(stream: BinaryIO, bad_lines: dict[int, str]) -> Iterator[str]:

@@ -76,7 +76,7 @@ def test_it_never_holds_labels_of_a_decided_batch_or_gold_answers(
     make_gold(1)
     gold = lease(annotator)
     assert gold.task.is_gold
-    submit(annotator, gold, "correct", "500")
+    submit(annotator, gold, "correct", "500", confirm_price=True)
     services.annotator_pause(annotator=annotator, reason="manual")
     held = set(QuarantinedAnnotation.objects.values_list("task_id", flat=True))
     assert not held & set(first)

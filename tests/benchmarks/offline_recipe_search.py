@@ -88,13 +88,13 @@ def main() -> int:
     args = parser.parse_args()
 
     from training.engine.bootstrap import build_base
-    from training.engine.cli import in_holdout
     from training.engine.config import load_recipe
     from training.engine.datasets import LabelRow, build_sft
     from training.engine.evaluator import evaluate
     from training.engine.model_io import load_tokenizer
     from training.engine.predictor import Predictor
     from training.engine.prompts import COMPLETION_RESERVE, price_trainable
+    from training.engine.split import in_holdout
     from training.engine.trainer import train
 
     out = Path(args.out)
@@ -133,7 +133,14 @@ def main() -> int:
     truths = [float(i["price"]) for i in test]
     mean_price = statistics.fmean(float(i["price"]) for i in seed_set)
     mean_mae = evaluate(truths, [mean_price] * len(truths)).mae
+    from training.engine.baselines import tfidf_ridge
+
+    ridge = tfidf_ridge([i["text"] for i in seed_set], [float(i["price"]) for i in seed_set])
+    ridge_mae = evaluate(truths, list(ridge([i["text"] for i in test]))).mae
+    print(f"baselines on the test split: training mean MAE {mean_mae:.2f}, TF-IDF ridge MAE {ridge_mae:.2f}")
     results: list[dict[str, Any]] = []
+    if args.epochs == 0:  # build the base (and print the baselines) only
+        return 0
     tokenizer = load_tokenizer(str(base))
     for name in args.variants.split(","):
         for lr in [float(x) for x in args.lr.split(",")]:
@@ -179,7 +186,7 @@ def main() -> int:
                     row = {
                         "variant": name, "lr": lr, "epoch": epoch, "train_s": round(time.perf_counter() - began_train, 1),
                         "loss": loss, "val_mae": round(val_mae, 2), "test_mae": round(metrics.mae, 2),
-                        "mean_mae": round(mean_mae, 2), "ratio": round(metrics.mae / mean_mae, 3),
+                        "mean_mae": round(mean_mae, 2), "ridge_mae": round(ridge_mae, 2), "ratio": round(metrics.mae / mean_mae, 3),
                         "iqr_ratio": round(_iqr(guesses) / _iqr(truths), 3), "hit_rate": round(metrics.hit_rate, 3),
                         "distinct": len({round(g) for g in guesses}),
                     }  # fmt: skip

@@ -74,6 +74,7 @@ def _label(annotator: User, *, gold_price: str, price: str = "80") -> None:
             verdict="correct",
             corrected_price=gold_price if assignment.task.is_gold else price,
             seconds_spent=3,
+            confirm_price=True,  # a careless annotator confirms whatever they typed
         )
         if AnnotatorStatus.objects.filter(user=annotator, paused=True).exists():
             return

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from training.engine.cli import build_parser, in_holdout, main, split_items
+from training.engine.cli import build_parser, main, split_items
+from training.engine.split import in_holdout
 
 
 def test_every_recipe_field_is_a_train_flag_with_help(capsys: pytest.CaptureFixture[str]) -> None:

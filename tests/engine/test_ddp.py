@@ -37,6 +37,7 @@ def _torchrun_train(tiny_base: Path, dataset: Path, out: Path, logs: Path) -> su
         "training.engine",
         "train",
         "--recipe=tiny",
+        "--train.max_steps=8",  # the tests' tiny_recipe: eight steps
         f"--base={tiny_base}",
         f"--dataset={dataset}",
         f"--out={out}",
@@ -94,7 +95,11 @@ def test_two_processes_train_once_and_save_one_complete_run_folder(
     assert results[0]["adapter_dir"] == str(out / "adapter")
     assert results[0]["final_loss"] > 0
     run = json.loads((out / "run.json").read_text())
-    assert results[0]["recipe_sha256"] == run["recipe_sha256"] == load_recipe("tiny").fingerprint()
+    assert (
+        results[0]["recipe_sha256"]
+        == run["recipe_sha256"]
+        == load_recipe("tiny", {"train.max_steps": 8}).fingerprint()
+    )
 
     # The adapter loads on the base and training moved it (PEFT starts every lora_B at zero).
     from training.engine.model_io import load_for_inference

@@ -179,7 +179,7 @@ def test_it_runs_dpo_from_the_sft_adapter(
     assert [e.step for e in events] == [1, 2]
     assert all(e.loss is not None for e in events)
     config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
-    assert config["r"] == 8  # the parent's adapter was continued, not replaced
+    assert config["r"] == tiny_recipe.lora.r  # the parent's adapter was continued, not replaced
     parent = load_file(sft_run.result.adapter_dir / "adapter_model.safetensors")
     child = load_file(result.adapter_dir / "adapter_model.safetensors")
     assert parent.keys() == child.keys()

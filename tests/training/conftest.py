@@ -121,6 +121,7 @@ def label_everything(
             verdict="accept" if price is None else "correct",
             corrected_price=price,
             seconds_spent=3,
+            confirm_price=True,  # a scripted annotator who types the true price stands by it
         )
         done += 1
     return done

@@ -36,7 +36,7 @@ def _gold_record(user: User, correct: int, seen: int) -> None:
 def _batch(user: User, prices: list[str]) -> RetrainBatch:
     make_tasks(len(prices))
     for price in prices:
-        submit(user, lease(user), "correct", price)
+        submit(user, lease(user), "correct", price, confirm_price=True)
     return batch_create_from_resolved(min_size=1)
 
 

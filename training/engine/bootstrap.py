@@ -261,6 +261,8 @@ def _pretrain(
         model.eval()
         return []
     rng = random.Random(seed)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 matmuls: a from-scratch base
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
     warmup = max(1, steps // 20)

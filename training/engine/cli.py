@@ -19,7 +19,6 @@ build-dataset use the rest, evaluate and baselines score on the test part only.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 
 from training.engine.bootstrap import SIZES
 from training.engine.config import recipe_fields
+from training.engine.split import in_holdout
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -49,12 +49,6 @@ def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def in_holdout(item_id: Any, share: float) -> bool:
-    """Stable test membership: the first 8 bytes of sha256(id) as a fraction below ``share``."""
-    digest = hashlib.sha256(str(item_id).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
 def split_items(
