@@ -329,7 +329,7 @@ class Simulation:
         # The frozen test split with its prices, and the seed set without (its labels come separately).
         self.import_items(plan.test, name="test.jsonl", with_price=True)
         self.import_items(plan.seed, name="seed.jsonl", with_price=False)
-        self.pool_imported += len(plan.seed)
+        # Seeded products are labelled already (bootstrap_champion --seed-labels): never queued.
         self.log(f"imported {len(plan.test)} test items and {len(plan.seed)} seed items")
         v1 = self.bootstrap_v1()
         self.log(f"champion {v1['name']}: test MAE ${v1['metrics'].get('mae', float('nan')):.2f}")
@@ -408,6 +408,9 @@ class Simulation:
         }
         if price is not None:
             body["corrected_price"] = f"{price:.2f}"
+            # Scripted people stand by what they type: when the page asks to confirm an unusual price
+            # (far from the guess, or untrainable), they press y, which the API spells confirm_price.
+            body["confirm_price"] = True
         try:
             api.post("/api/v1/annotate/submit", body)
         except ApiError as exc:
@@ -697,6 +700,7 @@ def make_predictor(base: str, adapter_dir: Path) -> Any:
         max_new_tokens=recipe.predict.max_new_tokens,
         dtype=recipe.model.dtype,
         matmul=recipe.predict.matmul,
+        estimate=recipe.predict.estimate,
     )
 
 

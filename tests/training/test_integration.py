@@ -16,14 +16,15 @@ import io
 import json
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 
-from annotation.models import Guess, Product, Split
+from annotation.models import Guess, Product, SeedLabel, Split, Task
 from tests.conftest import client_for
-from tests.training.conftest import FAST, WEAK_V1, catalogue_jsonl, catalogue_rows
+from tests.training.conftest import catalogue_jsonl, catalogue_rows
 from tests.worker_process import celery_worker, wait_for
 from training.archive import read_tar
 from training.models import ModelVersion, RunStatus, TrainingRun, VersionStatus
@@ -36,11 +37,11 @@ pytestmark = pytest.mark.slow
 # $125.9 vs $122.9; the commit before the day's changes failed the same way, so the cause is the
 # environment, not established which part). 80 steps at 5e-3 give v2 MAE $117.6 (bootstrap p = 0.0005),
 # the same on SQLite and PostgreSQL.
-RECIPE = {
-    **FAST,
-    "train": {**FAST["train"], "learning_rate": 5e-3, "max_steps": 80},
-    "quant": {"mode": "4bit"},
-}
+# Since the base learns text only (no prices), the tiny recipe's own settings (LoRA on every projection,
+# 3e-3, four epochs: docs/learning-loop.md) are what v2 trains with; QLoRA's 4-bit path on CPU.
+# Enough steps that each adapter visibly moves the tiny base's price distribution.
+STEPS = {"train": {"max_steps": 60, "learning_rate": 5e-3}}
+RECIPE: dict[str, Any] = {**STEPS, "quant": {"mode": "4bit"}}
 
 
 def _worker_env() -> dict[str, str]:
@@ -82,6 +83,7 @@ def _annotate_all(client: Any, price_of: Any) -> int:
                 "assignment_id": item["id"],
                 "verdict": "correct",
                 "corrected_price": str(price_of(product)),
+                "confirm_price": True,  # the true price, confirmed when the page asks
                 "seconds_spent": 2.5,
             },
             format="json",
@@ -120,7 +122,12 @@ def test_it_closes_the_loop_with_a_real_worker(
 
     with celery_worker(queues="default,train", extra_env=_worker_env()) as worker:
         _import(reviewer_client, first, "first.jsonl")
-        v1 = version_bootstrap_v1(max_items=30, overrides=WEAK_V1)
+        # A v1 that is plainly wrong (its seed set prices 30 products at $900), so that the batch of true
+        # prices must make v2 better: this test is about the pipeline, not the tiny model's learning.
+        seed_file = Path(settings.DATA_DIR) / "wrong-seed-labels.jsonl"
+        seeds = Product.objects.filter(split=Split.POOL).order_by("id")[:30]
+        seed_file.write_text("".join(json.dumps({"id": p.external_id, "price": 900.0}) + "\n" for p in seeds))
+        v1 = version_bootstrap_v1(seed_labels=seed_file, overrides=STEPS)
         assert v1.status == VersionStatus.CHAMPION
 
         # The promotion of v1 queued its guesses: the worker guesses the pool and queues the tasks.
@@ -133,7 +140,7 @@ def test_it_closes_the_loop_with_a_real_worker(
         assert not Guess.objects.filter(product__split=Split.TEST).exists()  # the test split is never queued
         loop_started = time.monotonic()
         labelled = _annotate_all(annotator_client, price_of=lambda p: p.price)
-        assert labelled == pool
+        assert labelled == pool - SeedLabel.objects.count()  # v1's seed set is labelled already
 
         run_id = _batch_and_approve(reviewer_client)
         run = wait_for(lambda: _finished(run_id), timeout=480, what="the first run to finish")
@@ -168,10 +175,16 @@ def test_it_closes_the_loop_with_a_real_worker(
         # A worse candidate on purpose: new products labelled $999 whatever they are.
         _import(reviewer_client, second, "second.jsonl")
         new_pool = Product.objects.filter(split=Split.POOL, external_id__in=[r["id"] for r in second]).count()
-        wait_for(
-            lambda: Guess.objects.filter(model_version__number=2).count() >= new_pool,
+        second_ids = [r["id"] for r in second]
+        wait_for(  # the new products guessed by v2 and queued (v2 may re-guess older ones meanwhile)
+            lambda: (
+                Task.objects.filter(
+                    product__external_id__in=second_ids, guess__model_version__number=2
+                ).count()
+                >= new_pool
+            ),
             timeout=180,
-            what="v2's guesses on the new products",
+            what="v2's guesses on the new products, queued",
         )
         assert _annotate_all(annotator_client, price_of=lambda p: Decimal("999.00")) == new_pool
         bad_run_id = _batch_and_approve(reviewer_client)
