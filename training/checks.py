@@ -7,8 +7,9 @@ snapshot fails the batch they contributed to. Four checks, each with its number 
   batch, at least ``RETRAIN_GOLD_ACCURACY_MIN``. No gold answer at all fails: quality unknown.
 - ``out_of_range_share``: the share of priced labels outside 0.50–999.49 (stored, never trained on
   token-level) at most ``RETRAIN_OUT_OF_RANGE_MAX_SHARE``.
-- ``annotators_below_floor``: no contributing annotator is paused or, with ``ANNOTATION_GOLD_MIN_SEEN``
-  gold answers or more, below ``ANNOTATION_GOLD_ACCURACY_MIN`` (the accuracy that pauses annotators),
+- ``annotators_below_floor``: no contributing annotator is paused or below ``ANNOTATION_GOLD_ACCURACY_MIN``
+  (the accuracy that pauses annotators) on the gold items answered so far, even fewer than
+  ``ANNOTATION_GOLD_MIN_SEEN``,
   unless a reviewer released all of that annotator's labels in this batch from quarantine;
 - ``quarantined_labels``: no label of the batch is held in quarantine (its annotator was paused after
   the snapshot: ``annotation/quarantine.py``) until a reviewer releases or drops it.
@@ -150,10 +151,13 @@ def _below_floor(
             continue
         if status.paused:
             below.append(f"{_name(status, annotator_id)} (paused: {status.paused_reason or 'no reason'})")
-        elif status.gold_seen >= cfg.gold_min_seen and status.gold_correct / status.gold_seen < (
-            cfg.gold_accuracy_min
-        ):
-            below.append(f"{_name(status, annotator_id)} (gold {status.gold_correct}/{status.gold_seen})")
+        elif status.gold_seen and status.gold_correct / status.gold_seen < cfg.gold_accuracy_min:
+            # Below the floor so far, even before enough gold answers to pause them: a spammer's first
+            # labels must not slip into a batch while the gold items are still catching up with them.
+            so_far = "" if status.gold_seen >= cfg.gold_min_seen else " so far"
+            below.append(
+                f"{_name(status, annotator_id)} (gold {status.gold_correct}/{status.gold_seen}{so_far})"
+            )
     if not below:
         message = (
             f"No annotator of this batch is paused or below the {cfg.gold_accuracy_min:.0%} gold accuracy "

@@ -116,7 +116,9 @@ def test_an_annotator_paused_after_the_snapshot_fails_the_batch(
         submit(user, lease(user), "correct", "80")
     batch = batch_create_from_resolved(min_size=1)
     checks = _checks(reviewer, batch)
-    assert checks["annotators_below_floor"]["passed"] is True
+    # Not paused yet, but below the floor on the gold answered so far: the batch must not pass.
+    assert checks["annotators_below_floor"]["passed"] is False
+    assert "bob (gold 1/4 so far)" in checks["annotators_below_floor"]["message"]
     # Weighted by items: (2 × 1.0 + 2 × 0.25) / 4.
     assert checks["gold_accuracy"]["value"] == 0.625
     assert checks["gold_accuracy"]["passed"] is False

@@ -131,6 +131,7 @@ def _seed_from_catalogue_prices(*, max_items: int) -> dict[str, object]:
     name = f"catalogue-prices:first-{len(products)}"
     with transaction.atomic():
         for product in products:
+            assert product.price is not None  # filtered above
             SeedLabel.objects.update_or_create(
                 product=product, defaults={"price": product.price, "seed_set": name}
             )
