@@ -129,6 +129,8 @@ def test_it_closes_the_loop_with_a_real_worker(
         seed_file.write_text("".join(json.dumps({"id": p.external_id, "price": 900.0}) + "\n" for p in seeds))
         v1 = version_bootstrap_v1(seed_labels=seed_file, overrides=STEPS)
         assert v1.status == VersionStatus.CHAMPION
+        assert v1.manifest["seed_set"]["name"] == "wrong-seed-labels.jsonl"  # its lineage names the set
+        assert v1.manifest["seed_set"]["rows"] == 30
 
         # The promotion of v1 queued its guesses: the worker guesses the pool and queues the tasks.
         pool = Product.objects.filter(split=Split.POOL).count()
