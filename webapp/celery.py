@@ -1,7 +1,8 @@
 """The Celery app. Queues, routes and the beat schedule live here, in one place.
 
-Queues: ``default`` (CPU nodes: imports, batching, datasets, evaluation, guesses, housekeeping) and
-``train`` (GPU nodes: fine-tunes). A worker started with ``-Q default,train`` serves both (the demo).
+Queues by resource: ``default`` (CPU nodes: imports, batching, datasets, housekeeping) and ``train``
+(GPU nodes: everything that loads a model — fine-tunes, evaluations, guesses). A worker started with
+``-Q default,train`` serves both (the demo).
 The per-task acknowledgement policy is written on each task in ``workers/``.
 """
 
@@ -17,8 +18,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("priceloop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("default"), Queue("train"))
-app.conf.task_routes = {"workers.training.*": {"queue": "train"}}
+# Explicit routing keys: without them both queues bind the default exchange with the key "default", so a
+# message published to that exchange and key would reach both.
+app.conf.task_queues = (Queue("default", routing_key="default"), Queue("train", routing_key="train"))
+_GPU = {"queue": "train", "routing_key": "train"}
+app.conf.task_routes = {
+    "workers.training.*": _GPU,
+    # These load the whole model: on a CPU worker of a split deployment they would crawl or run out of memory.
+    "workers.pipeline.evaluate_run": _GPU,
+    "workers.pipeline.guess_products": _GPU,
+    "workers.pipeline.guess_new_products": _GPU,
+}
 
 # Every periodic job of PriceLoop, with why it runs at that rate.
 BEAT_SCHEDULE: dict[str, dict[str, object]] = {
