@@ -324,9 +324,19 @@ class VersionDownloadApi(TrainingApi):
 
 class RollbackIn(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    override_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=2000,
+        help_text="required to make a gate-rejected version champion: why the gate is overridden",
+    )
 
 
 class VersionRollbackApi(TrainingApi):
+    """Make an earlier version champion. 409 ``version_files_invalid`` when its files fail the download's
+    checks; 409 ``rollback_needs_override`` for a gate-rejected version without ``override_reason``."""
+
     permission_classes = [IsReviewer]
 
     @extend_schema(
@@ -341,7 +351,10 @@ class VersionRollbackApi(TrainingApi):
         if version is None:
             raise _not_found(f"version v{number}")
         version = registry_services.version_rollback(
-            reviewer=_reviewer(request), version_id=version.pk, reason=data.validated_data["reason"]
+            reviewer=_reviewer(request),
+            version_id=version.pk,
+            reason=data.validated_data["reason"],
+            override_reason=data.validated_data["override_reason"],
         )
         return Response(VersionDetailOut(version).data)
 

@@ -21,6 +21,18 @@ class VersionStateError(TrainingError):
     code = "version_state"
 
 
+class VersionFilesInvalid(TrainingError):  # noqa: N818 - the API's code names it
+    """A version whose folder fails the download's checks (tampered or incomplete): never made champion."""
+
+    code = "version_files_invalid"
+
+
+class RollbackNeedsOverride(TrainingError):  # noqa: N818 - the API's code names it
+    """A rollback to a version the gate rejected, without a written override reason."""
+
+    code = "rollback_needs_override"
+
+
 class NotEnoughLabelsError(TrainingError):
     code = "not_enough_labels"
 

@@ -8,6 +8,7 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 
 from training.models import (
+    AuditAction,
     AuditEvent,
     BatchItem,
     Evaluation,
@@ -124,13 +125,26 @@ def leaderboard() -> dict[str, Any]:
         .prefetch_related(Prefetch("evaluations", queryset=Evaluation.objects.order_by("-id")))
         .order_by("number")
     )
+    # Versions made champion over the gate's rejection: the audit row says so, the status cannot.
+    overridden = set(
+        AuditEvent.objects.filter(action=AuditAction.ROLLBACK, numbers__has_key="gate_override").values_list(
+            "version_id", flat=True
+        )
+    )
     fingerprints = set()
     rows = []
     for version in versions:
         evaluation = next(iter(version.evaluations.all()), None)
         if evaluation is not None:
             fingerprints.add(evaluation.split_fingerprint)
-        rows.append({"version": version, "evaluation": evaluation, "lineage": version_lineage(version)})
+        rows.append(
+            {
+                "version": version,
+                "evaluation": evaluation,
+                "lineage": version_lineage(version),
+                "gate_overridden": version.pk in overridden,
+            }
+        )
     baselines = list(Evaluation.objects.filter(version__isnull=True).order_by("baseline", "-id"))
     latest_baselines: dict[str, Evaluation] = {}
     for evaluation in baselines:

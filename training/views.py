@@ -192,9 +192,15 @@ def version_rollback(request: HttpRequest, number: int) -> HttpResponse:
     if version is None:
         raise Http404("no such version")
     reason = request.POST.get("reason", "")
+    override_reason = request.POST.get("override_reason", "")
+    if request.POST.get("confirm") != "yes":
+        messages.error(request, f"Tick the confirmation to make {version.name} champion; nothing changed.")
+        return redirect("training:versions")
 
     def act() -> None:
-        registry_services.version_rollback(reviewer=_reviewer(request), version_id=version.pk, reason=reason)
+        registry_services.version_rollback(
+            reviewer=_reviewer(request), version_id=version.pk, reason=reason, override_reason=override_reason
+        )
 
     if _domain_errors(request, act):
         messages.success(request, f"{version.name} is champion again.")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection, connections
 
+from tests.training.factories import make_version
 from training.models import ModelVersion, RetrainBatch, TrainingRun, VersionStatus
 from training.services import batches as batch_services
 from training.services.registry import version_rollback
@@ -76,10 +78,13 @@ def test_it_creates_one_run_when_two_reviewers_approve_at_once(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_always_has_exactly_one_champion_while_promotions_race(reviewer: Any) -> None:
+def test_it_always_has_exactly_one_champion_while_promotions_race(
+    reviewer: Any, settings: Any, tmp_path: Path
+) -> None:
+    settings.ARTIFACT_ROOT = tmp_path  # rollback verifies each version's files before the swap
     versions = [
-        ModelVersion.objects.create(
-            number=n, base_model="b", status=VersionStatus.CHAMPION if n == 1 else VersionStatus.ARCHIVED
+        make_version(
+            tmp_path, n, status=VersionStatus.CHAMPION if n == 1 else VersionStatus.ARCHIVED, evaluate=False
         )
         for n in range(1, 5)
     ]

@@ -76,7 +76,13 @@ def test_it_shows_the_leaderboard_with_charts_and_lineage(registry: dict[str, An
 @pytest.mark.django_db
 def test_it_rolls_back_from_the_leaderboard(registry: dict[str, Any], reviewer: Any, annotator: Any) -> None:
     assert _client(annotator).post("/review/versions/1/rollback/").status_code == 403
-    response = _client(reviewer).post("/review/versions/1/rollback/", {"reason": "v2 misprices shoes"})
+    unconfirmed = _client(reviewer).post("/review/versions/1/rollback/", {"reason": "v2 misprices shoes"})
+    assert unconfirmed.status_code == 302
+    registry["v1"].refresh_from_db()
+    assert registry["v1"].status == VersionStatus.ARCHIVED  # no confirmation ticked: nothing changed
+    response = _client(reviewer).post(
+        "/review/versions/1/rollback/", {"reason": "v2 misprices shoes", "confirm": "yes"}
+    )
     assert response.status_code == 302
     registry["v1"].refresh_from_db()
     registry["v2"].refresh_from_db()

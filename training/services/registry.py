@@ -28,7 +28,13 @@ from django.utils import timezone
 from annotation.models import PriceFlag, Product, Split
 from training import paths
 from training.archive import tar_digest
-from training.exceptions import RunStateError, VersionStateError
+from training.engine.artifacts import ArtifactError, read_version
+from training.exceptions import (
+    RollbackNeedsOverride,
+    RunStateError,
+    VersionFilesInvalid,
+    VersionStateError,
+)
 from training.models import (
     AuditAction,
     AuditEvent,
@@ -455,8 +461,45 @@ def enqueue_guess(version_id: int) -> None:
     guess_products.delay(version_id=version_id)
 
 
-def version_rollback(*, reviewer: User, version_id: int, reason: str = "") -> ModelVersion:
-    """Make an earlier version champion again (the current one is archived); audited with both metrics."""
+def version_files_check(version: ModelVersion) -> None:
+    """Raise ``VersionFilesInvalid`` unless the version's folder passes the download's checks.
+
+    The same ``read_version`` the download runs (allowed file types only, no pickles, the manifest's
+    files exactly, every sha256 matching): a folder no client may download must never serve guesses.
+    """
+    if not version.artifact_path:
+        raise VersionFilesInvalid(f"{version.name} has no files registered; it cannot be made champion.")
+    try:
+        read_version(paths.resolve(version.artifact_path))
+    except (ArtifactError, OSError) as exc:
+        raise VersionFilesInvalid(
+            f"the files of {version.name} fail verification ({exc}); restore its folder from a verified "
+            "archive or roll back to another version."
+        ) from None
+
+
+def version_gate_rejected(version: ModelVersion) -> bool:
+    """Whether the gate ever rejected this version: its status, or once an override made it champion (and
+    it was archived since), the gate's or the override's audit row."""
+    return (
+        version.status == VersionStatus.REJECTED
+        or AuditEvent.objects.filter(version=version)
+        .filter(
+            Q(action=AuditAction.REJECT) | Q(action=AuditAction.ROLLBACK, numbers__has_key="gate_override")
+        )
+        .exists()
+    )
+
+
+def version_rollback(
+    *, reviewer: User, version_id: int, reason: str = "", override_reason: str = ""
+) -> ModelVersion:
+    """Make an earlier version champion again (the current one is archived); audited with both metrics.
+
+    Refused, with nothing changed, when the version's files fail verification, and for a version the
+    gate rejected unless ``override_reason`` says why; such an override is recorded on the audit row
+    (``numbers["gate_override"]``) so the version stays identifiable as rejected-then-overridden.
+    """
     if not has_role(reviewer, Role.REVIEWER):
         raise PermissionError("only reviewers may roll back the champion.")
     target = ModelVersion.objects.get(pk=version_id)
@@ -466,19 +509,35 @@ def version_rollback(*, reviewer: User, version_id: int, reason: str = "") -> Mo
         raise VersionStateError(
             f"{target.name} is still a candidate being evaluated; wait for its gate decision."
         )
+    override_reason = override_reason.strip()
+    gate_rejected = version_gate_rejected(target)
+    if gate_rejected and not override_reason:
+        raise RollbackNeedsOverride(
+            f"the gate rejected {target.name}; making it champion needs a written override reason "
+            "(override_reason) saying why."
+        )
+    # Before the swap and outside the lock: reading the files may take a while, and a refusal changes nothing.
+    version_files_check(target)
+    numbers: dict[str, Any] = {"to": {"version": target.name, "metrics": target.metrics}}
+    message = reason
+    if gate_rejected:
+        numbers["gate_override"] = {
+            "version": target.name,
+            "status": target.status,
+            "reason": override_reason,
+        }
+        message = f"override of the gate's rejection: {override_reason}" + (f" ({reason})" if reason else "")
     with transaction.atomic():
         swapped = _swap_champion(new=target)
         previous = swapped if isinstance(swapped, ModelVersion) else None
+        numbers["from"] = {"version": previous.name, "metrics": previous.metrics} if previous else None
         AuditEvent.objects.create(
             action=AuditAction.ROLLBACK,
             actor=reviewer,
             version=target,
             previous_champion=previous,
-            message=reason,
-            numbers={
-                "to": {"version": target.name, "metrics": target.metrics},
-                "from": {"version": previous.name, "metrics": previous.metrics} if previous else None,
-            },
+            message=message,
+            numbers=numbers,
         )
     target.refresh_from_db()
     return target
