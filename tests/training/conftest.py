@@ -125,3 +125,45 @@ def label_everything(
         )
         done += 1
     return done
+
+
+def run_ready_to_train(*, hyperparameters: dict[str, Any]) -> Any:
+    """A run at the train stage whose SFT dataset is the pool's catalogue prices (the catalogue imported)."""
+    from django.conf import settings
+    from django.utils import timezone
+    from transformers import AutoTokenizer
+
+    from annotation.models import PriceFlag, Product, Split
+    from training import paths
+    from training.engine.datasets import LabelRow, build_sft
+    from training.models import RunStage, RunStatus, TrainingDataset, TrainingRun
+
+    import_catalogue()
+    run = TrainingRun.objects.create(
+        recipe_name="tiny",
+        base_model=settings.BASE_MODEL,
+        hyperparameters=hyperparameters,
+        status=RunStatus.RUNNING,
+        stage=RunStage.TRAIN,
+        started=timezone.now(),
+    )
+    products = Product.objects.filter(split=Split.POOL, price__isnull=False, price_flag=PriceFlag.OK)
+    rows = [
+        LabelRow(
+            product_id=p.external_id, text=p.text, price=float(p.price), guess_price=None, verdict="correct"
+        )
+        for p in products
+        if p.price is not None
+    ]
+    out = paths.dataset_dir(run.pk) / "sft.jsonl"
+    manifest = build_sft(
+        rows,
+        out,
+        test_ids=set(),
+        tokenizer=AutoTokenizer.from_pretrained(settings.BASE_MODEL),
+        max_prompt_tokens=92,
+    )
+    TrainingDataset.objects.create(
+        run=run, kind="sft", path=paths.relative(out), sha256=manifest.sha256, rows=manifest.rows
+    )
+    return run

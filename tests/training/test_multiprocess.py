@@ -6,55 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.utils import timezone
 
-from annotation.models import PriceFlag, Product, Split
 from tests.conftest import client_for
-from tests.training.conftest import FAST, import_catalogue
+from tests.training.conftest import FAST, run_ready_to_train
 from training import paths
 from training.engine.artifacts import read_version
-from training.models import ModelVersion, ProgressPoint, RunStage, RunStatus, TrainingDataset, TrainingRun
+from training.models import ModelVersion, ProgressPoint
 from training.services.runs import run_train
 
 pytestmark = pytest.mark.slow
 
 SHORT = {**FAST, "train": {**FAST["train"], "max_steps": 6, "save_steps": 3}}
-
-
-def _run_ready_to_train() -> TrainingRun:
-    from transformers import AutoTokenizer
-
-    from training.engine.datasets import LabelRow, build_sft
-
-    import_catalogue()
-    run = TrainingRun.objects.create(
-        recipe_name="tiny",
-        base_model=settings.BASE_MODEL,
-        hyperparameters=SHORT,
-        status=RunStatus.RUNNING,
-        stage=RunStage.TRAIN,
-        started=timezone.now(),
-    )
-    products = Product.objects.filter(split=Split.POOL, price__isnull=False, price_flag=PriceFlag.OK)
-    rows = [
-        LabelRow(
-            product_id=p.external_id, text=p.text, price=float(p.price), guess_price=None, verdict="accept"
-        )
-        for p in products
-    ]
-    out = paths.dataset_dir(run.pk) / "sft.jsonl"
-    manifest = build_sft(
-        rows,
-        out,
-        test_ids=set(),
-        tokenizer=AutoTokenizer.from_pretrained(settings.BASE_MODEL),
-        max_prompt_tokens=92,
-    )
-    TrainingDataset.objects.create(
-        run=run, kind="sft", path=paths.relative(out), sha256=manifest.sha256, rows=manifest.rows
-    )
-    return run
 
 
 @pytest.mark.django_db
@@ -63,7 +25,7 @@ def test_it_trains_a_run_in_two_processes_and_records_it(
 ) -> None:
     pipeline_settings.RETRAIN_NPROC = 2
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the processes' torch threads on a small CI machine
-    run = _run_ready_to_train()
+    run = run_ready_to_train(hyperparameters=SHORT)
 
     assert run_train(run_id=run.pk, enqueue_next=False) == "trained"
 

@@ -18,55 +18,17 @@ from typing import Any
 import psutil
 import pytest
 from django.conf import settings
-from django.utils import timezone
 
-from annotation.models import PriceFlag, Product, Split
-from tests.training.conftest import FAST, import_catalogue
+from tests.training.conftest import FAST, run_ready_to_train
 from tests.worker_process import celery_worker, wait_for
 from training import paths
 from training.engine.artifacts import read_version
-from training.models import ModelVersion, ProgressPoint, RunStage, RunStatus, TrainingDataset, TrainingRun
+from training.models import ModelVersion, ProgressPoint, RunStage, RunStatus, TrainingRun
 from training.services.runs import enqueue_train, runs_fail_stale
 
 pytestmark = pytest.mark.slow
 
 LONG = {**FAST, "train": {**FAST["train"], "max_steps": 80, "save_steps": 5, "learning_rate": 1e-3}}
-
-
-def _run_ready_to_train() -> TrainingRun:
-    """A run at the train stage with an SFT dataset of the pool's catalogue prices."""
-    from transformers import AutoTokenizer
-
-    from training.engine.datasets import LabelRow, build_sft
-
-    import_catalogue()
-    run = TrainingRun.objects.create(
-        recipe_name="tiny",
-        base_model=settings.BASE_MODEL,
-        hyperparameters=LONG,
-        status=RunStatus.RUNNING,
-        stage=RunStage.TRAIN,
-        started=timezone.now(),
-    )
-    products = Product.objects.filter(split=Split.POOL, price__isnull=False, price_flag=PriceFlag.OK)
-    rows = [
-        LabelRow(
-            product_id=p.external_id, text=p.text, price=float(p.price), guess_price=None, verdict="correct"
-        )
-        for p in products
-    ]
-    out = paths.dataset_dir(run.pk) / "sft.jsonl"
-    manifest = build_sft(
-        rows,
-        out,
-        test_ids=set(),
-        tokenizer=AutoTokenizer.from_pretrained(settings.BASE_MODEL),
-        max_prompt_tokens=92,
-    )
-    TrainingDataset.objects.create(
-        run=run, kind="sft", path=paths.relative(out), sha256=manifest.sha256, rows=manifest.rows
-    )
-    return run
 
 
 def _env() -> dict[str, str]:
@@ -97,7 +59,7 @@ def _pool_child(worker: Any) -> psutil.Process:
 
 @pytest.mark.django_db(transaction=True)
 def test_it_resumes_a_run_whose_training_process_was_killed(pipeline_settings: Any) -> None:
-    run = _run_ready_to_train()
+    run = run_ready_to_train(hyperparameters=LONG)
     with celery_worker(queues="train", extra_env=_env()) as worker:
         enqueue_train(run.pk)
         wait_for(
@@ -127,7 +89,7 @@ def test_it_resumes_a_run_whose_training_process_was_killed(pipeline_settings: A
 
 @pytest.mark.django_db(transaction=True)
 def test_it_fails_a_run_whose_whole_worker_was_killed(pipeline_settings: Any) -> None:
-    run = _run_ready_to_train()
+    run = run_ready_to_train(hyperparameters=LONG)
     with celery_worker(queues="train", extra_env=_env()) as worker:
         enqueue_train(run.pk)
         wait_for(

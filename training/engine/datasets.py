@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from training.engine.evaluator import is_green
+from training.engine.files import write_atomically
 from training.engine.prompts import build_prompt, completion, price_trainable
 
 if TYPE_CHECKING:
@@ -235,20 +234,6 @@ def _dedupe_and_sort(
     return sorted(by_key.values(), key=lambda r: (r["prompt"], json.dumps(r, sort_keys=True)))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _build(
     kind: DatasetKind,
     rows: Iterable[LabelRow],
@@ -297,8 +282,10 @@ def _build(
         prompt_style=style,
         labels=labels,
     )
-    _atomic_write(out, content)
-    _atomic_write(manifest_path_for(out), (json.dumps(manifest.to_dict(), indent=2) + "\n").encode("utf-8"))
+    write_atomically(out, content)
+    write_atomically(
+        manifest_path_for(out), (json.dumps(manifest.to_dict(), indent=2) + "\n").encode("utf-8")
+    )
     return manifest
 
 
