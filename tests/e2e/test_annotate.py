@@ -238,6 +238,29 @@ def test_it_clears_a_key_notice_when_the_next_item_comes(
     expect(page.locator("#key-status")).to_have_text("")  # the notice was about the blind item
 
 
+def test_it_keeps_reject_mode_armed_by_a_key_pressed_as_the_item_appears(
+    page: Any, login_as: Any, annotator: User, reviewer: User
+) -> None:
+    # htmx settles a swap ~20 ms after it (restoring the fragment's classes); an r pressed in between
+    # must still arm the reject, as it does for a slower hand (CI once caught exactly that).
+    _codebook(reviewer, annotator)
+    _queue(["Item 0", "Item 1", "Item 2"])
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("load")
+    page.evaluate(
+        """() => document.addEventListener("htmx:afterSwap", () => {
+            document.body.dispatchEvent(new KeyboardEvent("keydown", {key: "r", bubbles: true}));
+        }, {once: true})"""
+    )
+    page.keyboard.press("a")
+    expect(page.locator("#item-title")).to_have_text("Item 1")
+    page.wait_for_timeout(200)  # well past the settle
+    expect(page.locator("#reject-form")).to_have_class(re.compile("armed"))
+    page.keyboard.press("1")
+    expect(page.locator("#item-title")).to_have_text("Item 2")
+
+
 def test_it_lets_a_keystroke_confirm_a_price_the_server_questioned(
     page: Any, login_as: Any, annotator: User, reviewer: User, settings: Any
 ) -> None:

@@ -240,6 +240,14 @@
     else if (active instanceof HTMLElement && active.closest("#workspace")) active.blur();
   });
 
+  // htmx "settles" a swap about 20 ms later by putting back the new fragment's class attributes, which
+  // would wipe the reject mode armed by an r pressed in between: apply the page's state again.
+  document.addEventListener("htmx:afterSettle", (event) => {
+    if (!event.target || event.target.id !== "workspace") return;
+    const form = $("#reject-form");
+    if (form) form.classList.toggle("armed", rejectMode);
+  });
+
   // Keep the clicked submit button disabled while its request is in flight (double submits also carry
   // the same client_token, so the server would dedupe them anyway).
   document.addEventListener("htmx:beforeRequest", () => $("#workspace")?.setAttribute("aria-busy", "true"));
