@@ -30,11 +30,12 @@ def _database_url() -> str:
 
 @contextmanager
 def celery_worker(
-    *, queues: str = "default,train", extra_env: dict[str, str] | None = None
+    *, queues: str = "default,train", extra_env: dict[str, str] | None = None, beat: bool = False
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``celery worker`` on the test database; stop it (and its children) on exit.
 
     Use with ``pytest.mark.django_db(transaction=True)`` so that the worker sees committed rows.
+    ``beat=True`` embeds the beat scheduler (``-B``), so the periodic jobs (recovery) run too.
     """
     env = dict(os.environ)
     env.update(
@@ -48,7 +49,8 @@ def celery_worker(
         }
     )
     env.update(extra_env or {})
-    log = open(settings.DATA_DIR / "test-worker.log", "wb")  # noqa: SIM115 - closed below
+    log = open(settings.DATA_DIR / "test-worker.log", "ab")  # noqa: SIM115 - closed below
+    schedule = settings.DATA_DIR / f"test-beat-{time.monotonic_ns()}"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -65,6 +67,7 @@ def celery_worker(
             "--without-mingle",
             "-l",
             "INFO",
+            *(["-B", "-s", str(schedule)] if beat else []),
         ],
         cwd=ROOT,
         env=env,

@@ -28,10 +28,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from training import paths, selectors
+from training import paths, pipeline, selectors
 from training.archive import stream_tar
 from training.checks import batch_checks, checks_passed
-from training.exceptions import TrainingError
+from training.exceptions import BrokerUnavailable, TrainingError
 from training.models import (
     BatchStatus,
     ModelVersion,
@@ -53,11 +53,19 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class BrokerDown(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "broker_unavailable"
+
+
 class TrainingApi(APIView):
-    """Base: domain errors become 409 (with the error's code), permission refusals 403."""
+    """Base: domain errors become 409 (with the error's code), permission refusals 403, and a broker
+    that refused a task 503 (what was decided is committed: the message says it starts by itself)."""
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, TrainingError):
+        if isinstance(exc, BrokerUnavailable):
+            exc = BrokerDown(detail=str(exc), code=exc.code)
+        elif isinstance(exc, TrainingError):
             exc = Conflict(detail=str(exc), code=exc.code)
         elif isinstance(exc, PermissionError):
             exc = exceptions.PermissionDenied(detail=str(exc))
@@ -160,6 +168,10 @@ class RunOut(serializers.Serializer):
     stage = serializers.CharField()
     cancel_requested = serializers.BooleanField()
     attempts = serializers.IntegerField()
+    retries = serializers.IntegerField(help_text="automatic retries after a lost worker")
+    base_revision = serializers.CharField(
+        help_text="hub commit of the base, or sha256: of a local base's manifest"
+    )
     candidate = serializers.CharField(source="candidate.name", allow_null=True, default=None)
     gate = serializers.DictField()
     result = serializers.DictField()
@@ -424,6 +436,21 @@ class RunCancelApi(TrainingApi):
         return Response(RunOut(run).data)
 
 
+class RunRetryApi(TrainingApi):
+    """Start a failed or cancelled run again from its last step (a trained run resumes from its last
+    checkpoint); audited. 503 when the broker is down: the retry is recorded and starts by itself."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="runs_retry", request=None, responses={200: RunOut, 404: ERROR, 409: ERROR, 503: ERROR}
+    )
+    def post(self, request: Request, run_id: int) -> Response:
+        _run_or_404(run_id)
+        run = run_services.run_retry(reviewer=_reviewer(request), run_id=run_id)
+        return Response(RunOut(run).data)
+
+
 # --- batches ------------------------------------------------------------------------------------------
 
 
@@ -503,14 +530,16 @@ class BatchApproveApi(TrainingApi):
     """Approve: exactly one training run per batch, however often or concurrently this is called.
 
     A batch whose quality checks fail answers 409 ``quality_checks_failed`` unless the body carries an
-    ``override_reason``; the audit row records the override and the reason."""
+    ``override_reason``; the audit row records the override and the reason. Approving a batch whose run
+    failed retries that run. With the broker down it answers 503 ``broker_unavailable``: the approval
+    and its run are committed, and the run starts by itself once the broker is back."""
 
     permission_classes = [IsReviewer]
 
     @extend_schema(
         operation_id="batches_approve",
         request=ApproveIn,
-        responses={200: RunOut, 400: ERROR, 404: ERROR, 409: ERROR},
+        responses={200: RunOut, 400: ERROR, 404: ERROR, 409: ERROR, 503: ERROR},
     )
     def post(self, request: Request, batch_id: int) -> Response:
         data = ApproveIn(data=request.data)
@@ -605,11 +634,9 @@ class ProductImportApi(TrainingApi):
         except (CatalogueFormatError, ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ValidationError({"file": [str(exc)]}) from None
         guessing = False
-        if result.created and selectors.champion_get() is not None:
-            from training.services.registry import enqueue_guess
-
-            champion = selectors.champion_get()
-            enqueue_guess(champion.pk)  # type: ignore[union-attr]
+        champion = selectors.champion_get() if result.created else None
+        if champion is not None:
+            pipeline.guess_send(champion.pk)
             guessing = True
         body = {
             "created": result.created,

@@ -41,3 +41,9 @@ class QualityChecksFailed(TrainingError):  # noqa: N818 - the API's code names i
     """A batch whose quality checks fail, approved without a written override reason."""
 
     code = "quality_checks_failed"
+
+
+class BrokerUnavailable(TrainingError):  # noqa: N818 - the API's code names it
+    """The task queue refused a message. What was decided is committed; the recovery beat sends it later."""
+
+    code = "broker_unavailable"

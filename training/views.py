@@ -164,6 +164,14 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     return redirect("training:run", run_id=run_id)
 
 
+@reviewer_only
+@require_POST
+def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
+    if _domain_errors(request, lambda: run_services.run_retry(reviewer=_reviewer(request), run_id=run_id)):
+        messages.success(request, f"Run {run_id}: retry started.")
+    return redirect("training:run", run_id=run_id)
+
+
 # --- versions -----------------------------------------------------------------------------------------
 
 

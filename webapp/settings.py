@@ -236,6 +236,14 @@ RETRAIN_RECIPE_OVERRIDES = env_str("RETRAIN_RECIPE_OVERRIDES", "")
 RETRAIN_REPLAY_SHARE = env_float("RETRAIN_REPLAY_SHARE", 0.0)
 RETRAIN_RUN_LEASE_S = env_int("RETRAIN_RUN_LEASE_S", 120)
 RETRAIN_RUN_STALE_S = env_int("RETRAIN_RUN_STALE_S", 900)
+# Recovery (training/services/recovery.py): how often the beat looks for runs whose step has no live
+# task, how old a sent task may get before it is sent again, and how often a run whose worker was lost
+# is retried from its last checkpoint before it stays failed (a reviewer can still retry it).
+RUN_RECOVER_EVERY_S = env_float("RUN_RECOVER_EVERY_S", 30.0)
+RUN_RESEND_AFTER_S = env_int("RUN_RESEND_AFTER_S", 600)
+RUN_MAX_RETRIES = env_int("RUN_MAX_RETRIES", 2)
+# Seconds to wait for the model hub before a base model that cannot be reached fails its run.
+HUB_TIMEOUT_S = env_float("HUB_TIMEOUT_S", 10.0)
 RETRAIN_EVAL_MAX_ITEMS = env_int("RETRAIN_EVAL_MAX_ITEMS", 0)
 # Training processes per run on a `train` worker (DDP through torchrun: one per GPU; gloo on CPU).
 RETRAIN_NPROC = env_int("RETRAIN_NPROC", 1)

@@ -15,8 +15,8 @@ from playwright.sync_api import expect
 
 from annotation import services
 from annotation.models import AnnotatorStatus, Product
+from training import pipeline
 from training.models import BatchStatus, RetrainBatch, TrainingRun
-from training.services import batches as batch_services
 from training.services.batches import batch_create_from_resolved
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -51,7 +51,7 @@ def _settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.ANNOTATION_GOLD_MIN_SEEN = 2
     settings.ANNOTATION_GOLD_ACCURACY_MIN = 0.6
     settings.ANNOTATION_GOLD_POOL_MIN = 2
-    monkeypatch.setattr(batch_services, "_enqueue_dataset", lambda run_id: None)  # no worker here
+    monkeypatch.setattr(pipeline, "run_step_send", lambda run_id: None)  # no worker here
 
 
 def _products(prefix: str, n: int, *, guess: float = 80.0) -> list[Product]:

@@ -23,8 +23,15 @@ from annotation.models import (
     Verdict,
 )
 from annotation.quarantine import BLOCKING as QUARANTINE_BLOCKING
+from training import pipeline
 from training.checks import batch_checks
-from training.exceptions import BatchStateError, NotEnoughLabelsError, QualityChecksFailed
+from training.exceptions import (
+    BatchStateError,
+    BrokerUnavailable,
+    NotEnoughLabelsError,
+    QualityChecksFailed,
+    RunStateError,
+)
 from training.models import (
     AuditAction,
     AuditEvent,
@@ -35,6 +42,7 @@ from training.models import (
     RunStatus,
     TrainingRun,
 )
+from training.services.runs import run_retry
 from training.stats import AnnotationFact, batch_stats
 from webapp.roles import Role, has_role
 
@@ -279,6 +287,15 @@ def batch_approve(
     override_reason = (override_reason or "").strip()
     if len(override_reason) > MAX_OVERRIDE_REASON:
         raise BatchStateError(f"the override reason is limited to {MAX_OVERRIDE_REASON} characters.")
+    ended = TrainingRun.objects.filter(
+        batch_id=batch_id, status__in=[RunStatus.FAILED, RunStatus.CANCELLED]
+    ).first()
+    if ended is not None:
+        # Approving again restarts its run: a failed run never locks its batch's labels out of training.
+        try:
+            return run_retry(reviewer=reviewer, run_id=ended.pk)
+        except RunStateError:
+            return TrainingRun.objects.get(pk=ended.pk)  # another reviewer restarted it just now
     try:
         with transaction.atomic():
             batch = RetrainBatch.objects.select_for_update().get(pk=batch_id)
@@ -326,19 +343,17 @@ def batch_approve(
                 },
                 message=override_reason if failed else "",
             )
-            transaction.on_commit(lambda: _enqueue_dataset(run.pk))
+            transaction.on_commit(lambda: pipeline.run_step_send(run.pk))
     except IntegrityError:
         # The other reviewer's transaction created the run first (unique batch): that run is the one.
         return TrainingRun.objects.get(batch_id=batch_id)
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(
+            f"batch {batch_id} is approved and run {run.pk} is recorded; it starts by itself when the "
+            f"task queue is back ({exc})"
+        ) from exc
     logger.info("batch %s approved by %s: run %s queued", batch_id, reviewer, run.pk)
     return run
-
-
-def _enqueue_dataset(run_id: int) -> None:
-    from workers.pipeline import build_dataset
-
-    result = build_dataset.delay(run_id)
-    TrainingRun.objects.filter(pk=run_id, celery_task_id="").update(celery_task_id=result.id or "")
 
 
 def batch_reject(*, reviewer: User, batch_id: int, reason: str) -> RetrainBatch:

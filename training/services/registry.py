@@ -26,7 +26,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from annotation.models import PriceFlag, Product, Split
-from training import paths
+from training import paths, pipeline
 from training.archive import tar_digest
 from training.engine.artifacts import ArtifactError, read_version
 from training.exceptions import (
@@ -46,6 +46,7 @@ from training.models import (
     VersionStatus,
 )
 from training.recipes import make_predictor, predictor_settings
+from training.services.run_log import run_fail
 from webapp.roles import Role, has_role
 
 logger = logging.getLogger(__name__)
@@ -128,17 +129,11 @@ def version_register(
                 if moved != 1:
                     raise RunStateError(f"run {run_id} is no longer training; its version is not registered.")
                 if enqueue_next:
-                    transaction.on_commit(lambda: _enqueue_evaluate(run_id))
+                    transaction.on_commit(lambda: pipeline.run_step_send_quietly(run_id))
             return version
         except IntegrityError:
             time.sleep(0.05)  # another version took this number: take the next one
     raise RunStateError(f"could not allocate a version number for run {run_id}")
-
-
-def _enqueue_evaluate(run_id: int) -> None:
-    from training.services.runs import enqueue_evaluate
-
-    enqueue_evaluate(run_id)
 
 
 # --- evaluation -----------------------------------------------------------------------------------
@@ -352,8 +347,6 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
         raise RunStateError(f"run {run_id} is evaluating but has no candidate version")
     products = test_products()
     if not products:
-        from training.services.runs import run_fail
-
         run_fail(run_id=run_id, error="the test split has no product with a price: nothing to score against")
         return None
     predictor = predictor_settings()
@@ -442,7 +435,7 @@ def _apply_decision(
                 message="; ".join(decision.get("reasons", [])),
             )
             if decision["promote"]:
-                transaction.on_commit(lambda: enqueue_guess(candidate.pk))
+                transaction.on_commit(lambda: pipeline.guess_send(candidate.pk))
     except IntegrityError:
         return False  # a concurrent promotion won; decide again against the new champion
     logger.info(
@@ -453,12 +446,6 @@ def _apply_decision(
         champion.name if champion else "none",
     )
     return True
-
-
-def enqueue_guess(version_id: int) -> None:
-    from workers.pipeline import guess_products
-
-    guess_products.delay(version_id=version_id)
 
 
 def version_files_check(version: ModelVersion) -> None:
