@@ -100,8 +100,8 @@ class VersionOut(serializers.Serializer):
     name = serializers.CharField()
     number = serializers.IntegerField()
     status = serializers.ChoiceField(choices=VersionStatus.choices)
-    base_model = serializers.CharField()
-    base_revision = serializers.CharField()
+    base_model = serializers.CharField(source="base_label", help_text="hub id, or a local base's folder name")
+    base_revision = serializers.CharField(help_text="hub commit, or sha256: of a local base's file manifest")
     parent = serializers.CharField(source="parent.name", allow_null=True, default=None)  # type: ignore[assignment]
     metrics = serializers.DictField(help_text="Tester metrics on the test split (empty until scored)")
     sha256 = serializers.CharField(source="artifact_sha256", help_text="sha256 of the download archive")
@@ -162,7 +162,7 @@ class RunOut(serializers.Serializer):
     recipe = serializers.ChoiceField(choices=Recipe.choices)
     recipe_name = serializers.CharField()
     hyperparameters = serializers.DictField()
-    base_model = serializers.CharField()
+    base_model = serializers.CharField(source="base_label", help_text="hub id, or a local base's folder name")
     parent = serializers.CharField(source="parent.name", allow_null=True, default=None)  # type: ignore[assignment]
     status = serializers.ChoiceField(choices=RunStatus.choices)
     stage = serializers.CharField()

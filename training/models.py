@@ -59,6 +59,13 @@ class ModelVersion(models.Model):
     def name(self) -> str:
         return f"v{self.number}"
 
+    @property
+    def base_label(self) -> str:
+        """The base as lineage names it (hub id, or a local folder's name): never a server path."""
+        from training.engine.model_io import base_label
+
+        return base_label(self.base_model)
+
 
 class BatchStatus(models.TextChoices):
     PENDING_REVIEW = "pending_review"
@@ -209,6 +216,13 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk} ({self.status})"
+
+    @property
+    def base_label(self) -> str:
+        """The base as lineage names it (hub id, or a local folder's name): never a server path."""
+        from training.engine.model_io import base_label
+
+        return base_label(self.base_model)
 
 
 class ProgressPoint(models.Model):

@@ -24,6 +24,7 @@ from django.conf import settings
 from tests.conftest import client_for
 from tests.training.conftest import FAST, NO_GOLD
 from tests.worker_process import celery_worker, wait_for
+from training.engine.model_io import folder_manifest_sha256
 from training.models import ModelVersion, RetrainBatch, RunStatus, TrainingRun
 from webapp.celery import app
 
@@ -169,5 +170,12 @@ def test_it_starts_an_approved_run_by_itself_once_redis_is_back(
             finished = time.monotonic() - back
     print(f"\nRedis back -> run started: {started:.1f} s; -> run {done.status}: {finished:.1f} s")
     assert done.status == RunStatus.SUCCEEDED, done.error
-    assert done.candidate is not None
-    assert ModelVersion.objects.filter(pk=done.candidate_id).exists()
+    version = ModelVersion.objects.get(pk=done.candidate_id)
+    # Lineage names the local base by its folder name and its files' manifest sha256, never its path.
+    base = Path(settings.BASE_MODEL)
+    exact = {"model": base.name, "revision": f"sha256:{folder_manifest_sha256(base)}"}
+    assert {"model": version.manifest["base_model"], "revision": version.manifest["base_revision"]} == exact
+    detail = client_for(reviewer).get(f"/api/v1/versions/{version.number}").json()
+    assert detail["lineage"]["base"] == exact
+    assert (detail["base_model"], detail["base_revision"]) == (exact["model"], exact["revision"])
+    assert str(base.parent) not in json.dumps(detail)

@@ -91,7 +91,7 @@ def test_it_resumes_a_run_whose_training_process_was_killed(pipeline_settings: A
 @pytest.mark.django_db(transaction=True)
 def test_it_resumes_a_run_whose_whole_worker_was_killed_on_a_fresh_worker(pipeline_settings: Any) -> None:
     run = run_ready_to_train(hyperparameters=LONG)
-    batch = RetrainBatch.objects.create(content_sha256="9" * 64, status="approved")
+    batch = RetrainBatch.objects.create(content_sha256="9" * 64)  # recovery acts on runs of batches
     TrainingRun.objects.filter(pk=run.pk).update(batch=batch)
     with celery_worker(queues="train", extra_env=_env()) as worker:
         pipeline.run_step_send(run.pk)

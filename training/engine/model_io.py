@@ -61,6 +61,14 @@ def _looks_like_path(base: str) -> bool:
     return base.startswith(("/", "./", "../", "~")) or base.count("/") > 1 or "\\" in base
 
 
+def base_label(base: str | Path) -> str:
+    """How lineage names a base: a hub id as it is; a local folder by its name, never its server path."""
+    name = str(base)
+    if Path(name).expanduser().is_dir() or _looks_like_path(name):
+        return Path(name).name
+    return name
+
+
 def base_check(base: str | Path, *, revision: str | None = None, timeout: float | None = None) -> Path | None:
     """Refuse, in seconds, a base that cannot be loaded safely; the local folder, or None for a hub id.
 

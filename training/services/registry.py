@@ -78,12 +78,14 @@ def version_register(
         return run.candidate  # type: ignore[return-value]
     dest = paths.version_dir(f"run-{run_id}")
     dataset = getattr(run, "dataset", None)
+    revision = run.base_revision or _base_revision(run.base_model)
     manifest = {
-        "base_model": run.base_model,
-        "base_revision": "",
+        # The base named exactly (hub id + commit, or a local folder's name + its manifest's sha256).
+        "base_model": run.base_label,
+        "base_revision": revision,
         "recipe_name": run.recipe_name,
         "method": run.recipe,
-        "recipe": recipe.to_dict(),
+        "recipe": _recipe_without_paths(recipe.to_dict(), base=run.base_label, revision=revision),
         "hyperparameters": run.hyperparameters,
         "dataset": {
             "sha256": dataset.sha256 if dataset else "",
@@ -114,6 +116,7 @@ def version_register(
                 version = ModelVersion.objects.create(
                     number=number,
                     base_model=run.base_model,
+                    base_revision=revision,
                     parent=run.parent,
                     status=VersionStatus.CANDIDATE,
                     artifact_path=paths.relative(dest),
@@ -134,6 +137,22 @@ def version_register(
         except IntegrityError:
             time.sleep(0.05)  # another version took this number: take the next one
     raise RunStateError(f"could not allocate a version number for run {run_id}")
+
+
+def _recipe_without_paths(recipe: dict[str, Any], *, base: str, revision: str) -> dict[str, Any]:
+    """The recipe as the manifest keeps it: its base named as lineage names it, not by a server path."""
+    model = {**recipe.get("model", {}), "base": base, "revision": revision or None}
+    return {**recipe, "model": model}
+
+
+def _base_revision(base_model: str) -> str:
+    """For a run whose dataset step did not record it (v1's bootstrap run)."""
+    from training.engine.model_io import BaseModelError, base_ref
+
+    try:
+        return base_ref(base_model, timeout=float(settings.HUB_TIMEOUT_S)).revision
+    except BaseModelError:
+        return ""
 
 
 # --- evaluation -----------------------------------------------------------------------------------
