@@ -280,6 +280,10 @@ def batch_approve(
 
     Idempotent and safe under concurrency: the batch row is locked, an approved batch returns its
     existing run, and ``TrainingRun.batch`` is unique, so two reviewers approving at once get one run.
+    Approving a batch whose run failed or was cancelled retries that run (``run_retry``).
+
+    ``BrokerUnavailable`` after the commit: the approval and its run are recorded and the recovery
+    beat sends the run's first step once the broker is back.
     """
     _require_reviewer(reviewer)
     if recipe is not None and recipe not in Recipe.values:

@@ -46,7 +46,7 @@ from training.models import (
     VersionStatus,
 )
 from training.recipes import make_predictor, predictor_settings
-from training.services.run_log import run_fail
+from training.services.run_log import failure_cause, run_fail
 from webapp.roles import Role, has_role
 
 logger = logging.getLogger(__name__)
@@ -346,9 +346,8 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
     """Score the candidate and the champion on the test split, apply the gate, promote or reject.
 
     Returns the gate decision (``None`` when there was nothing to do: a redelivery or an ended run).
+    Any error fails the run at once with its cause (the trace goes to the server log).
     """
-    from training.engine.evaluator import compare_paired, gate_decide
-
     # Exclusive like training: a second delivery waits for the first one's lease to lapse.
     now = timezone.now()
     claimed = (
@@ -360,6 +359,16 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
     )
     if not claimed:
         return None
+    try:
+        return _evaluate_and_gate(run_id)
+    except Exception as exc:  # noqa: BLE001 - any error (time limit included) ends the run, named
+        run_fail(run_id=run_id, error=f"evaluation failed: {failure_cause(exc)}", exc_info=exc)
+        return None
+
+
+def _evaluate_and_gate(run_id: int) -> dict[str, Any] | None:
+    from training.engine.evaluator import compare_paired, gate_decide
+
     run = TrainingRun.objects.select_related("candidate").get(pk=run_id)
     candidate = run.candidate
     if candidate is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -53,3 +54,22 @@ def run_fail(*, run_id: int, error: str, exc_info: BaseException | None = None) 
         append_log(run_id, f"failed: {cause}")
         logger.error("run %s failed: %s", run_id, cause, exc_info=exc_info)
     return bool(ended)
+
+
+def failure_cause(exc: BaseException) -> str:
+    """One line naming what failed, with the fix where the user has one."""
+    from training.engine.model_io import BaseModelError
+
+    if isinstance(exc, BaseModelError):
+        return str(exc)
+    name = type(exc).__name__
+    text = str(exc)
+    if name == "OutOfMemoryError" or "out of memory" in text.lower():
+        first = text.splitlines()[0] if text else name
+        return f"out of memory ({first}); lower train.batch_size or max_length, or quantize to 4 bits."
+    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+        return f"disk full ({exc}); free space under ARTIFACT_ROOT."
+    if name == "SoftTimeLimitExceeded":
+        limit = settings.TRAIN_TIME_LIMIT_S
+        return f"time limit reached (TRAIN_TIME_LIMIT_S={limit} s); raise it or train fewer steps."
+    return f"{name}: {text}"

@@ -40,7 +40,7 @@ from training.models import (
 from training.recipes import run_recipe
 from training.services.registry import version_register
 from training.services.run_log import append_log as _append_log
-from training.services.run_log import run_fail
+from training.services.run_log import failure_cause, run_fail
 from webapp.roles import Role, has_role
 
 logger = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
         _finish_cancelled(run_id)
         return "cancelled"
     except Exception as exc:  # noqa: BLE001 - any error (time limit included) ends the run as failed
-        run_fail(run_id=run_id, error=f"training failed: {_cause(exc)}", exc_info=exc)
+        run_fail(run_id=run_id, error=f"training failed: {failure_cause(exc)}", exc_info=exc)
         return "failed"
     _append_log(
         run_id,
@@ -328,25 +328,6 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
         f"process(es) on {numbers['device']}; candidate {version.name}",
     )
     return "trained"
-
-
-def _cause(exc: BaseException) -> str:
-    """One line naming what failed, with the fix where the user has one."""
-    from training.engine.model_io import BaseModelError
-
-    if isinstance(exc, BaseModelError):
-        return str(exc)
-    name = type(exc).__name__
-    text = str(exc)
-    if name == "OutOfMemoryError" or "out of memory" in text.lower():
-        first = text.splitlines()[0] if text else name
-        return f"out of memory ({first}); lower train.batch_size or max_length, or quantize to 4 bits."
-    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
-        return f"disk full ({exc}); free space under ARTIFACT_ROOT."
-    if name == "SoftTimeLimitExceeded":
-        limit = settings.TRAIN_TIME_LIMIT_S
-        return f"time limit reached (TRAIN_TIME_LIMIT_S={limit} s); raise it or train fewer steps."
-    return f"{name}: {text}"
 
 
 def run_retry(*, reviewer: User, run_id: int) -> TrainingRun:
