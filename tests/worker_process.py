@@ -49,7 +49,7 @@ def celery_worker(
         }
     )
     env.update(extra_env or {})
-    log = open(settings.DATA_DIR / "test-worker.log", "ab")  # noqa: SIM115 - closed below
+    log = open(settings.DATA_DIR / "test-worker.log", "wb")  # noqa: SIM115 - closed below
     schedule = settings.DATA_DIR / f"test-beat-{time.monotonic_ns()}"
     proc = subprocess.Popen(
         [
