@@ -23,6 +23,7 @@ from training.checks import batch_checks, checks_passed
 from training.exceptions import TrainingError
 from training.models import BatchStatus, Recipe, VersionStatus
 from training.services import batches as batch_services
+from training.services import evaluation as evaluation_services
 from training.services import registry as registry_services
 from training.services import runs as run_services
 from webapp.roles import Role, role_required
@@ -218,7 +219,7 @@ def version_rollback(request: HttpRequest, number: int) -> HttpResponse:
 @reviewer_only
 @require_POST
 def baselines_score(request: HttpRequest) -> HttpResponse:
-    scored = registry_services.baselines_evaluate()
+    scored = evaluation_services.baselines_evaluate()
     messages.success(request, f"{len(scored)} baseline(s) scored on the test split.")
     return redirect("training:versions")
 
