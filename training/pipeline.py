@@ -1,10 +1,12 @@
 """The retraining loop, in order: each step, the task that runs it and the queue it runs on.
 
-    reviewer approves a batch ─► run queued/dataset
-      1. dataset   workers.pipeline.build_dataset  (default: CPU)   labels → JSONL + manifest
-      2. train     workers.training.train_run      (train: GPU)     QLoRA from the last checkpoint
-      3. evaluate  workers.pipeline.evaluate_run   (train: GPU)     test split, gate, promote or reject
-      4. guess     workers.pipeline.guess_products (train: GPU)     the new champion guesses the pool
+    step      task (queue)                              what it does                sent after
+    dataset   workers.pipeline.build_dataset  (default)  labels → JSONL + manifest   batches.batch_approve
+    train     workers.training.train_run      (train)    QLoRA from last checkpoint  runs.dataset_build
+    evaluate  workers.pipeline.evaluate_run   (train)    test split, gate, promote   registry.version_register
+    guess     workers.pipeline.guess_products (train)    champion guesses the pool   registry (a promotion)
+
+``default`` is the CPU workers' queue, ``train`` the GPU workers' (everything that loads a model).
 
 The services in ``training/services`` call this module after their transaction commits
 (``transaction.on_commit(lambda: pipeline.run_step_send(run_id))``) and never import ``workers/``:
