@@ -53,6 +53,7 @@ from annotation.queue import (
     leases_expire,
     leases_release_for_annotator,
 )
+from training.models import AuditAction, AuditEvent
 
 __all__ = [
     "adjudication_resolve",
@@ -620,6 +621,13 @@ def annotator_pause(*, annotator: User, reason: str, reviewer: User | None = Non
             status.paused_at = timezone.now()
             status.paused_reason = reason if reviewer is None else f"{reason} (paused by {reviewer.username})"
             status.save(update_fields=["paused", "paused_at", "paused_reason"])
+            AuditEvent.objects.create(
+                action=AuditAction.ANNOTATOR_PAUSE,
+                actor=reviewer,
+                subject=f"annotator:{annotator.pk}",
+                numbers={"gold_seen": status.gold_seen, "gold_correct": status.gold_correct},
+                message=status.paused_reason,
+            )
         leases_release_for_annotator(annotator=annotator)
         # After the leases: a submit that held one has committed, so its annotation is held too.
         quarantine_hold_for_annotator(annotator=annotator, reason=status.paused_reason, actor=reviewer)
@@ -637,6 +645,12 @@ def annotator_unpause(*, reviewer: User, annotator: User) -> AnnotatorStatus:
         status.gold_baseline_seen = status.gold_seen
         status.gold_baseline_correct = status.gold_correct
         status.save()
+        AuditEvent.objects.create(
+            action=AuditAction.ANNOTATOR_UNPAUSE,
+            actor=reviewer,
+            subject=f"annotator:{annotator.pk}",
+            numbers={"gold_seen": status.gold_seen, "gold_correct": status.gold_correct},
+        )
         return status
 
 
@@ -667,5 +681,14 @@ def adjudication_resolve(*, reviewer: User, task_id: int, price: Any) -> Resolve
         )
         Task.objects.filter(id=task.id, status=TaskStatus.NEEDS_ADJUDICATION).update(
             status=TaskStatus.RESOLVED, resolved_at=timezone.now()
+        )
+        AuditEvent.objects.create(
+            action=AuditAction.ADJUDICATE,
+            actor=reviewer,
+            subject=f"task:{task.pk}",
+            numbers={
+                "price": str(value) if value is not None else None,
+                "annotator_prices": [str(p) for p in prices],
+            },
         )
         return label

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, QuerySet
 
 from training.models import (
     AuditAction,
@@ -101,7 +103,7 @@ def batch_get(*, batch_id: int) -> RetrainBatch | None:
 
 def batch_sample(*, batch: RetrainBatch, size: int = 20, seed: int | None = None) -> list[BatchItem]:
     """A random sample of the batch's items (the same seed gives the same sample)."""
-    ids = list(batch.items.values_list("pk", flat=True))
+    ids = list(batch.items.filter(excluded=False).values_list("pk", flat=True))
     picked = random.Random(batch.pk if seed is None else seed).sample(ids, min(size, len(ids)))
     return list(
         BatchItem.objects.filter(pk__in=picked).select_related("product", "guess_version").order_by("id")
@@ -150,3 +152,125 @@ def leaderboard() -> dict[str, Any]:
     for evaluation in baselines:
         latest_baselines.setdefault(evaluation.baseline, evaluation)
     return {"versions": rows, "baselines": list(latest_baselines.values())}
+
+
+ITEM_VERDICTS = ("accept", "correct", "reject")
+ITEM_STATES = ("all", "included", "excluded")
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """What a reviewer narrows a batch's items to (every field optional; all given ones must hold)."""
+
+    annotator: str = ""  # a username or a user id
+    verdict: str = ""
+    min_error: Decimal | None = None  # |label − guess| in dollars, at least
+    out_of_range: bool = False
+    gold_miss: bool = False  # an annotator of the item has missed a gold item
+    state: str = "all"
+
+    def active(self) -> bool:
+        return self != ItemFilter()
+
+
+def batch_items_filtered(*, batch: RetrainBatch, item_filter: ItemFilter) -> list[BatchItem]:
+    """The batch's items that match ``item_filter``, in id order, each with ``error`` (|label − guess|,
+    None when either is missing) and ``annotator_names`` set. Filtered here rather than in SQL so that
+    the list-of-ids column works the same on SQLite and PostgreSQL (a batch is thousands of rows)."""
+    from django.contrib.auth.models import User
+
+    from annotation.models import AnnotatorStatus
+
+    items = list(batch.items.select_related("product", "guess_version", "excluded_by").order_by("id"))
+    annotator_ids = sorted({int(a) for item in items for a in item.annotator_ids or []})
+    names = dict(User.objects.filter(pk__in=annotator_ids).values_list("pk", "username"))
+    missed = set(
+        AnnotatorStatus.objects.filter(
+            user_id__in=annotator_ids, gold_seen__gt=F("gold_correct")
+        ).values_list("user_id", flat=True)
+    )
+    wanted_annotator: int | None = None
+    if item_filter.annotator:
+        raw = item_filter.annotator.strip()
+        by_name = {name: pk for pk, name in names.items()}
+        wanted_annotator = by_name.get(raw, int(raw) if raw.isdigit() else -1)
+    out = []
+    for item in items:
+        ids = [int(a) for a in item.annotator_ids or []]
+        item.annotator_names = [names.get(a, f"user {a}") for a in ids]  # type: ignore[attr-defined]
+        error = (
+            abs(item.price - item.guess_price)
+            if item.price is not None and item.guess_price is not None
+            else None
+        )
+        item.error = error  # type: ignore[attr-defined]
+        if wanted_annotator is not None and wanted_annotator not in ids:
+            continue
+        if item_filter.verdict and item.verdict != item_filter.verdict:
+            continue
+        if item_filter.min_error is not None and (error is None or error < item_filter.min_error):
+            continue
+        if item_filter.out_of_range and (item.price is None or item.price_trainable):
+            continue
+        if item_filter.gold_miss and not missed.intersection(ids):
+            continue
+        if item_filter.state == "included" and item.excluded:
+            continue
+        if item_filter.state == "excluded" and not item.excluded:
+            continue
+        out.append(item)
+    return out
+
+
+def batch_annotators(*, batch: RetrainBatch) -> list[tuple[int, str]]:
+    """(id, username) of everyone who labelled an item of the batch, by username (the filter's choices)."""
+    from django.contrib.auth.models import User
+
+    ids = {int(a) for ids in batch.items.values_list("annotator_ids", flat=True) for a in ids or []}
+    return list(User.objects.filter(pk__in=ids).order_by("username").values_list("pk", "username"))
+
+
+class ItemFilterInvalid(ValueError):  # noqa: N818 - mirrors RunSettingsInvalid
+    """A filter value that cannot be used; ``field`` names the query parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _flag(params: Any, name: str) -> bool:
+    raw = str(params.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ItemFilterInvalid(name, f"{name}={raw!r}: use true or false.")
+
+
+def item_filter_from_params(params: Any) -> ItemFilter:
+    """An ``ItemFilter`` from query parameters (QueryDict or dict); bad values: ``ItemFilterInvalid``."""
+    verdict = str(params.get("verdict") or "").strip()
+    if verdict and verdict not in ITEM_VERDICTS:
+        raise ItemFilterInvalid("verdict", f"verdict={verdict!r}: use one of {', '.join(ITEM_VERDICTS)}.")
+    state = str(params.get("state") or "all").strip()
+    if state not in ITEM_STATES:
+        raise ItemFilterInvalid("state", f"state={state!r}: use one of {', '.join(ITEM_STATES)}.")
+    raw_error = str(params.get("min_error") or "").strip().lstrip("$")
+    min_error = None
+    if raw_error:
+        try:
+            min_error = Decimal(raw_error)
+        except ArithmeticError:
+            min_error = None
+        if min_error is None or not min_error.is_finite() or min_error < 0:
+            raise ItemFilterInvalid(
+                "min_error", f"min_error={raw_error!r}: give a dollar amount of 0 or more, e.g. 25."
+            )
+    return ItemFilter(
+        annotator=str(params.get("annotator") or "").strip()[:150],
+        verdict=verdict,
+        min_error=min_error,
+        out_of_range=_flag(params, "out_of_range"),
+        gold_miss=_flag(params, "gold_miss"),
+        state=state,
+    )
