@@ -17,7 +17,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.codebook import reason_codes_parse
@@ -580,21 +580,68 @@ def annotation_undo_last(*, annotator: User) -> Annotation:
 # --- codebook ------------------------------------------------------------------------------------------
 
 
-def codebook_publish(*, author: User, markdown: str) -> CodebookVersion:
-    """Publish the next codebook version; every annotator must acknowledge it before their next item."""
+MAX_CHANGE_NOTE_CHARS = 2000
+
+
+def codebook_publish(*, author: User, markdown: str, change_note: str = "") -> CodebookVersion:
+    """Publish the next codebook version; every annotator must acknowledge it before their next item.
+
+    Refused (``ValidationError`` naming the field): empty text; text identical to the current version
+    (it would make every annotator re-acknowledge nothing); a later version without a ``change_note``
+    saying what changed and why. Audited as ``codebook_publish`` with the author.
+    """
     text = (markdown or "").replace("\r\n", "\n").strip()
+    note = (change_note or "").replace("\r\n", "\n").strip()
     if not text:
         raise ValidationError({"markdown": ["The codebook cannot be empty."]})
     if len(text) > MAX_CODEBOOK_CHARS:
         raise ValidationError({"markdown": [f"The codebook is limited to {MAX_CODEBOOK_CHARS} characters."]})
+    if len(note) > MAX_CHANGE_NOTE_CHARS:
+        raise ValidationError(
+            {"change_note": [f"The change note is limited to {MAX_CHANGE_NOTE_CHARS} characters."]}
+        )
     codes = reason_codes_parse(text)
     for _attempt in range(5):
         try:
             with transaction.atomic():
-                number = (CodebookVersion.objects.aggregate(n=Max("number"))["n"] or 0) + 1
-                return CodebookVersion.objects.create(
-                    number=number, markdown=text, reason_codes=codes, author=author
+                current = CodebookVersion.objects.select_for_update().order_by("-number").first()
+                if current is not None and current.markdown.strip() == text:
+                    raise ValidationError(
+                        {
+                            "markdown": [
+                                f"The text is the same as the current v{current.number}: nothing to publish. "
+                                "Edit the rules first (annotators would re-acknowledge unchanged rules)."
+                            ]
+                        }
+                    )
+                if current is not None and not note:
+                    raise ValidationError(
+                        {
+                            "change_note": [
+                                "A change note is required: say what changed and why, in a sentence."
+                            ]
+                        }
+                    )
+                number = (current.number if current else 0) + 1
+                version = CodebookVersion.objects.create(
+                    number=number,
+                    markdown=text,
+                    reason_codes=codes,
+                    author=author,
+                    change_note=note or "first version",
                 )
+                AuditEvent.objects.create(
+                    action=AuditAction.CODEBOOK_PUBLISH,
+                    actor=author,
+                    subject=f"codebook:v{number}",
+                    numbers={
+                        "number": number,
+                        "reason_codes": len(codes),
+                        "previous": current.number if current else None,
+                    },
+                    message=version.change_note,
+                )
+                return version
         except IntegrityError:  # two reviewers published at once: take the next number
             continue
     raise IntegrityError("Could not allocate a codebook version number; try again.")

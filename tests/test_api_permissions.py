@@ -77,6 +77,7 @@ TABLE: dict[str, dict[str, Any]] = {
     "POST batches/<int:batch_id>/exclude": row(DENY, 400, DENY),  # the body is checked first
     "POST batches/<int:batch_id>/restore": row(DENY, 400, DENY),
     "POST products/import": row(DENY, 400, DENY),  # no file
+    "GET audit": row(DENY, 200, DENY),
 }
 
 

@@ -33,6 +33,8 @@ from training.archive import stream_tar
 from training.checks import batch_checks, checks_passed
 from training.exceptions import RunSettingsInvalid, TrainingError
 from training.models import (
+    AuditAction,
+    AuditEvent,
     BatchStatus,
     ModelVersion,
     Recipe,
@@ -41,6 +43,7 @@ from training.models import (
     TrainingRun,
     VersionStatus,
 )
+from training.run_settings import settings_summary
 from training.services import batches as batch_services
 from training.services import registry as registry_services
 from training.services import runs as run_services
@@ -128,6 +131,10 @@ class VersionDetailOut(VersionOut):
     gate = serializers.SerializerMethodField(
         help_text="the gate decision that made it champion or rejected it"
     )
+    settings = serializers.SerializerMethodField(
+        help_text="the training settings it was trained and is scored with: kind, quantization, prompt "
+        "style, epochs or max_steps, learning rate, LoRA rank"
+    )
 
     @extend_schema_field(LineageOut)
     def get_lineage(self, obj: ModelVersion) -> dict[str, Any]:
@@ -137,6 +144,10 @@ class VersionDetailOut(VersionOut):
     def get_gate(self, obj: ModelVersion) -> dict[str, Any] | None:
         run = selectors.version_run(obj)
         return run.gate if run and run.gate else None
+
+    @extend_schema_field(serializers.DictField())
+    def get_settings(self, obj: ModelVersion) -> dict[str, Any]:
+        return settings_summary((obj.manifest or {}).get("recipe"))
 
 
 class PointOut(serializers.Serializer):
@@ -761,3 +772,58 @@ class ProductImportApi(TrainingApi):
             "guessing": guessing,
         }
         return Response(ImportOut(body).data)
+
+
+# --- audit --------------------------------------------------------------------------------------------
+
+
+class AuditObjectOut(serializers.Serializer):
+    type = serializers.CharField(help_text="batch | run | version | annotator | gold | task | codebook")
+    id = serializers.CharField(allow_null=True)
+    label = serializers.CharField()  # type: ignore[assignment]
+
+
+class AuditEventOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    action = serializers.ChoiceField(choices=AuditAction.choices)
+    actor = serializers.CharField(
+        source="actor.username", allow_null=True, default=None, help_text="null: the system decided"
+    )
+    object = serializers.SerializerMethodField()
+    batch_id = serializers.IntegerField(allow_null=True)
+    run_id = serializers.IntegerField(allow_null=True)
+    version = serializers.CharField(source="version.name", allow_null=True, default=None)
+    previous_champion = serializers.CharField(source="previous_champion.name", allow_null=True, default=None)
+    subject = serializers.CharField()
+    numbers = serializers.DictField()
+    message = serializers.CharField()
+    created = serializers.DateTimeField()
+
+    @extend_schema_field(AuditObjectOut)
+    def get_object(self, obj: AuditEvent) -> dict[str, Any]:
+        found = selectors.audit_object(obj)
+        return {**found, "id": None if found["id"] is None else str(found["id"])}
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("actor", str, description='username, or "system" for decisions no person made'),
+        OpenApiParameter("action", str, enum=AuditAction.values),
+        OpenApiParameter("object_type", str, enum=list(selectors.AUDIT_OBJECT_TYPES)),
+        OpenApiParameter("object_id", str, description="with object_type: one object (batch id, v3, …)"),
+        OpenApiParameter("since", str, description="ISO date or date-time: only decisions at or after it"),
+    ],
+    responses={200: AuditEventOut(many=True), 400: ERROR},
+)
+class AuditListApi(TrainingApi, generics.ListAPIView):
+    """Every decision with its actor and object, newest first (paginated, reviewers only)."""
+
+    permission_classes = [IsReviewer]
+    serializer_class = AuditEventOut
+
+    def get_queryset(self) -> Any:
+        try:
+            audit_filter = selectors.audit_filter_from_params(self.request.query_params)
+        except selectors.ItemFilterInvalid as exc:
+            raise exceptions.ValidationError({exc.field: [str(exc)]}) from None
+        return selectors.audit_events_filtered(audit_filter)

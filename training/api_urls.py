@@ -27,6 +27,8 @@ urlpatterns = [
     path("batches/<int:batch_id>/items", api.BatchItemsApi.as_view(), name="api-batch-items"),
     path("batches/<int:batch_id>/exclude", api.BatchExcludeApi.as_view(), name="api-batch-exclude"),
     path("batches/<int:batch_id>/restore", api.BatchRestoreApi.as_view(), name="api-batch-restore"),
+    # audit trail (reviewers)
+    path("audit", api.AuditListApi.as_view(), name="api-audit"),
     # catalogue
     path("products/import", api.ProductImportApi.as_view(), name="api-products-import"),
 ]

@@ -16,6 +16,7 @@ urlpatterns = [
     path("review/batches/<int:batch_id>/reject/", views.batch_reject, name="batch_reject"),
     path("review/batches/<int:batch_id>/exclude/", views.batch_exclude, name="batch_exclude"),
     path("review/batches/<int:batch_id>/restore/", views.batch_restore, name="batch_restore"),
+    path("review/audit/", views.audit, name="audit"),
     path("review/runs/", views.run_list, name="runs"),
     path("review/runs/<int:run_id>/", views.run_detail, name="run"),
     path("review/runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),

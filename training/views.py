@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from training import paths, run_settings, selectors
 from training.checks import batch_checks, checks_passed
 from training.exceptions import TrainingError
-from training.models import BatchStatus, Recipe, VersionStatus
+from training.models import AuditAction, BatchStatus, Recipe, VersionStatus
 from training.services import batches as batch_services
 from training.services import registry as registry_services
 from training.services import runs as run_services
@@ -379,3 +379,40 @@ def podium(request: HttpRequest) -> FileResponse:
     if not path.is_file():
         podium_chart(entries, path)
     return _png(path)
+
+
+# --- audit --------------------------------------------------------------------------------------------
+
+AUDIT_PER_PAGE = 50
+
+
+@reviewer_only
+@require_GET
+def audit(request: HttpRequest) -> HttpResponse:
+    """Every decision with its actor and object, filtered and paginated (the API: ``/api/v1/audit``)."""
+    try:
+        audit_filter = selectors.audit_filter_from_params(request.GET)
+        filter_error = ""
+    except selectors.ItemFilterInvalid as exc:
+        audit_filter, filter_error = selectors.AuditFilter(), str(exc)
+    page = Paginator(selectors.audit_events_filtered(audit_filter), AUDIT_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    for event in page:
+        event.object = selectors.audit_object(event)  # type: ignore[attr-defined]
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "training/audit.html",
+        {
+            "section": "audit",
+            "page": page,
+            "audit_filter": audit_filter,
+            "filter_error": filter_error,
+            "filter_query": query.urlencode(),
+            "actions": AuditAction.values,
+            "object_types": selectors.AUDIT_OBJECT_TYPES,
+            "since": request.GET.get("since", ""),
+        },
+    )

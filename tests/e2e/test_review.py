@@ -31,6 +31,7 @@ MENU = [
     "Queue & annotators",
     "Adjudication",
     "Agreement",
+    "Audit",
 ]
 
 
