@@ -131,6 +131,13 @@ def _is_blind(product: Product, cfg: AnnotationConfig) -> bool:
     return bucket < cfg.blind_share * 10_000
 
 
+def _task_overlap(product: Product, cfg: AnnotationConfig) -> int:
+    """``ANNOTATION_OVERLAP``, or at least 2 for the ``ANNOTATION_OVERLAP_SHARE`` of products (a stable
+    hash, like the blind share, but an independent one: shared items are blind as often as the rest)."""
+    bucket = zlib.crc32(f"overlap:{product.external_id}".encode()) % 10_000
+    return max(2, cfg.overlap) if bucket < cfg.overlap_share * 10_000 else cfg.overlap
+
+
 def _latest_guesses(product_ids: list[int], source: str | None) -> dict[int, Guess]:
     qs = Guess.objects.filter(product_id__in=product_ids)
     if source:
@@ -146,13 +153,16 @@ def tasks_create_for_products(
 ) -> int:
     """Queue pool products for annotation with their latest guess; the number of tasks created.
 
+    Each task needs ``overlap`` annotations; by default ``ANNOTATION_OVERLAP``, raised to 2 for the
+    ``ANNOTATION_OVERLAP_SHARE`` of products (consensus on a sample, so agreement can be measured).
+
     Skips test-split products (never labelled), products without a guess, products that already
     have an unresolved task, gold products and seeded products (``SeedLabel``). Priority is the guess's
     entropy with ``ANNOTATION_ROUTING=entropy``.
     """
     cfg = annotation_config()
-    overlap = overlap or cfg.overlap
-    if not 1 <= overlap <= 50:
+    fixed_overlap = overlap  # None: from the settings, with the overlap share
+    if overlap is not None and not 1 <= overlap <= 50:
         raise ValidationError({"overlap": [f"overlap={overlap} must be between 1 and 50."]})
     ids = [p if isinstance(p, int) else p.id for p in products]
     created = 0
@@ -184,7 +194,7 @@ def tasks_create_for_products(
                 Task(
                     product=product,
                     guess=guess,
-                    overlap=overlap,
+                    overlap=fixed_overlap or _task_overlap(product, cfg),
                     is_blind=_is_blind(product, cfg),
                     priority=entropy if cfg.routing == "entropy" else 0.0,
                 )
