@@ -247,6 +247,12 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "points": points,
         "gate": run.gate,
         "dataset": getattr(run, "dataset", None),
+        "chosen_settings": [
+            f"{section}.{name}={value}"
+            for section, values in sorted((run.hyperparameters or {}).items())
+            if isinstance(values, dict)
+            for name, value in sorted(values.items())
+        ],
     }
     return render(request, "training/run_detail.html", context)
 

@@ -290,6 +290,11 @@ def test_a_run_approved_with_8_bit_shows_its_settings_on_the_leaderboard(
     assert run.candidate is not None
     evaluation = run.candidate.evaluations.get()
     assert evaluation.predictor_settings["quantization"] == "8bit"
+    assert f"scored {run.candidate.name} on 6 test items (8bit, prompt base): MAE $" in run.logs
+    assert f"gate: {run.candidate.name} promoted" in run.logs
+
+    page.goto(f"/review/runs/{run.pk}/")
+    expect(page.locator("#run-settings")).to_contain_text("quant.mode=8bit")
 
     _go(page, "Versions")
     settings_cell = page.locator(f'td.version-settings[data-version="{run.candidate.name}"]')

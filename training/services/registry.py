@@ -367,6 +367,7 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
     # on the same test split.
     candidate_eval = evaluation_of_version(version=candidate, products=products, on_chunk=renew)
     ModelVersion.objects.filter(pk=candidate.pk).update(metrics=candidate_eval.metrics)
+    _run_log(run_id, f"scored {candidate.name}", candidate_eval)
     for _attempt in range(5):
         champion = ModelVersion.objects.filter(status=VersionStatus.CHAMPION).first()
         if champion is None:
@@ -377,6 +378,7 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
             }
         else:
             champion_eval = evaluation_of_version(version=champion, products=products, on_chunk=renew)
+            _run_log(run_id, f"scored the champion {champion.name}", champion_eval)
             comparison = compare_paired(candidate_eval.truths, candidate_eval.guesses, champion_eval.guesses)
             decision = gate_decide(
                 comparison,
@@ -388,9 +390,27 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
         decision["candidate"] = candidate.name
         decision["candidate_metrics"] = candidate_eval.metrics
         if _apply_decision(run_id=run_id, candidate=candidate, champion=champion, decision=decision):
+            from training.services.runs import _append_log
+
+            verdict = "promoted" if decision["promote"] else "rejected"
+            _append_log(
+                run_id, f"gate: {candidate.name} {verdict}; " + "; ".join(decision.get("reasons", []))
+            )
             _baselines_quietly(products)
             return decision
     raise RunStateError(f"run {run_id}: the champion kept changing during the gate; try again")
+
+
+def _run_log(run_id: int, what: str, evaluation: Evaluation) -> None:
+    """An evaluation line in the run's log: the numbers the gate is about to compare."""
+    from training.services.runs import _append_log
+
+    m, p = evaluation.metrics, evaluation.predictor_settings
+    _append_log(
+        run_id,
+        f"{what} on {m.get('n')} test items ({p.get('quantization')}, prompt {p.get('prompt_style')}): "
+        f"MAE ${m.get('mae', 0):.2f}, RMSLE {m.get('rmsle', 0):.3f}, hits {m.get('hit_rate', 0):.0%}",
+    )
 
 
 def _gate_test() -> Literal["bootstrap", "wilcoxon"]:
