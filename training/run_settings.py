@@ -198,7 +198,12 @@ def settings_summary(recipe: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     model, quant, train, lora = (dict(recipe.get(k) or {}) for k in ("model", "quant", "train", "lora"))
     mode = quant.get("mode")
-    quantization = {"4bit": "4bit", "8bit": "8bit"}.get(str(mode), "bf16" if mode == "none" else str(mode))
+    # Not quantized: named by the weights' dtype (bf16 as chosen at approval; the tiny CPU recipe's float32).
+    dtype = str(model.get("dtype") or "bfloat16")
+    unquantized = "bf16" if dtype == "bfloat16" else dtype
+    quantization = {"4bit": "4bit", "8bit": "8bit"}.get(
+        str(mode), unquantized if mode == "none" else str(mode)
+    )
     max_steps = train.get("max_steps", -1)
     return {
         "kind": train.get("method"),

@@ -256,3 +256,22 @@ def test_the_versions_page_and_version_detail_read_a_fixed_number_of_queries(
         assert api.get(f"/api/v1/versions/{n}").status_code == 200
     # Pinned: the same count for one version and for six (session, user and role reads included).
     assert (len(page_queries), len(detail_queries)) == (10, 5)
+
+
+def test_the_settings_summary_names_what_the_version_was_trained_with() -> None:
+    from training.engine.config import load_recipe
+    from training.run_settings import RunSettings, settings_summary
+
+    tiny = settings_summary(load_recipe("tiny").to_dict())
+    assert tiny == {
+        "kind": "sft",
+        "quantization": "float32",  # the CPU recipe: not quantized, float32 weights
+        "prompt_style": "base",
+        "epochs": 8.0,
+        "max_steps": None,
+        "learning_rate": 3e-3,
+        "lora_rank": 16,
+    }
+    chosen = RunSettings(quantization="bf16", epochs=2, lora_rank=64).overrides()
+    bf16 = settings_summary(load_recipe("tiny", chosen).to_dict())
+    assert (bf16["quantization"], bf16["epochs"], bf16["lora_rank"]) == ("bf16", 2.0, 64)
