@@ -82,3 +82,21 @@ def test_a_share_outside_0_to_1_is_refused_with_the_setting_named(settings: Any)
     settings.ANNOTATION_OVERLAP_SHARE = 1.5
     with pytest.raises(ImproperlyConfigured, match=r"ANNOTATION_OVERLAP_SHARE=1\.5"):
         _queue(1)
+
+
+def test_the_demo_seeds_with_a_fifth_of_the_items_labelled_twice(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.conf import settings as live
+
+    from webapp.management.commands import demo
+
+    seen: list[float] = []
+    monkeypatch.setattr(demo, "call_command", lambda *a, **k: None)
+    monkeypatch.setattr(demo, "seed_all", lambda: seen.append(live.ANNOTATION_OVERLAP_SHARE) or {})
+    monkeypatch.delenv("ANNOTATION_OVERLAP_SHARE", raising=False)
+    demo.Command().handle(no_serve=True, host="127.0.0.1", port=0)
+    monkeypatch.setenv("ANNOTATION_OVERLAP_SHARE", "0.5")
+    settings.ANNOTATION_OVERLAP_SHARE = 0.5  # what settings.py reads from that environment
+    demo.Command().handle(no_serve=True, host="127.0.0.1", port=0)
+    assert seen == [0.2, 0.5]  # the demo's default, then the environment's choice
