@@ -43,6 +43,16 @@ class QualityChecksFailed(TrainingError):  # noqa: N818 - the API's code names i
     code = "quality_checks_failed"
 
 
+class RunSettingsInvalid(TrainingError):  # noqa: N818 - the API's code names it
+    """A training setting chosen at approval that is not allowed; ``field`` names it (the API's 400)."""
+
+    code = "run_settings_invalid"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class BrokerUnavailable(TrainingError):  # noqa: N818 - the API's code names it
     """The task queue refused a message. What was decided is committed; the recovery beat sends it later."""
 

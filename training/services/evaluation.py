@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from annotation.models import PriceFlag, Product, Split
 from training import paths
 from training.models import Evaluation, ModelVersion
-from training.recipes import make_predictor, predictor_settings
+from training.recipes import make_predictor, version_predictor_settings
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +97,9 @@ def evaluation_of_version(
     predictor: dict[str, Any] | None = None,
     on_chunk: Callable[[], None] | None = None,
 ) -> Evaluation:
-    """The version's predictions and metrics on ``products``; computed once per split and settings."""
-    predictor = predictor or predictor_settings()
+    """The version's predictions and metrics on ``products``; computed once per split and settings
+    (by default the version's own settings: ``version_predictor_settings``)."""
+    predictor = predictor or version_predictor_settings(version)
     fingerprint = split_fingerprint(products, predictor)
     cached = Evaluation.objects.filter(version=version, split_fingerprint=fingerprint).first()
     if cached is not None:
