@@ -27,7 +27,7 @@ from training.models import (
 )
 from training.recipes import version_predictor_settings
 from training.services import batches as batch_services
-from training.services.registry import evaluation_of_version, split_fingerprint
+from training.services.evaluation import evaluation_of_version, split_fingerprint
 
 pytestmark = pytest.mark.django_db
 
