@@ -70,10 +70,15 @@ def test_it_rejects_a_malformed_boolean_with_the_variable_name(tmp_path: Path) -
 _FETCH_LOGIN = """
 import json, django
 django.setup()
-from django.test import Client
+from django.conf import settings
+from django.test import Client, override_settings
+# production's manifest storage needs collectstatic first; static files are not what is checked here
+plain = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+plain_static = {**settings.STORAGES, "staticfiles": plain}
 out = {}
 for name, headers in (("plain", {}), ("forwarded", {"X-Forwarded-Proto": "https"})):
-    r = Client().get("/login/", headers=headers)
+    with override_settings(STORAGES=plain_static):
+        r = Client().get("/login/", headers=headers)
     cookie = r.cookies.get("csrftoken")
     out[name] = {
         "status": r.status_code,
