@@ -52,3 +52,19 @@ def test_it_names_a_missing_or_empty_file(tmp_path: Path, reviewer: User) -> Non
     (tmp_path / "empty.md").write_text("  \n")
     with pytest.raises(CommandError, match=r"empty\.md: The codebook cannot be empty"):
         call_command("publish_codebook", str(tmp_path / "empty.md"), "--author", reviewer.username)
+
+
+@pytest.mark.django_db
+def test_it_asks_for_a_change_note_from_the_second_version_on(tmp_path: Path, reviewer: User) -> None:
+    path = tmp_path / "codebook.md"
+    path.write_text(CODEBOOK)
+    call_command("publish_codebook", str(path), "--author", reviewer.username, stdout=StringIO())
+    path.write_text(CODEBOOK + "- `bundle`: several items, no single price\n")
+    with pytest.raises(CommandError, match="A change note is required"):
+        call_command("publish_codebook", str(path), "--author", reviewer.username)
+    out = StringIO()
+    call_command(
+        "publish_codebook", str(path), "--author", reviewer.username, "--change-note", "bundles", stdout=out
+    )
+    assert "codebook v2 published" in out.getvalue()
+    assert CodebookVersion.objects.get(number=2).change_note == "bundles"

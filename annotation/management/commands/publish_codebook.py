@@ -1,4 +1,4 @@
-"""``manage.py publish_codebook FILE --author USERNAME``: publish the next codebook version from a file.
+"""``manage.py publish_codebook FILE --author USER [--change-note TEXT]``: publish the next codebook version.
 
 The same as the reviewers' Codebook page (``/review/codebook/``) and ``POST /api/v1/annotation/codebook/
 versions``: annotators acknowledge the new version before their next item. Used for the first codebook of
@@ -24,6 +24,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", type=Path, help="the codebook as a markdown file")
         parser.add_argument("--author", required=True, help="username of the reviewer who publishes it")
+        parser.add_argument(
+            "--change-note", default="", help="what changed and why (required for every version after v1)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["path"]
@@ -36,7 +39,9 @@ class Command(BaseCommand):
                 f"`manage.py create_user {options['author']} --role reviewer`"
             )
         try:
-            version = codebook_publish(author=author, markdown=path.read_text(encoding="utf-8"))
+            version = codebook_publish(
+                author=author, markdown=path.read_text(encoding="utf-8"), change_note=options["change_note"]
+            )
         except ValidationError as exc:
             raise CommandError(f"{path}: {'; '.join(exc.messages)}") from None
         self.stdout.write(f"codebook v{version.number} published ({len(version.reason_codes)} reason codes)")
