@@ -2,8 +2,8 @@
 
 Reads are for API clients and reviewers (``IsClientOrReviewer``); writes (approve, reject, cancel,
 rollback, batch now, import) for reviewers (``IsReviewer``). One view per operation; views call
-selectors (reads) and services (writes) and map domain errors to the project's error shape:
-``TrainingError`` → 409 with its ``code``, a missing object → 404.
+selectors (reads) and services (writes); ``webapp.api.exception_handler`` maps domain errors to the
+project's error shape (``TrainingError`` → 409 with its ``code``); a missing object → 404.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from rest_framework.views import APIView
 from training import paths, selectors
 from training.archive import stream_tar
 from training.checks import batch_checks, checks_passed
-from training.exceptions import TrainingError
 from training.models import (
     BatchStatus,
     ModelVersion,
@@ -54,14 +53,8 @@ class Conflict(exceptions.APIException):
 
 
 class TrainingApi(APIView):
-    """Base: domain errors become 409 (with the error's code), permission refusals 403."""
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, TrainingError):
-            exc = Conflict(detail=str(exc), code=exc.code)
-        elif isinstance(exc, PermissionError):
-            exc = exceptions.PermissionDenied(detail=str(exc))
-        return super().handle_exception(exc)
+    """Base of the registry endpoints. Domain errors (``TrainingError`` → 409 with its code,
+    ``PermissionError`` → 403) become the API's error shape in ``webapp.api.exception_handler``."""
 
 
 def _reviewer(request: Request) -> User:
