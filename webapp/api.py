@@ -103,10 +103,12 @@ def _as_api_exception(exc: Exception) -> Exception:
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         return exceptions.ValidationError(detail=detail)
-    if isinstance(exc, ObjectDoesNotExist | Http404):
+    if isinstance(exc, Http404):
+        return exceptions.NotFound(*exc.args)  # as DRF's own handler: the view's message, if any
+    if isinstance(exc, ObjectDoesNotExist):
         return exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):
-        return exceptions.PermissionDenied()
+        return exceptions.PermissionDenied(*exc.args)
     if (unavailable := _unavailable(exc)) is not None:
         # The client gets the component, never the driver's text (hosts, ports, paths): that is logged.
         logger.error("API request failed: %s", unavailable[0], exc_info=exc)

@@ -101,6 +101,15 @@ def test_it_shows_every_main_page_without_a_csp_violation(
     expect(page.get_by_text("/api/v1/versions/champion").first).to_be_visible()
     page.wait_for_load_state("networkidle")
 
+    # Django's admin (a superuser's list and change pages).
+    root = User.objects.create_superuser("root", "root@example.com", "a long admin password 1")
+    page.context.clear_cookies()
+    login_as(page.context, root)
+    for path in ("/admin/", "/admin/auth/user/", f"/admin/auth/user/{root.pk}/change/"):
+        page.goto(path)
+        expect(page.locator("#content h1, #content h2").first).to_be_visible()
+        page.wait_for_load_state("networkidle")
+
     assert csp_watch.violations == []
 
 
