@@ -3,9 +3,10 @@
 Every error body is ``{"error": {"code": str, "message": str, "fields": {name: [messages]}}}``
 (``fields`` only for validation errors), whatever raised it:
 
-- DRF's own errors, and the domain's (``AnnotationError``: its status and code; ``TrainingError``: 409
-  with its code), ``PermissionError`` (403), Django's ``ValidationError`` (400) and a missing object
-  (404), through ``exception_handler`` (DRF's ``EXCEPTION_HANDLER``) in every API view;
+- DRF's own errors and the domain's (``AnnotationError``: its status and code; ``TrainingError``: 409
+  with its code, ``RunSettingsInvalid``: 400 naming the field), ``PermissionError`` (403), Django's
+  ``ValidationError`` (400) and a missing object (404), through ``exception_handler`` (DRF's
+  ``EXCEPTION_HANDLER``) in every API view;
 - an unreachable database or broker: 503 (``database_unavailable``, ``broker_unavailable``), wherever it
   is noticed: in a view (``exception_handler``) or before one (``server_error``, Django's handler500);
 - any other failure under /api/: 500 ``server_error`` (``server_error``); the traceback goes to the log;
@@ -34,7 +35,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from annotation.exceptions import AnnotationError, CodebookAckRequired
-from training.exceptions import TrainingError
+from training.exceptions import RunSettingsInvalid, TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def _as_api_exception(exc: Exception) -> Exception:
         mapped = exceptions.APIException(detail=exc.message, code=exc.code)
         mapped.status_code = exc.status
         return mapped
+    if isinstance(exc, RunSettingsInvalid):  # a training setting chosen at approval: that field's 400
+        return exceptions.ValidationError({exc.field: [str(exc)]})
     if isinstance(exc, TrainingError):
         mapped = exceptions.APIException(detail=str(exc), code=exc.code)
         mapped.status_code = status.HTTP_409_CONFLICT
