@@ -64,8 +64,9 @@ def send(step: Step, *, args: list[object] | None = None, kwargs: dict[str, obje
             expires=float(settings.RUN_RESEND_AFTER_S),
         )
     except (OperationalError, ConnectionError, OSError) as exc:
-        logger.warning("broker unavailable: %s not sent (%s)", step.task, exc)
-        raise BrokerUnavailable(f"the task queue (broker) is unreachable: {exc}") from exc
+        # The client hears which component is down; the driver's text (host, port) goes to the log.
+        logger.warning("broker unavailable: %s not sent", step.task, exc_info=exc)
+        raise BrokerUnavailable("the task queue (broker) is unreachable") from exc
     return str(result.id or "")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from webapp.env import env_bool, env_float, env_int, env_list, env_secret, env_str
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -146,6 +148,25 @@ SILENCED_SYSTEM_CHECKS: list[str] = []
 if not HTTPS:
     # What plain-HTTP mode turns off on purpose (see above); nothing else is silenced.
     SILENCED_SYSTEM_CHECKS += ["security.W004", "security.W008", "security.W012", "security.W016"]
+# Content-Security-Policy on every response (django-csp): scripts, styles and everything else only from
+# our own origin, never inline and never eval'd, so that text which slips into a page cannot run. Pages
+# keep their scripts and styles in static files; htmx runs with eval and script tags off (its
+# `htmx-config` meta in annotation/annotate.html). The API docs page adds only what Swagger UI needs
+# (webapp/api_docs.py). tests/e2e fail on any violation a page reports.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # --- REST API ---------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -214,7 +235,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
-# Late acknowledgement is opted into per task (only idempotent ones); see workers/README.md.
+# Late acknowledgement is opted into per task (only idempotent ones): each task module's docstring
+# (workers/pipeline.py, workers/training.py, …) states its failure policy and why.
 CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a training task must not sit reserved behind another
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
@@ -243,7 +265,7 @@ ANNOTATION_ROUTING = env_str("ANNOTATION_ROUTING", "entropy")
 ANNOTATION_CONFIRM_FACTOR = env_float("ANNOTATION_CONFIRM_FACTOR", 10.0)
 ANNOTATION_GOLD_POOL_MIN = env_int("ANNOTATION_GOLD_POOL_MIN", 20)
 
-# --- retraining pipeline (training/conf.py reads these; see .env.example for what each means) ----------
+# --- retraining pipeline (training/services read these; see .env.example for what each means) ---------
 RETRAIN_MIN_BATCH_SIZE = env_int("RETRAIN_MIN_BATCH_SIZE", 20)
 RETRAIN_BATCH_EVERY_S = env_int("RETRAIN_BATCH_EVERY_S", 300)
 RETRAIN_RECIPE = env_str("RETRAIN_RECIPE", "tiny")

@@ -50,7 +50,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[Any] | None]]:
 @pytest.fixture
 def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
     def send(step: pipeline.Step, **_: Any) -> str:
-        raise BrokerUnavailable("the task queue (broker) is unreachable: Error 111 connecting")
+        raise BrokerUnavailable("the task queue (broker) is unreachable")
 
     monkeypatch.setattr(pipeline, "send", send)
 
@@ -192,9 +192,9 @@ def test_it_answers_503_json_when_the_broker_is_down_and_keeps_the_approval(
     assert response.json() == {
         "error": {
             "code": "broker_unavailable",
-            "message": f"batch {labelled_batch.pk} is approved and run {run.pk} is recorded; it starts by "
-            "itself when the task queue is back "
-            "(the task queue (broker) is unreachable: Error 111 connecting)",
+            "message": f"batch {labelled_batch.pk} is approved and run {run.pk} is recorded, but the task "
+            "queue (broker) is unreachable; the run starts by itself once it is back (GET /healthz shows "
+            "each component's state).",
         }
     }
     labelled_batch.refresh_from_db()

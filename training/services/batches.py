@@ -471,8 +471,8 @@ def batch_approve(
         return TrainingRun.objects.get(batch_id=batch_id)
     except BrokerUnavailable as exc:
         raise BrokerUnavailable(
-            f"batch {batch_id} is approved and run {run.pk} is recorded; it starts by itself when the "
-            f"task queue is back ({exc})"
+            f"batch {batch_id} is approved and run {run.pk} is recorded, but {exc}; the run starts by "
+            "itself once it is back (GET /healthz shows each component's state)."
         ) from exc
     logger.info("batch %s approved by %s: run %s queued", batch_id, reviewer, run.pk)
     return run

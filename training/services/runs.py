@@ -366,7 +366,8 @@ def run_retry(*, reviewer: User, run_id: int) -> TrainingRun:
             transaction.on_commit(lambda: pipeline.run_step_send(run_id))
     except BrokerUnavailable as exc:
         raise BrokerUnavailable(
-            f"the retry of run {run_id} is recorded; it starts by itself when the task queue is back ({exc})"
+            f"the retry of run {run_id} is recorded, but {exc}; it starts by itself once it is back "
+            "(GET /healthz shows each component's state)."
         ) from exc
     run.refresh_from_db()
     return run
