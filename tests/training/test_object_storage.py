@@ -14,6 +14,7 @@ import json
 import pickle
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from django.conf import settings
 
 from annotation.models import Guess, Product, Split
 from tests.conftest import client_for
-from tests.training.conftest import FAST, import_catalogue, label_everything
+from tests.training.conftest import FAST, catalogue_rows, import_catalogue, label_everything
 from tests.training.factories import make_version
 from tests.worker_process import celery_worker, wait_for
 from training import storage
@@ -204,21 +205,24 @@ def test_it_completes_a_round_with_split_cpu_and_gpu_workers_and_artifacts_in_th
     web, cpu, gpu = tmp_path / "artifacts", tmp_path / "cpu-worker", tmp_path / "gpu-worker"
     pipeline_settings.RETRAIN_RECIPE_OVERRIDES = json.dumps(SHORT)
     pipeline_settings.RETRAIN_EVAL_MAX_ITEMS = 30
-    import_catalogue()
-    # v1, trained here (the web side): staged in this process's folder, then published to the bucket.
-    v1 = version_bootstrap_v1(max_items=60, overrides={"train": {"max_steps": 2}})
-    assert v1.status == VersionStatus.CHAMPION
-    assert f"{v1.artifact_path}/adapter_model.safetensors" in _keys(s3_env, "versions/")
-
+    started = time.monotonic()
     with (
         celery_worker(queues="default", extra_env=_worker_env(s3_env, cpu), log_name="test-worker-cpu.log"),
         celery_worker(queues="train", extra_env=_worker_env(s3_env, gpu), log_name="test-worker-gpu.log"),
     ):
+        import_catalogue(catalogue_rows()[:120])  # 90 pool products, 30 test
+        # v1, trained here (the web side) while the workers start: staged in this process's folder, then
+        # published to the bucket.
+        v1 = version_bootstrap_v1(max_items=30, overrides={"train": {"max_steps": 2}})
+        assert v1.status == VersionStatus.CHAMPION
+        assert f"{v1.artifact_path}/adapter_model.safetensors" in _keys(s3_env, "versions/")
+        v1_ready = time.monotonic()
         pool = Product.objects.filter(split=Split.POOL).count()
         wait_for(  # v1's promotion queued its guesses: the GPU worker fetched v1 from the bucket
             lambda: Guess.objects.filter(model_version=v1).count() >= pool, timeout=60, what="v1's guesses"
         )
-        assert label_everything(annotator, price_of=lambda p: p.price, limit=40) == 40
+        guessed = time.monotonic()
+        assert label_everything(annotator, price_of=lambda p: p.price, limit=30) == 30
         reviewer_client = client_for(reviewer)
         created = reviewer_client.post("/api/v1/batches/create", {"min_size": 5}, format="json")
         assert created.status_code == 201, created.content
@@ -228,6 +232,7 @@ def test_it_completes_a_round_with_split_cpu_and_gpu_workers_and_artifacts_in_th
         )
         assert approved.status_code == 200, approved.content
         run_id = approved.json()["id"]
+        approved_at = time.monotonic()
         run = wait_for(
             lambda: TrainingRun.objects.filter(
                 pk=run_id, status__in=[RunStatus.SUCCEEDED, RunStatus.FAILED]
@@ -235,6 +240,7 @@ def test_it_completes_a_round_with_split_cpu_and_gpu_workers_and_artifacts_in_th
             timeout=120,
             what="the round (dataset on the CPU worker, train/evaluate on the GPU worker)",
         )
+    round_s = time.monotonic() - approved_at
     assert run.status == RunStatus.SUCCEEDED, run.error
     v2 = ModelVersion.objects.get(pk=run.candidate_id)
     assert v2.parent_id == v1.pk
@@ -284,3 +290,8 @@ def test_it_completes_a_round_with_split_cpu_and_gpu_workers_and_artifacts_in_th
     png = client_for(reviewer).get(f"/review/versions/{v2.number}/scatter.png")
     assert png.status_code == 200
     assert b"".join(png.streaming_content).startswith(b"\x89PNG")
+    print(  # pytest -s shows them
+        f"\nworkers up + v1 (web side) {v1_ready - started:.1f} s; v1's guesses {guessed - v1_ready:.1f} s; "
+        f"round approve → dataset (CPU) → train, evaluate (GPU) → gate: {round_s:.1f} s; "
+        f"whole test {time.monotonic() - started:.1f} s"
+    )
