@@ -304,13 +304,13 @@ class VersionDownloadApi(TrainingApi):
             not_modified["ETag"] = etag
             return not_modified
         try:  # files complete and checksums matching in the store, or no download
-            storage.version_verify(version.artifact_path)
+            info = storage.version_verify(version.artifact_path)
         except (ArtifactError, OSError) as exc:
             raise Conflict(
                 detail=f"the files of {version.name} fail verification: {exc}", code="artifact_invalid"
             ) from None
         response = StreamingHttpResponse(
-            storage.version_stream(version.artifact_path, prefix=version.name),
+            storage.version_stream(version.artifact_path, prefix=version.name, info=info),
             content_type="application/x-tar",
         )
         response["Content-Length"] = str(version.artifact_size)

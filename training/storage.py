@@ -165,6 +165,9 @@ def version_publish(local_dir: Path) -> str:
     if _in_place(storage, name, local_dir):
         return name
     info = read_version(local_dir)
+    stale = set(_stored_names(storage, name)) - {*info.files, MANIFEST}
+    for file_name in sorted(stale):  # left by an earlier, crashed attempt at this version
+        storage.delete(f"{name}/{file_name}")
     for file_name in sorted(info.files):
         _put(storage, local_dir / file_name, f"{name}/{file_name}")
     _put(storage, local_dir / MANIFEST, f"{name}/{MANIFEST}")
@@ -197,8 +200,9 @@ def version_verify(name: str) -> VersionInfo:
     )
 
 
-def version_stream(name: str, *, prefix: str) -> Iterator[bytes]:
-    """The stored version as the download's tar archive (``stream_tar``'s bytes), read from the store."""
+def version_stream(name: str, *, prefix: str, info: VersionInfo) -> Iterator[bytes]:
+    """The stored version as the download's tar archive (``stream_tar``'s bytes), read from the store:
+    the files ``version_verify`` checked (``info``), and no other."""
     storage = artifact_storage()
     local = paths.resolve(name)
     if _in_place(storage, name, local):
@@ -211,8 +215,7 @@ def version_stream(name: str, *, prefix: str) -> Iterator[bytes]:
             size=storage.size(f"{name}/{file_name}"),
             open=lambda n=f"{name}/{file_name}": cast(Any, storage.open(n, "rb")),  # type: ignore[misc]
         )
-        for file_name in _stored_names(storage, name)
-        if not file_name.startswith(".")
+        for file_name in [*info.files, MANIFEST]
     ]
     return stream_tar_members(members)
 

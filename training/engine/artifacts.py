@@ -222,14 +222,20 @@ def verify_version_files(
     """
     present = sorted(names)
     sizes = {name: size_of(name) for name in present}
-    for name in present:
+    actual: dict[str, str] = {}
+    manifest_bytes = b""
+    for name in present:  # one read of each file: its leading bytes checked, then all of it hashed
         with open_file(name) as fh:
             check_stream_is_safe(name, fh, sizes[name])
+            fh.seek(0)
+            if name == MANIFEST:
+                manifest_bytes = fh.read()
+            else:
+                actual[name] = sha256_stream(fh)
     if MANIFEST not in present:
         raise ArtifactError(f"{where} has no {MANIFEST}: incomplete or not a version")
     try:
-        with open_file(MANIFEST) as fh:
-            manifest = json.loads(fh.read())
+        manifest = json.loads(manifest_bytes)
         listed: dict[str, dict[str, Any]] = manifest["files"]
     except (ValueError, KeyError, TypeError):
         raise ArtifactError(f"{where}/{MANIFEST} is not a valid version manifest") from None
@@ -240,15 +246,11 @@ def verify_version_files(
     for name in ADAPTER_FILES:
         if name not in listed:
             raise ArtifactError(f"{where}: manifest lists no {name}")
-    hashes = {}
-    size = 0
     for name, meta in sorted(listed.items()):
-        with open_file(name) as fh:
-            actual = sha256_stream(fh)
-        if actual != meta.get("sha256"):
-            raise ArtifactError(f"{where}/{name}: sha256 {actual} does not match the manifest; refused")
-        hashes[name] = actual
-        size += sizes[name]
+        if actual[name] != meta.get("sha256"):
+            raise ArtifactError(f"{where}/{name}: sha256 {actual[name]} does not match the manifest; refused")
+    hashes = {name: actual[name] for name in sorted(listed)}
+    size = sum(sizes[name] for name in listed)
     return VersionInfo(path=path or Path(where), manifest=manifest, files=hashes, size=size)
 
 
