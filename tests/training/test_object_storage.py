@@ -295,3 +295,32 @@ def test_it_completes_a_round_with_split_cpu_and_gpu_workers_and_artifacts_in_th
         f"round approve → dataset (CPU) → train, evaluate (GPU) → gate: {round_s:.1f} s; "
         f"whole test {time.monotonic() - started:.1f} s"
     )
+
+
+@pytest.mark.django_db
+def test_a_worker_fetches_a_dataset_from_the_bucket_only_when_its_checksum_matches(
+    s3_env: dict[str, str], settings: Any, tmp_path: Path
+) -> None:
+    from training.engine.datasets import LabelRow, build_sft
+
+    settings.ARTIFACT_ROOT = tmp_path / "cpu"
+    rows = [
+        LabelRow(product_id=f"p{i}", text=f"Lamp {i}", price=10.0 + i, guess_price=None, verdict="correct")
+        for i in range(5)
+    ]
+    out = tmp_path / "cpu" / "datasets" / "run-7" / "sft.jsonl"
+    manifest = build_sft(rows, out, test_ids=set())
+    name = storage.dataset_publish(out, sha256=manifest.sha256)
+    assert _keys(s3_env, "datasets/") == {"datasets/run-7/sft.jsonl", "datasets/run-7/sft.manifest.json"}
+
+    settings.ARTIFACT_ROOT = tmp_path / "gpu"
+    fetched = storage.dataset_local(name, sha256=manifest.sha256)
+    assert fetched == (tmp_path / "gpu" / name).resolve()
+    assert fetched.read_bytes() == out.read_bytes()
+    assert fetched.with_name("sft.manifest.json").is_file()
+
+    _bucket(s3_env).put_object(Key=name, Body=b'{"prompt": "x", "completion": "999.00"}\n')
+    settings.ARTIFACT_ROOT = tmp_path / "gpu2"
+    with pytest.raises(ArtifactError, match="does not match its sha256"):
+        storage.dataset_local(name, sha256=manifest.sha256)
+    assert not (tmp_path / "gpu2" / name).exists()  # nothing half-fetched left to be trained on
