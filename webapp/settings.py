@@ -115,49 +115,61 @@ STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request when it is
 # stages what it publishes and caches what it fetches (training/storage.py).
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts"))).resolve()
 ARTIFACTS_BACKEND = env_str("ARTIFACTS_BACKEND", "local").lower()
+# Read whatever the backend, so that every variable is known to the .env.example checks.
+_s3_options = {
+    "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME"),
+    "location": env_str("AWS_LOCATION"),  # a key prefix inside the bucket
+    # Any S3-compatible store (MinIO, Ceph, R2...); empty means AWS itself.
+    "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+    "region_name": env_str("AWS_S3_REGION_NAME") or None,
+    # Empty keys: boto3's own chain (instance role, ~/.aws, AWS_ACCESS_KEY_ID...).
+    "access_key": env_secret("AWS_S3_ACCESS_KEY_ID") or None,
+    "secret_key": env_secret("AWS_S3_SECRET_ACCESS_KEY") or None,
+    "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE") or None,
+    "default_acl": None,  # private objects; the API streams them to clients
+    "file_overwrite": True,  # a re-published file (a retried run) replaces its object
+}
+_artifacts: dict[str, Any]
 if ARTIFACTS_BACKEND == "local":
-    _artifacts: dict[str, Any] = {"BACKEND": "training.storage.ArtifactFileStorage"}
+    _artifacts = {"BACKEND": "training.storage.ArtifactFileStorage"}
 elif ARTIFACTS_BACKEND == "s3":
-    if not env_str("AWS_STORAGE_BUCKET_NAME"):
+    if not _s3_options["bucket_name"]:
         raise ImproperlyConfigured("ARTIFACTS_BACKEND=s3 needs AWS_STORAGE_BUCKET_NAME (an existing bucket).")
-    _artifacts = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME"),
-            "location": env_str("AWS_LOCATION"),  # a key prefix inside the bucket
-            # Any S3-compatible store (MinIO, Ceph, R2...); empty means AWS itself.
-            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
-            "region_name": env_str("AWS_S3_REGION_NAME") or None,
-            # Empty keys: boto3's own chain (instance role, ~/.aws, AWS_ACCESS_KEY_ID...).
-            "access_key": env_secret("AWS_S3_ACCESS_KEY_ID") or None,
-            "secret_key": env_secret("AWS_S3_SECRET_ACCESS_KEY") or None,
-            "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE") or None,
-            "default_acl": None,  # private objects; the API streams them to clients
-            "querystring_auth": True,
-            "file_overwrite": True,  # a re-published file (a retried run) replaces its object
-        },
-    }
+    _artifacts = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": _s3_options}
 else:
     raise ImproperlyConfigured(f"ARTIFACTS_BACKEND={ARTIFACTS_BACKEND!r}: use local (a folder) or s3.")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "artifacts": _artifacts,
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Hashed names, cached for ever by browsers; `collectstatic` writes them (and the manifest) before start.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
-# --- security (production values; `manage.py check --deploy` is clean when DEBUG is off) -------------
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# --- security -----------------------------------------------------------------------------------------
+# HTTPS (default on when DEBUG is off): redirect plain HTTP to HTTPS, Secure cookies, HSTS; `check --deploy`
+# is clean. HTTPS=0 is the plain-HTTP mode for a private network without TLS: no redirect, cookies
+# without Secure, no HSTS, and the four `check --deploy` warnings about exactly those settings silenced
+# (security.W004/W008/W012/W016); every other deploy check still applies.
+HTTPS = env_bool("HTTPS", default=not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=HTTPS and not DEBUG)
+# Django then takes "X-Forwarded-Proto: https" as proof that the client spoke HTTPS. Only a proxy in front
+# of every request may say so: trusted without one, anyone reaching gunicorn directly could claim HTTPS.
+TRUSTED_PROXY = env_bool("TRUSTED_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXY else None
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = not DEBUG
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS and not DEBUG else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS and not DEBUG
+SECURE_HSTS_PRELOAD = HTTPS and not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS: list[str] = []
+if not HTTPS:
+    # What plain-HTTP mode turns off on purpose (see above); nothing else is silenced.
+    SILENCED_SYSTEM_CHECKS += ["security.W004", "security.W008", "security.W012", "security.W016"]
 
 # --- REST API ---------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
