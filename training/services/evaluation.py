@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from annotation.models import PriceFlag, Product, Split
-from training import paths
+from training import paths, storage
 from training.models import Evaluation, ModelVersion
 from training.recipes import make_predictor, version_predictor_settings
 
@@ -66,7 +66,7 @@ def _store_evaluation(
     chart = paths.chart_dir() / f"{(version.name if version else baseline)}-{fingerprint[:12]}.png"
     try:
         scatter_chart(truths, guesses, chart, title=title)
-        chart_path = paths.relative(chart)
+        chart_path = storage.file_publish(chart)
     except Exception:
         logger.exception("scatter chart for %s failed", title)
         chart_path = ""
@@ -106,7 +106,9 @@ def evaluation_of_version(
         return cached
     started = time.monotonic()
     model = make_predictor(
-        base_model=version.base_model, adapter_dir=paths.resolve(version.artifact_path), predictor=predictor
+        base_model=version.base_model,
+        adapter_dir=storage.version_local(version.artifact_path, manifest=version.manifest),
+        predictor=predictor,
     )
     guesses: list[float] = []
     for start in range(0, len(products), _EVAL_CHUNK):

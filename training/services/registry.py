@@ -26,9 +26,8 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from annotation.models import Product
-from training import paths, pipeline
-from training.archive import tar_digest
-from training.engine.artifacts import ArtifactError, read_version
+from training import paths, pipeline, storage
+from training.engine.artifacts import ArtifactError, read_version, tar_digest
 from training.exceptions import (
     RollbackNeedsOverride,
     RunStateError,
@@ -69,7 +68,7 @@ def version_register(
     exists, so a listed version always has complete files. A folder left by a crashed attempt is
     reused when it verifies and replaced when it does not.
     """
-    from training.engine.artifacts import ArtifactError, read_version, write_version
+    from training.engine.artifacts import ArtifactError, write_version
 
     run = TrainingRun.objects.select_related("parent", "dataset").get(pk=run_id)
     if run.candidate_id is not None:
@@ -108,6 +107,7 @@ def version_register(
         write_version(adapter_dir, dest, manifest=manifest)
     read_version(dest)  # raises on any missing file or checksum mismatch: no row for a bad folder
     stored = _read_manifest(dest)
+    name = storage.version_publish(dest)  # in the store before its row exists
     for _attempt in range(5):
         try:
             with transaction.atomic():
@@ -119,7 +119,7 @@ def version_register(
                     base_revision=revision,
                     parent=run.parent,
                     status=VersionStatus.CANDIDATE,
-                    artifact_path=paths.relative(dest),
+                    artifact_path=name,
                     artifact_sha256=sha256,
                     artifact_size=size,
                     hyperparameters={"recipe": run.recipe_name, "method": run.recipe, **run.hyperparameters},
@@ -345,13 +345,13 @@ def _apply_decision(
 def version_files_check(version: ModelVersion) -> None:
     """Raise ``VersionFilesInvalid`` unless the version's folder passes the download's checks.
 
-    The same ``read_version`` the download runs (allowed file types only, no pickles, the manifest's
+    The same ``storage.version_verify`` the download runs (allowed file types only, no pickles, the manifest's
     files exactly, every sha256 matching): a folder no client may download must never serve guesses.
     """
     if not version.artifact_path:
         raise VersionFilesInvalid(f"{version.name} has no files registered; it cannot be made champion.")
     try:
-        read_version(paths.resolve(version.artifact_path))
+        storage.version_verify(version.artifact_path)
     except (ArtifactError, OSError) as exc:
         raise VersionFilesInvalid(
             f"the files of {version.name} fail verification ({exc}); restore its folder from a verified "
