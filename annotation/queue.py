@@ -30,6 +30,7 @@ from annotation.exceptions import (
     UndoNotAllowed,
 )
 from annotation.models import (
+    HELD,
     Annotation,
     AnnotatorStatus,
     Assignment,
@@ -109,7 +110,7 @@ def _status_with_live_sql(vendor: str) -> str:
         "NULL"
         if _single_statement_writes()
         else f"(SELECT a.id FROM {Assignment._meta.db_table} a WHERE a.annotator_id = %(user)s "  # noqa: S608
-        f"AND a.status = {_choice(AssignmentStatus.LIVE)} LIMIT 1)"
+        f"AND {_held_sql('a')} ORDER BY a.status = {_choice(AssignmentStatus.LIVE)} DESC LIMIT 1)"
     )
     return (
         f"SELECT {_columns(AnnotatorStatus, 's')}, {live} AS live_id, ({current}) AS codebook_id, "  # noqa: S608
@@ -117,6 +118,11 @@ def _status_with_live_sql(vendor: str) -> str:
         f"AND k.version_id = ({current})) AS codebook_acked "
         f"FROM {AnnotatorStatus._meta.db_table} s WHERE s.user_id = %(user)s{lock}"
     )
+
+
+def _held_sql(alias: str) -> str:
+    """SQL: the lease ``alias`` is live or ahead (the live one is preferred where both exist)."""
+    return f"{alias}.status IN ({_choice(AssignmentStatus.LIVE)}, {_choice(AssignmentStatus.AHEAD)})"
 
 
 def _status_with_live(annotator: User) -> AnnotatorStatus | None:
@@ -242,9 +248,14 @@ def _lease_new_sql(*, gold: bool, vendor: str) -> str:
         Assignment._meta.db_table,
         AnnotatorStatus._meta.db_table,
     )
+    # The live lease, else the lease ahead (the page's pre-fetched item), which becomes the live one.
+    # The status condition is repeated outside the subquery: after waiting for an expirer's row lock,
+    # PostgreSQL re-checks it on the row's new version (an expired lease is not revived).
+    is_live = _choice(AssignmentStatus.LIVE)
     live = (
-        f"live AS (UPDATE {assign_t} a SET expires_at = %(expires)s WHERE a.annotator_id = %(user)s "  # noqa: S608
-        f"AND a.status = {_choice(AssignmentStatus.LIVE)} RETURNING a.id)"
+        f"live AS (UPDATE {assign_t} a SET expires_at = %(expires)s, status = {is_live} "  # noqa: S608
+        f"WHERE a.id = (SELECT h.id FROM {assign_t} h WHERE h.annotator_id = %(user)s AND {_held_sql('h')} "
+        f"ORDER BY h.status = {is_live} DESC LIMIT 1) AND {_held_sql('a')} RETURNING a.id)"
     )
     unless = "NOT EXISTS(SELECT 1 FROM live) AND "
     insert = (
@@ -335,7 +346,8 @@ def _pick_returned(annotator: User) -> Assignment | None:
 def lease_next_task(*, annotator: User) -> Assignment | None:
     """The annotator's current lease, or a new one on the next task; ``None`` when nothing is left.
 
-    Idempotent: while a lease is live, every call returns that same lease (and renews its TTL).
+    Idempotent: while a lease is live, every call returns that same lease (and renews its TTL). Without
+    a live lease, the lease ahead (``lease_ahead``) becomes the live one.
     Raises ``CodebookAckRequired`` when a codebook version is unacknowledged and ``AnnotatorPaused``
     when gold accuracy paused the annotator. The returned assignment has ``task``, ``task.product`` and
     ``task.guess`` loaded.
@@ -352,18 +364,17 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
         if status.paused:
             raise AnnotatorPaused(status.paused_reason)
         if status.live_id is not None:  # type: ignore[attr-defined]  # SQLite (PostgreSQL: _lease_new)
-            renewed = Assignment.objects.filter(id=status.live_id, status=AssignmentStatus.LIVE).update(  # type: ignore[attr-defined]
-                expires_at=expires_at
+            renewed = Assignment.objects.filter(id=status.live_id, status__in=HELD).update(  # type: ignore[attr-defined]
+                expires_at=expires_at, status=AssignmentStatus.LIVE
             )
             if renewed:  # else the expirer took it back a moment ago: lease afresh
                 return _live_loaded(status.live_id)  # type: ignore[attr-defined]
 
-        gold_due = _gold_due(status, cfg)
-        task = None
         if _single_statement_writes():
             # Live lease renewed, or pick + insert + counters (+ claim), as one statement each; same
             # picks, locks and guards. Past this point the annotator has no live lease: the statement
             # read that after the status lock was held, and every path to a live lease takes that lock.
+            gold_due = _gold_due(status, cfg)
             leased = (
                 _lease_new(annotator, status, gold=True, expires_at=expires_at, now=now) if gold_due else None
             )
@@ -371,44 +382,90 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
                 leased = _lease_new(annotator, status, gold=False, expires_at=expires_at, now=now)
             if leased is not None:
                 return leased
-        else:
-            task = _pick_gold(annotator) if gold_due else None
-            if task is None:
-                task = _pick_fresh(annotator)
-        if task is not None:
-            assignment = Assignment.objects.create(
-                task=task,
-                annotator=annotator,
-                status=AssignmentStatus.LIVE,
-                expires_at=expires_at,
-                updated=now,
+            # Neither gold nor fresh: only an item that came back may be left.
+            return _lease_picked(annotator, status, lease_status=AssignmentStatus.LIVE, fresh=False, now=now)
+        return _lease_picked(annotator, status, lease_status=AssignmentStatus.LIVE, fresh=True, now=now)
+
+
+def lease_ahead(*, annotator: User) -> Assignment | None:
+    """The item after the annotator's live one, leased for them ``ahead`` (the annotator page's
+    pre-fetch, so that the next item shows without a round trip); the next ``lease_next_task`` makes it
+    live. Same picks, locks, claims and TTL as a live lease, and like one it expires (``leases_expire``)
+    when the page is abandoned. Idempotent: an existing lease ahead is renewed and returned.
+
+    None when the annotator holds no live lease, must acknowledge the codebook, is paused, or nothing
+    else is left. The returned assignment has ``task``, ``task.product`` and ``task.guess`` loaded.
+    """
+    cfg = annotation_config()
+    now = timezone.now()
+    with transaction.atomic():
+        status = annotator_status_locked(annotator=annotator)
+        if status.paused or codebook_unacknowledged(annotator=annotator) is not None:
+            return None
+        held = dict(
+            Assignment.objects.filter(annotator=annotator, status__in=HELD).values_list("status", "id")
+        )
+        if AssignmentStatus.LIVE not in held:
+            return None  # nothing is ahead of no item
+        ahead_id = held.get(AssignmentStatus.AHEAD)
+        if ahead_id is not None:
+            renewed = Assignment.objects.filter(id=ahead_id, status=AssignmentStatus.AHEAD).update(
+                expires_at=now + timedelta(seconds=cfg.lease_ttl_s)
             )
-            AnnotatorStatus.objects.filter(id=status.id).update(
-                leases_total=F("leases_total") + 1, gold_leases=F("gold_leases") + int(task.is_gold)
-            )
-        else:
-            returned = _pick_returned(annotator)
-            if returned is None:
-                return None
-            assignment, task = returned, returned.task
-            Assignment.objects.filter(id=assignment.id, status__in=RETURNABLE).update(
-                status=AssignmentStatus.LIVE, expires_at=expires_at, updated=now
-            )
-            assignment.status, assignment.expires_at, assignment.updated = (
-                AssignmentStatus.LIVE,
-                expires_at,
-                now,
-            )
-        if not task.is_gold:
-            # The row is locked; the condition is the database-side guard.
-            claimed = Task.objects.filter(id=task.id, claimed_count__lt=F("overlap")).update(
-                claimed_count=F("claimed_count") + 1
-            )
-            if claimed != 1:  # pragma: no cover - only reachable if the locks above were bypassed
-                raise LeaseLost("The item was taken meanwhile; ask for the next one.")
-            task.claimed_count += 1
-        assignment.task = task
-        return assignment
+            if renewed:
+                return _live_loaded(ahead_id)
+        # Only a gold or fresh item: one the annotator skipped stays at the end of their queue (and its
+        # skip can still be undone) until nothing else is left.
+        return _lease_picked(
+            annotator, status, lease_status=AssignmentStatus.AHEAD, fresh=True, returned=False, now=now
+        )
+
+
+def _lease_picked(
+    annotator: User,
+    status: AnnotatorStatus,
+    *,
+    lease_status: str,
+    fresh: bool,
+    returned: bool = True,
+    now: datetime,
+) -> Assignment | None:
+    """Lease the next gold or fresh task (``fresh``), else (``returned``) one of the annotator's own
+    returned items, with ``lease_status`` (live or ahead), and claim it; None when there is none. The
+    caller holds the status lock (``annotator_status_locked``)."""
+    cfg = annotation_config()
+    expires_at = now + timedelta(seconds=cfg.lease_ttl_s)
+    task = None
+    if fresh:
+        task = _pick_gold(annotator) if _gold_due(status, cfg) else None
+        if task is None:
+            task = _pick_fresh(annotator)
+    if task is not None:
+        assignment = Assignment.objects.create(
+            task=task, annotator=annotator, status=lease_status, expires_at=expires_at, updated=now
+        )
+        AnnotatorStatus.objects.filter(id=status.id).update(
+            leases_total=F("leases_total") + 1, gold_leases=F("gold_leases") + int(task.is_gold)
+        )
+    else:
+        back = _pick_returned(annotator) if returned else None
+        if back is None:
+            return None
+        assignment, task = back, back.task
+        Assignment.objects.filter(id=assignment.id, status__in=RETURNABLE).update(
+            status=lease_status, expires_at=expires_at, updated=now
+        )
+        assignment.status, assignment.expires_at, assignment.updated = lease_status, expires_at, now
+    if not task.is_gold:
+        # The row is locked; the condition is the database-side guard.
+        claimed = Task.objects.filter(id=task.id, claimed_count__lt=F("overlap")).update(
+            claimed_count=F("claimed_count") + 1
+        )
+        if claimed != 1:  # pragma: no cover - only reachable if the locks above were bypassed
+            raise LeaseLost("The item was taken meanwhile; ask for the next one.")
+        task.claimed_count += 1
+    assignment.task = task
+    return assignment
 
 
 def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
@@ -588,7 +645,7 @@ def assignment_unskip_last(*, annotator: User) -> Assignment | None:
 
 
 def _release(assignment_ids: list[int], *, new_status: str, only_expired_before: object = None) -> int:
-    """Compare-and-set ``live → new_status`` for each id, then give each task its claim back once.
+    """Compare-and-set ``live/ahead → new_status`` for each id, then give each task its claim back once.
 
     The rows are locked first, so the claims given back are exactly those of the rows changed here,
     even if an expirer or a submit races for the same leases (they wait, then find them no longer live).
@@ -596,7 +653,7 @@ def _release(assignment_ids: list[int], *, new_status: str, only_expired_before:
     if not assignment_ids:
         return 0
     now = timezone.now()
-    rows = Assignment.objects.filter(id__in=assignment_ids, status=AssignmentStatus.LIVE)
+    rows = Assignment.objects.filter(id__in=assignment_ids, status__in=HELD)
     if only_expired_before is not None:
         rows = rows.filter(expires_at__lt=only_expired_before)
     locked = list(rows.select_for_update(of=("self",)).values_list("id", "task_id", "task__is_gold"))
@@ -615,7 +672,7 @@ def _release(assignment_ids: list[int], *, new_status: str, only_expired_before:
 
 
 def leases_expire(*, limit: int = 5000) -> int:
-    """Return expired live leases to the queue, each exactly once; the number returned.
+    """Return expired live and ahead leases to the queue, each exactly once; the number returned.
 
     Two expirers running at once take disjoint rows (SKIP LOCKED) and each row's ``live → expired``
     is a compare-and-set, so no task gets its claim back twice.
@@ -623,7 +680,11 @@ def leases_expire(*, limit: int = 5000) -> int:
     now = timezone.now()
     with transaction.atomic():
         ids = list(
-            Assignment.objects.filter(status=AssignmentStatus.LIVE, expires_at__lt=now)
+            # One condition per status: each matches its partial index (assignment_*_expiry).
+            Assignment.objects.filter(
+                Q(status=AssignmentStatus.LIVE, expires_at__lt=now)
+                | Q(status=AssignmentStatus.AHEAD, expires_at__lt=now)
+            )
             .order_by("expires_at")
             .select_for_update(skip_locked=True)
             .values_list("id", flat=True)[:limit]
@@ -632,10 +693,10 @@ def leases_expire(*, limit: int = 5000) -> int:
 
 
 def leases_release_for_annotator(*, annotator: User) -> int:
-    """Take back every live lease of ``annotator`` (paused); their items return to the queue."""
+    """Take back every live and ahead lease of ``annotator`` (paused); their items return to the queue."""
     with transaction.atomic():
         ids = list(
-            Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE)
+            Assignment.objects.filter(annotator=annotator, status__in=HELD)
             .select_for_update()
             .values_list("id", flat=True)
         )

@@ -56,8 +56,11 @@ def annotator_progress(*, annotator: User) -> dict[str, Any]:
     )
     capped = fresh > REMAINING_CAP
     fresh = min(fresh, REMAINING_CAP)
+    # Returned items, and the item leased ahead (pre-fetch): still to do, though no longer fresh.
     returned = Assignment.objects.filter(
-        annotator=annotator, status__in=RETURNABLE, task__status=TaskStatus.OPEN, task__is_gold=False
+        Q(status__in=RETURNABLE, task__status=TaskStatus.OPEN) | Q(status=AssignmentStatus.AHEAD),
+        annotator=annotator,
+        task__is_gold=False,
     ).count()
     status = AnnotatorStatus.objects.filter(user=annotator).first()
     return {

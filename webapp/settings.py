@@ -227,6 +227,7 @@ ANNOTATION_TOLERANCE_REL = env_float("ANNOTATION_TOLERANCE_REL", 0.1)
 ANNOTATION_ROUTING = env_str("ANNOTATION_ROUTING", "entropy")
 ANNOTATION_CONFIRM_FACTOR = env_float("ANNOTATION_CONFIRM_FACTOR", 10.0)
 ANNOTATION_GOLD_POOL_MIN = env_int("ANNOTATION_GOLD_POOL_MIN", 20)
+ANNOTATION_PREFETCH = env_bool("ANNOTATION_PREFETCH", default=True)
 
 # --- retraining pipeline (training/conf.py reads these; see .env.example for what each means) ----------
 RETRAIN_MIN_BATCH_SIZE = env_int("RETRAIN_MIN_BATCH_SIZE", 20)
