@@ -8,19 +8,14 @@ the field. Another annotator's assignment is indistinguishable from a missing on
 
 from __future__ import annotations
 
-import functools
 import json
-import math
-import re
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -41,7 +36,7 @@ from annotation import gold, quarantine, selectors, services
 from annotation.exceptions import AnnotationError, CodebookAckRequired
 from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
 from webapp.api import ERROR_SCHEMA as ERROR
-from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role, token_user
+from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
 
 MAX_ID = 2**63 - 1  # larger ids are a 400, not a database error
 
@@ -101,53 +96,6 @@ class AssignmentOut(serializers.Serializer):
         if task.is_blind or task.guess is None:
             return None
         return {"price": f"{task.guess.price:.2f}"}
-
-
-def _when(value: Any) -> str | None:
-    # DRF's DateTimeField output: ISO 8601 in the current time zone, "Z" for UTC.
-    if value is None:
-        return None
-    text = timezone.localtime(value).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def assignment_out(assignment: Assignment) -> dict[str, Any]:
-    """``AssignmentOut(assignment).data`` without building serializers: the queue's hot path answers
-    with it (a test checks that both agree). ``task``, ``task.product`` and ``task.guess`` loaded."""
-    task, product = assignment.task, assignment.task.product
-    return {
-        "id": assignment.id,
-        "task_id": assignment.task_id,
-        "status": assignment.status,
-        "expires_at": _when(assignment.expires_at),
-        "product": {
-            "id": product.id,
-            "external_id": product.external_id,
-            "title": product.title,
-            "text": product.text,
-            "category": product.category,
-        },
-        "guess": None if task.is_blind or task.guess is None else {"price": f"{task.guess.price:.2f}"},
-    }
-
-
-def annotation_out(annotation: Annotation) -> dict[str, Any]:
-    """``AnnotationOut(annotation).data`` without building serializers (a test checks both agree)."""
-    price = annotation.corrected_price
-    return {
-        "id": annotation.id,
-        "assignment_id": annotation.assignment_id,
-        "task_id": annotation.task_id,
-        "verdict": annotation.verdict,
-        "corrected_price": None if price is None else f"{price:.2f}",
-        "price_flag": annotation.price_flag,
-        "reason_code": annotation.reason_code,
-        "seconds_spent": float(annotation.seconds_spent),
-        "codebook_version": version.number if (version := annotation.codebook_version) else None,
-        "guess_shown": annotation.guess_shown,
-        "created": _when(annotation.created),
-        "gold_feedback": getattr(annotation, "gold_feedback", None),
-    }
 
 
 class GoldFeedbackOut(serializers.Serializer):
@@ -231,83 +179,10 @@ class UndoOut(serializers.Serializer):
 # --- annotators ----------------------------------------------------------------------------------------
 
 
-def _strict_constant(value: str) -> Any:
-    raise ValueError(f"{value} is not valid JSON")  # as DRF's JSONParser (STRICT_JSON)
-
-
-class TokenHotPath(AnnotationApi):
-    """The annotator loop's two endpoints, for scripts that call them with a token, at a fraction of
-    the CPU (docs/perf-queue.md): one query for token + user + roles (``webapp.roles.token_user``)
-    instead of two, and no DRF request wrapping, negotiation or permission objects.
-
-    Only the plainest request takes this path: POST, a well-formed ``Token`` header naming an active
-    annotator, no query string, ``Accept`` absent, ``*/*`` or ``application/json``, a JSON body (or
-    none). Everything else, including every malformed or refused request, goes through the DRF view
-    unchanged, which then answers with its usual errors; so does an answer that fails input
-    validation, before anything is written. Errors raised once the service ran are rendered by the
-    DRF view's own ``handle_exception``, so the body and status are the same either way (a test checks
-    this against session requests, which always take the DRF path).
-    """
-
+class NextTaskApi(AnnotationApi):
     permission_classes = [IsAnnotator]
     renderer_classes = [JSONRenderer]  # scripts and the page's fetch: no browsable API on the hot path
 
-    @classmethod
-    def as_view(cls, **initkwargs: Any) -> Any:
-        drf_view = super().as_view(**initkwargs)
-        renderer = JSONRenderer()
-
-        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            meta = request.META
-            if (
-                request.method == "POST"
-                and not meta.get("QUERY_STRING")
-                and meta.get("HTTP_ACCEPT", "*/*") in ("*/*", "application/json")
-                and (user := token_user(meta.get("HTTP_AUTHORIZATION", ""))) is not None
-                and has_role(user, Role.ANNOTATOR)
-            ):
-                try:
-                    answer = cls.answer(request, user)
-                except (AnnotationError, DjangoValidationError) as exc:
-                    return cls._error(request, exc, args, kwargs)
-                if answer is not None:
-                    status_code, data = answer
-                    response = HttpResponse(
-                        renderer.render(data) if data is not None else b"", status=status_code
-                    )
-                    if data is None:  # as DRF: an empty body has no Content-Type
-                        del response["Content-Type"]
-                    else:
-                        response["Content-Type"] = renderer.media_type
-                    response["Allow"] = "POST, OPTIONS"
-                    return response
-            return drf_view(request, *args, **kwargs)
-
-        functools.update_wrapper(view, drf_view)  # keeps cls, initkwargs, view_class, csrf_exempt
-        return view
-
-    @classmethod
-    def answer(cls, request: HttpRequest, user: User) -> tuple[int, Any] | None:
-        """(status, data) of the request, or None to hand it to the DRF view (nothing written yet)."""
-        raise NotImplementedError
-
-    @classmethod
-    def _error(cls, request: HttpRequest, exc: Exception, args: Any, kwargs: Any) -> HttpResponse:
-        # The DRF view's own error handling and rendering, without running the request again.
-        view = cls()
-        view.args, view.kwargs = args, kwargs
-        drf_request = view.initialize_request(request, *args, **kwargs)
-        view.request, view.headers = drf_request, view.default_response_headers
-        view.format_kwarg = view.get_format_suffix(**kwargs)
-        drf_request.accepted_renderer, drf_request.accepted_media_type = view.perform_content_negotiation(
-            drf_request
-        )
-        response = view.finalize_response(drf_request, view.handle_exception(exc), *args, **kwargs)
-        response.render()
-        return response
-
-
-class NextTaskApi(TokenHotPath):
     @extend_schema(
         operation_id="annotate_next",
         request=None,
@@ -323,17 +198,13 @@ class NextTaskApi(TokenHotPath):
         assignment = services.lease_next_task(annotator=self.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(assignment_out(assignment))
-
-    @classmethod
-    def answer(cls, request: HttpRequest, user: User) -> tuple[int, Any] | None:
-        assignment = services.lease_next_task(annotator=user)
-        if assignment is None:
-            return status.HTTP_204_NO_CONTENT, None
-        return status.HTTP_200_OK, assignment_out(assignment)
+        return Response(AssignmentOut(assignment).data)
 
 
-class SubmitApi(TokenHotPath):
+class SubmitApi(AnnotationApi):
+    permission_classes = [IsAnnotator]
+    renderer_classes = [JSONRenderer]
+
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "SubmitInput"
@@ -368,63 +239,7 @@ class SubmitApi(TokenHotPath):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         annotation = services.annotation_submit(annotator=self.user, **data.validated_data)
-        return Response(annotation_out(annotation))
-
-    @classmethod
-    def answer(cls, request: HttpRequest, user: User) -> tuple[int, Any] | None:
-        if request.content_type != "application/json" or request.content_params:
-            return None  # forms, multipart, other charsets: DRF's parsers
-        try:
-            body = json.loads(request.body.decode(), parse_constant=_strict_constant)
-        except ValueError:  # UnicodeDecodeError included: DRF answers with its parse error
-            return None
-        validated = submit_input_plain(body)
-        if validated is None:
-            data = cls.InputSerializer(data=body)
-            if not data.is_valid():
-                return None  # DRF answers 400 naming the fields
-            validated = data.validated_data
-        annotation = services.annotation_submit(annotator=user, **validated)
-        return status.HTTP_200_OK, annotation_out(annotation)
-
-
-_PLAIN_PRICE = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
-
-
-def submit_input_plain(body: Any) -> dict[str, Any] | None:
-    """``SubmitApi.InputSerializer``'s ``validated_data`` for the plainest bodies (what scripts send),
-    without building the serializer (0.4 ms of CPU per submit); None for anything else, which the
-    serializer then validates. A test checks that both agree."""
-    if type(body) is not dict:
-        return None
-    assignment_id, verdict = body.get("assignment_id"), body.get("verdict")
-    if type(assignment_id) is not int or not 1 <= assignment_id <= MAX_ID:
-        return None
-    if type(verdict) is not str or verdict not in Verdict.values:
-        return None
-    data: dict[str, Any] = {"assignment_id": assignment_id, "verdict": verdict}
-    if "corrected_price" in body:
-        price = body["corrected_price"]
-        if price is not None and not (type(price) is str and _PLAIN_PRICE.fullmatch(price)):
-            return None
-        data["corrected_price"] = None if price is None else Decimal(price)
-    for name in ("reason_code", "client_token"):
-        text = body.get(name, "")
-        # the serializer strips whitespace and refuses NUL and lone surrogates (none in plain ASCII)
-        if type(text) is not str or len(text) > 64 or text != text.strip() or not text.isascii():
-            return None
-        if "\x00" in text:
-            return None
-        data[name] = text
-    seconds = body.get("seconds_spent", 0.0)
-    if type(seconds) not in (int, float) or not (math.isfinite(seconds) and 0 <= seconds <= 86_400):
-        return None
-    data["seconds_spent"] = float(seconds)
-    confirm = body.get("confirm_price", False)
-    if type(confirm) is not bool:  # "true", 1, …: the serializer's BooleanField decides
-        return None
-    data["confirm_price"] = confirm
-    return data
+        return Response(AnnotationOut(annotation).data)
 
 
 class AssignmentInput(serializers.Serializer):
