@@ -17,7 +17,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import Exists, F, Model, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Mod
 from django.utils import timezone
 
@@ -39,7 +39,6 @@ from annotation.models import (
     CodebookVersion,
     Guess,
     Product,
-    ResolvedLabel,
     Task,
     TaskStatus,
 )
@@ -108,7 +107,7 @@ def _status_with_live_sql(vendor: str) -> str:
     lock = " FOR UPDATE OF s" if connection.features.has_select_for_update_of else ""
     live = (
         "NULL"
-        if _single_statement_writes()
+        if single_statement_writes()
         else f"(SELECT a.id FROM {Assignment._meta.db_table} a WHERE a.annotator_id = %(user)s "  # noqa: S608
         f"AND {_held_sql('a')} ORDER BY a.status = {_choice(AssignmentStatus.LIVE)} DESC LIMIT 1)"
     )
@@ -221,7 +220,7 @@ def _choice(value: str) -> str:
     return f"'{value}'"
 
 
-def _single_statement_writes() -> bool:
+def single_statement_writes() -> bool:
     """Whether the hot path may write with data-modifying ``WITH … UPDATE/INSERT … RETURNING``.
 
     PostgreSQL only: SQLite has no data-modifying CTEs, so it runs the same steps one statement at a
@@ -298,7 +297,7 @@ def _lease_new(
 ) -> Assignment | None:
     """The annotator's live lease, renewed, if they have one; else a new live lease on the next gold
     (``gold=True``) or fresh task, in one statement; ``None`` when there is neither. Only with
-    ``_single_statement_writes()``; the caller holds the status lock."""
+    ``single_statement_writes()``; the caller holds the status lock."""
     params: dict[str, Any] = {
         "user": annotator.id,
         "live": AssignmentStatus.LIVE.value,
@@ -370,7 +369,7 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
             if renewed:  # else the expirer took it back a moment ago: lease afresh
                 return _live_loaded(status.live_id)  # type: ignore[attr-defined]
 
-        if _single_statement_writes():
+        if single_statement_writes():
             # Live lease renewed, or pick + insert + counters (+ claim), as one statement each; same
             # picks, locks and guards. Past this point the annotator has no live lease: the statement
             # read that after the status lock was held, and every path to a live lease takes that lock.
@@ -468,7 +467,7 @@ def _lease_picked(
     return assignment
 
 
-def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
+def assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
     """The annotator's assignment with its task (both locked) and the task's guess, plus the current
     codebook version (``current_codebook_id``, ``current_codebook_number``); one query.
 
@@ -516,82 +515,11 @@ def _assignment_locked_sql(vendor: str) -> str:
     )
 
 
-def _insert_values(obj: Model, *, skip: tuple[str, ...] = ()) -> tuple[str, str, list[Any]]:
-    """(columns, typed placeholders, values) to insert the unsaved ``obj`` as the ORM would (``pre_save``
-    fills ``auto_now_add``; values prepared per field). A NULL gets its column's type, which
-    ``INSERT … SELECT`` needs; other values keep theirs, so an oversized one still fails as it would."""
-    quote = connection.ops.quote_name
-    fields = [f for f in obj._meta.concrete_fields if not f.primary_key and f.name not in skip]
-    columns = ", ".join(quote(str(f.column)) for f in fields)
-    values = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
-    placeholders = ", ".join(
-        "%s" if value is not None else f"CAST(%s AS {f.cast_db_type(connection)})"
-        for f, value in zip(fields, values, strict=True)
-    )
-    return columns, placeholders, values
-
-
-def annotation_record(
-    *,
-    assignment: Assignment,
-    annotation: Annotation,
-    label: ResolvedLabel | None,
-    task_status: str | None,
-    now: datetime,
-) -> bool:
-    """Submit's writes in one statement (only with ``_single_statement_writes()``, the lease and task
-    locked by ``_assignment_locked``): for a non-gold task, the compare-and-set that counts the
-    annotation (``status = open and completed_count < overlap``; ``task_status`` set when this one
-    completes it), then the lease done, the annotation and the label, each only if the step before
-    it happened. False, with nothing written, when the task already had its annotations."""
-    task = assignment.task
-    ann_cols, ann_marks, ann_values = _insert_values(annotation, skip=("assignment", "task"))
-    assign_t = Assignment._meta.db_table
-    params: list[Any] = []
-    sql = "WITH "
-    gate = ""
-    if not task.is_gold:  # gold keeps no counts: everyone answers it once
-        sql += (
-            f"counted AS (UPDATE {Task._meta.db_table} t SET completed_count = t.completed_count + 1, "  # noqa: S608
-            f"status = %s, resolved_at = CASE WHEN %s THEN %s ELSE t.resolved_at END "
-            f"WHERE t.id = %s AND t.status = %s AND t.completed_count < t.overlap RETURNING t.id), "
-        )
-        finishing = task_status is not None
-        params += [task_status or TaskStatus.OPEN.value, finishing, now if label else None]
-        params += [task.id, TaskStatus.OPEN.value]
-        gate = " AND EXISTS(SELECT 1 FROM counted)"
-    sql += (
-        f"done AS (UPDATE {assign_t} a SET status = %s, updated = %s WHERE a.id = %s{gate} RETURNING a.id), "  # noqa: S608
-        f"noted AS (INSERT INTO {Annotation._meta.db_table} (task_id, assignment_id, {ann_cols}) "
-        f"SELECT %s, done.id, {ann_marks} FROM done RETURNING id)"
-    )
-    params += [AssignmentStatus.DONE.value, now, assignment.id, task.id, *ann_values]
-    if label is not None:
-        label_cols, label_marks, label_values = _insert_values(label, skip=("task",))
-        sql += (
-            f", labelled AS (INSERT INTO {ResolvedLabel._meta.db_table} (task_id, {label_cols}) "  # noqa: S608
-            f"SELECT counted.id, {label_marks} FROM counted RETURNING id)"
-        )
-        params += label_values
-    sql += " SELECT (SELECT id FROM noted)" + (", (SELECT id FROM labelled)" if label is not None else "")  # noqa: S608
-    row = fetch_one(sql, params)
-    if row is None or row[0] is None:
-        return False
-    annotation.id = row[0]
-    annotation.assignment, annotation.task = assignment, task
-    annotation._state.adding, annotation._state.db = False, connection.alias
-    if label is not None:
-        label.id = row[1]
-        label._state.adding, label._state.db = False, connection.alias
-    assignment.status = AssignmentStatus.DONE
-    return True
-
-
 def assignment_skip(*, annotator: User, assignment_id: int) -> Assignment:
     """Give the item back; it returns to the end of this annotator's own queue (after fresh items)."""
     now = timezone.now()
     with transaction.atomic():
-        assignment = _assignment_locked(annotator=annotator, assignment_id=assignment_id)
+        assignment = assignment_locked(annotator=annotator, assignment_id=assignment_id)
         changed = Assignment.objects.filter(id=assignment.id, status=AssignmentStatus.LIVE).update(
             status=AssignmentStatus.SKIPPED, updated=now
         )
@@ -632,7 +560,7 @@ def assignment_unskip_last(*, annotator: User) -> Assignment | None:
             return None  # an annotation came after the skip: that is what "undo" takes back
         live = Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE)
         others = list(live.values_list("id", flat=True))
-        _release(others, new_status=AssignmentStatus.RELEASED)  # before: one live lease per annotator
+        leases_release(others, new_status=AssignmentStatus.RELEASED)  # before: one live lease per annotator
         task = Task.objects.select_for_update().get(id=skipped.task_id)
         if task.status != TaskStatus.OPEN or (not task.is_gold and task.claimed_count >= task.overlap):
             raise UndoNotAllowed("Others finished the item you skipped meanwhile: it cannot come back.")
@@ -644,7 +572,7 @@ def assignment_unskip_last(*, annotator: User) -> Assignment | None:
         return _live_loaded(skipped.id)
 
 
-def _release(assignment_ids: list[int], *, new_status: str, only_expired_before: object = None) -> int:
+def leases_release(assignment_ids: list[int], *, new_status: str, only_expired_before: object = None) -> int:
     """Compare-and-set ``live/ahead → new_status`` for each id, then give each task its claim back once.
 
     The rows are locked first, so the claims given back are exactly those of the rows changed here,
@@ -689,7 +617,7 @@ def leases_expire(*, limit: int = 5000) -> int:
             .select_for_update(skip_locked=True)
             .values_list("id", flat=True)[:limit]
         )
-        return _release(ids, new_status=AssignmentStatus.EXPIRED, only_expired_before=now)
+        return leases_release(ids, new_status=AssignmentStatus.EXPIRED, only_expired_before=now)
 
 
 def leases_release_for_annotator(*, annotator: User) -> int:
@@ -700,4 +628,4 @@ def leases_release_for_annotator(*, annotator: User) -> int:
             .select_for_update()
             .values_list("id", flat=True)
         )
-        return _release(ids, new_status=AssignmentStatus.RELEASED)
+        return leases_release(ids, new_status=AssignmentStatus.RELEASED)
