@@ -18,7 +18,6 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
@@ -323,11 +322,15 @@ class CodebookAckApi(AnnotationApi):
         responses={
             200: inline_serializer("CodebookAckOut", {"version": serializers.IntegerField()}),
             400: ERROR,
+            404: OpenApiResponse(ERROR, description="no codebook version with this number"),
         },
     )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        number = data.validated_data["version"]
+        if selectors.codebook_get(number=number) is None:
+            raise exceptions.NotFound(f"There is no codebook v{number}.")
         ack = services.codebook_acknowledge(
             annotator=self.user, version_number=data.validated_data["version"]
         )
@@ -363,29 +366,38 @@ class CodebookVersionsApi(AnnotationApi):
         return Response(CodebookOut(version).data, status=status.HTTP_201_CREATED)
 
 
+# "from" is a Python keyword: the query serializer is built from a dict of its fields.
+CodebookDiffQuery = type(
+    "CodebookDiffQuery",
+    (serializers.Serializer,),
+    {
+        "from": serializers.IntegerField(
+            min_value=1, max_value=MAX_ID, required=False, help_text="older version number (omit: empty)"
+        ),
+        "to": serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="newer version number"),
+    },
+)
+
+
 class CodebookDiffApi(AnnotationApi):
     permission_classes = [IsReviewer | IsAnnotator]
 
     @extend_schema(
         operation_id="codebook_diff",
-        parameters=[
-            OpenApiParameter("from", int, description="older version number (omit: empty)"),
-            OpenApiParameter("to", int, required=True, description="newer version number"),
-        ],
-        responses={200: inline_serializer("CodebookDiffOut", {"diff": serializers.CharField()}), 400: ERROR},
+        parameters=[CodebookDiffQuery],
+        responses={
+            200: inline_serializer("CodebookDiffOut", {"diff": serializers.CharField()}),
+            400: OpenApiResponse(ERROR, description="from or to is not a version number (fields names it)"),
+            404: OpenApiResponse(ERROR, description="no such codebook version"),
+        },
     )
     def get(self, request: Request) -> Response:
-        numbers = {}
-        for key in ("from", "to"):
-            raw = request.query_params.get(key, "")
-            if raw and not raw.isdigit():
-                raise exceptions.ValidationError({key: [f"{raw!r} is not a version number."]})
-            numbers[key] = int(raw) if raw else None
-        if numbers["to"] is None:
-            raise exceptions.ValidationError({"to": ["Give the version to compare, e.g. ?from=1&to=2."]})
+        query = CodebookDiffQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        numbers = query.validated_data
         new = selectors.codebook_get(number=numbers["to"])
-        old = selectors.codebook_get(number=numbers["from"]) if numbers["from"] else None
-        if new is None or (numbers["from"] and old is None):
+        old = selectors.codebook_get(number=numbers["from"]) if "from" in numbers else None
+        if new is None or ("from" in numbers and old is None):
             raise exceptions.NotFound("No such codebook version.")
         return Response({"diff": selectors.codebook_diff(old, new)})
 
@@ -702,35 +714,44 @@ class ExportApi(AnnotationApi):
 
     permission_classes = [IsClientOrReviewer]
 
+    class Query(serializers.Serializer):
+        class Meta:
+            ref_name = "AnnotationExportQuery"
+
+        output = serializers.ChoiceField(
+            choices=["jsonl", "json"], default="jsonl", help_text="jsonl (streamed) or json (a list)"
+        )
+        since_id = serializers.IntegerField(
+            min_value=0, max_value=MAX_ID, default=0, help_text="only annotations with a larger id"
+        )
+        limit = serializers.IntegerField(
+            min_value=1, max_value=MAX_ID, required=False, help_text="at most this many (json: max 10000)"
+        )
+
     @extend_schema(
         operation_id="annotations_export",
-        parameters=[
-            OpenApiParameter("output", str, enum=["jsonl", "json"], description="default jsonl"),
-            OpenApiParameter("since_id", int, description="only annotations with a larger id"),
-            OpenApiParameter("limit", int, description="at most this many (json: default and max 10000)"),
-        ],
+        summary="Export annotations",
+        parameters=[Query],
         responses={
             (200, "application/x-ndjson"): OpenApiTypes.STR,
-            (200, "application/json"): OpenApiTypes.OBJECT,
+            # One object per annotation (the fields a caller's role may see), oldest first.
+            (200, "application/json"): OpenApiResponse(
+                {"type": "array", "items": {"type": "object"}}, description="a list, oldest first"
+            ),
+            400: OpenApiResponse(ERROR, description="a query parameter is invalid (fields names it)"),
         },
     )
     def get(self, request: Request) -> Any:
-        params: dict[str, int | None] = {}
-        for key in ("since_id", "limit"):
-            raw = request.query_params.get(key, "")
-            if raw and not raw.isdigit():
-                raise exceptions.ValidationError({key: [f"{raw!r} is not a whole number."]})
-            params[key] = int(raw) if raw else None
-        output = request.query_params.get("output", "jsonl")
-        if output not in ("jsonl", "json"):
-            raise exceptions.ValidationError({"output": [f"{output!r}: use jsonl or json."]})
-        since_id = params["since_id"] or 0
-        if output == "json":
-            limit = min(params["limit"] or 10_000, 10_000)
+        query = self.Query(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        since_id = params["since_id"]
+        if params["output"] == "json":
+            limit = min(params.get("limit") or 10_000, 10_000)
             return Response(list(selectors.annotations_export(since_id=since_id, limit=limit)))
 
         def lines() -> Iterator[str]:
-            for row in selectors.annotations_export(since_id=since_id, limit=params["limit"]):
+            for row in selectors.annotations_export(since_id=since_id, limit=params.get("limit")):
                 yield json.dumps(row) + "\n"
 
         response = StreamingHttpResponse(lines(), content_type="application/x-ndjson")
