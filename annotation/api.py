@@ -184,6 +184,7 @@ class NextTaskApi(AnnotationApi):
 
     @extend_schema(
         operation_id="annotate_next",
+        summary="Lease your next item",
         request=None,
         responses={
             200: AssignmentOut,
@@ -230,6 +231,7 @@ class SubmitApi(AnnotationApi):
 
     @extend_schema(
         operation_id="annotate_submit",
+        summary="Answer your live item",
         request=InputSerializer,
         responses={200: AnnotationOut, 400: ERROR, 404: ERROR, 409: ERROR},
         description="Accept, correct (with a price) or reject (with a codebook reason) your live item.",
@@ -250,6 +252,7 @@ class SkipApi(AnnotationApi):
 
     @extend_schema(
         operation_id="annotate_skip",
+        summary="Skip your live item",
         request=AssignmentInput,
         responses={200: SkipOut, 400: ERROR, 404: ERROR, 409: ERROR},
         description="Give the item back; it comes back to you after every fresh item.",
@@ -266,6 +269,7 @@ class UndoApi(AnnotationApi):
 
     @extend_schema(
         operation_id="annotate_undo",
+        summary="Undo your last annotation",
         request=None,
         responses={200: UndoOut, 409: ERROR},
         description="Take back your last annotation (within the undo window, while its label is not final).",
@@ -278,7 +282,15 @@ class UndoApi(AnnotationApi):
 class ProgressApi(AnnotationApi):
     permission_classes = [IsAnnotator]
 
-    @extend_schema(operation_id="annotate_progress", responses={200: ProgressOut})
+    @extend_schema(
+        operation_id="annotate_progress",
+        summary="Your progress",
+        description=(
+            "Items done today, items left for you (a lower bound past 10,000) and your accuracy on check "
+            "(gold) items."
+        ),
+        responses={200: ProgressOut},
+    )
     def get(self, request: Request) -> Response:
         return Response(ProgressOut(selectors.annotator_progress(annotator=self.user)).data)
 
@@ -286,7 +298,15 @@ class ProgressApi(AnnotationApi):
 class MyAnnotationsApi(AnnotationApi):
     permission_classes = [IsAnnotator]
 
-    @extend_schema(operation_id="annotate_my_annotations", responses={200: AnnotationOut(many=True)})
+    @extend_schema(
+        operation_id="annotate_my_annotations",
+        summary="Your recent annotations",
+        description=(
+            "Your newest annotations first (at most 100), with the verdict, price, flag and the codebook "
+            "version each was made under."
+        ),
+        responses={200: AnnotationOut(many=True)},
+    )
     def get(self, request: Request) -> Response:
         rows = selectors.annotations_of(annotator=self.user)[:100]
         return Response(AnnotationOut(rows, many=True).data)
@@ -297,6 +317,11 @@ class CodebookCurrentApi(AnnotationApi):
 
     @extend_schema(
         operation_id="annotate_codebook",
+        summary="Current codebook",
+        description=(
+            "The codebook version in force, rendered, with its reason codes and whether you have "
+            "acknowledged it; 204 before the first version is published."
+        ),
         responses={200: CodebookCurrentOut, 204: OpenApiResponse(description="no codebook published yet")},
     )
     def get(self, request: Request) -> Response:
@@ -318,6 +343,11 @@ class CodebookAckApi(AnnotationApi):
 
     @extend_schema(
         operation_id="annotate_codebook_ack",
+        summary="Acknowledge a codebook version",
+        description=(
+            "Record that you have read this codebook version; until you acknowledge the current one, next"
+            " answers 409 codebook_ack_required."
+        ),
         request=InputSerializer,
         responses={
             200: inline_serializer("CodebookAckOut", {"version": serializers.IntegerField()}),
@@ -349,12 +379,18 @@ class CodebookVersionsApi(AnnotationApi):
 
         markdown = serializers.CharField(max_length=200_000, trim_whitespace=False)
 
-    @extend_schema(operation_id="codebook_versions_list", responses={200: CodebookOut(many=True)})
+    @extend_schema(
+        operation_id="codebook_versions_list",
+        summary="Codebook versions",
+        description="Every published codebook version, newest first, with its reason codes and author.",
+        responses={200: CodebookOut(many=True)},
+    )
     def get(self, request: Request) -> Response:
         return Response(CodebookOut(selectors.codebook_versions(), many=True).data)
 
     @extend_schema(
         operation_id="codebook_publish",
+        summary="Publish a codebook version",
         request=InputSerializer,
         responses={201: CodebookOut, 400: ERROR},
         description="Publish the next version; annotators must acknowledge it before their next item.",
@@ -384,6 +420,11 @@ class CodebookDiffApi(AnnotationApi):
 
     @extend_schema(
         operation_id="codebook_diff",
+        summary="Compare two codebook versions",
+        description=(
+            "A unified diff of the markdown between two published versions (from omitted: against an "
+            "empty text)."
+        ),
         parameters=[CodebookDiffQuery],
         responses={
             200: inline_serializer("CodebookDiffOut", {"diff": serializers.CharField()}),
@@ -430,7 +471,15 @@ class ResolvedLabelOut(serializers.Serializer):
 class AdjudicationQueueApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="adjudications_list", responses={200: AdjudicationOut(many=True)})
+    @extend_schema(
+        operation_id="adjudications_list",
+        summary="Items awaiting adjudication",
+        description=(
+            "Tasks whose annotations disagree beyond the tolerance, oldest first, with every annotation "
+            "and the model's guess."
+        ),
+        responses={200: AdjudicationOut(many=True)},
+    )
     def get(self, request: Request) -> Response:
         return Response(AdjudicationOut(selectors.adjudication_queue()[:200], many=True).data)
 
@@ -448,6 +497,11 @@ class AdjudicationResolveApi(AnnotationApi):
 
     @extend_schema(
         operation_id="adjudication_resolve",
+        summary="Adjudicate an item",
+        description=(
+            "Set the final price of a task that needs adjudication (null: no price, rejected); the label "
+            "is final and cannot be undone by annotators."
+        ),
         request=InputSerializer,
         responses={200: ResolvedLabelOut, 400: ERROR, 404: ERROR, 409: ERROR},
     )
@@ -473,7 +527,15 @@ class AnnotatorStatusOut(serializers.Serializer):
 class PausedAnnotatorsApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="annotators_paused", responses={200: AnnotatorStatusOut(many=True)})
+    @extend_schema(
+        operation_id="annotators_paused",
+        summary="Paused annotators",
+        description=(
+            "Annotators paused for low gold accuracy or by a reviewer, with the reason and their check-"
+            "item figures."
+        ),
+        responses={200: AnnotatorStatusOut(many=True)},
+    )
     def get(self, request: Request) -> Response:
         return Response(AnnotatorStatusOut(selectors.annotators_paused(), many=True).data)
 
@@ -482,7 +544,11 @@ class UnpauseApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
     @extend_schema(
-        operation_id="annotator_unpause", request=None, responses={200: AnnotatorStatusOut, 404: ERROR}
+        operation_id="annotator_unpause",
+        summary="Unpause an annotator",
+        description="Let a paused annotator work again; their gold accuracy is judged afresh from now on.",
+        request=None,
+        responses={200: AnnotatorStatusOut, 404: ERROR},
     )
     def post(self, request: Request, user_id: int) -> Response:
         annotator = get_object_or_404(User, id=user_id)
@@ -525,7 +591,11 @@ class QuarantineListApi(AnnotationApi):
 
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="quarantine_list", responses={200: QuarantineRowOut(many=True)})
+    @extend_schema(
+        operation_id="quarantine_list",
+        summary="Quarantined labels",
+        responses={200: QuarantineRowOut(many=True)},
+    )
     def get(self, request: Request) -> Response:
         return Response(QuarantineRowOut(quarantine.quarantine_summary(), many=True).data)
 
@@ -536,7 +606,10 @@ class QuarantineReleaseApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
     @extend_schema(
-        operation_id="quarantine_release", request=None, responses={200: QuarantineDecisionOut, 404: ERROR}
+        operation_id="quarantine_release",
+        summary="Release an annotator's held labels",
+        request=None,
+        responses={200: QuarantineDecisionOut, 404: ERROR},
     )
     def post(self, request: Request, user_id: int) -> Response:
         decision = quarantine.quarantine_release(reviewer=self.user, annotator=_annotator_or_404(user_id))
@@ -549,7 +622,10 @@ class QuarantineDropApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
     @extend_schema(
-        operation_id="quarantine_drop", request=None, responses={200: QuarantineDecisionOut, 404: ERROR}
+        operation_id="quarantine_drop",
+        summary="Drop an annotator's held labels",
+        request=None,
+        responses={200: QuarantineDecisionOut, 404: ERROR},
     )
     def post(self, request: Request, user_id: int) -> Response:
         decision = quarantine.quarantine_drop(reviewer=self.user, annotator=_annotator_or_404(user_id))
@@ -625,6 +701,11 @@ class GoldApi(AnnotationApi, generics.GenericAPIView):
 
     @extend_schema(
         operation_id="gold_list",
+        summary="Gold items",
+        description=(
+            "Check items with their true price and tolerance, newest first (paginated), with how often "
+            "annotators got each right and the pool's health."
+        ),
         responses={
             200: inline_serializer(
                 "GoldPage",
@@ -648,6 +729,11 @@ class GoldApi(AnnotationApi, generics.GenericAPIView):
 
     @extend_schema(
         operation_id="gold_create",
+        summary="Add gold items",
+        description=(
+            "Add one gold item or a list of them: a catalogue product (id) or a new one (title and text),"
+            " with its true price and tolerance."
+        ),
         request=PolymorphicProxySerializer(
             "GoldCreateInput",
             serializers=[GoldIn, GoldIn(many=True)],
@@ -685,7 +771,15 @@ class GoldApi(AnnotationApi, generics.GenericAPIView):
 class AgreementApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="annotation_agreement", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="annotation_agreement",
+        summary="Agreement between annotators",
+        description=(
+            "Krippendorff's alpha on log price and the share of answers within tolerance, over resolved "
+            "tasks with several annotations."
+        ),
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request) -> Response:
         return Response(selectors.agreement_report())
 
@@ -693,7 +787,15 @@ class AgreementApi(AnnotationApi):
 class BlindVsShownApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="annotation_blind_vs_shown", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="annotation_blind_vs_shown",
+        summary="Anchoring report",
+        description=(
+            "How answers differ when the model's guess was shown versus hidden (blind items): a measure "
+            "of anchoring on the guess."
+        ),
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request) -> Response:
         return Response(selectors.blind_vs_shown_report())
 
@@ -701,7 +803,15 @@ class BlindVsShownApi(AnnotationApi):
 class QueueStatsApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="annotation_queue_stats", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="annotation_queue_stats",
+        summary="Queue statistics",
+        description=(
+            "Task counts by state, live and overdue leases, annotations in total and today, paused "
+            "annotators."
+        ),
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request) -> Response:
         return Response(selectors.queue_stats())
 

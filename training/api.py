@@ -233,6 +233,7 @@ class BatchDetailOut(BatchOut):
 
 
 @extend_schema(
+    summary="Model versions",
     parameters=[
         OpenApiParameter(
             "status", str, enum=VersionStatus.values, description="only versions in this status"
@@ -260,7 +261,15 @@ class VersionListApi(TrainingApi, generics.ListAPIView):
 class VersionDetailApi(TrainingApi):
     permission_classes = [IsClientOrReviewer]
 
-    @extend_schema(operation_id="versions_retrieve", responses={200: VersionDetailOut, 404: ERROR})
+    @extend_schema(
+        operation_id="versions_retrieve",
+        summary="One model version",
+        description=(
+            "A version with its base model, lineage, training batch, dataset fingerprint, metrics on the "
+            "test split and adapter checksum."
+        ),
+        responses={200: VersionDetailOut, 404: ERROR},
+    )
     def get(self, request: Request, number: int) -> Response:
         version = selectors.version_get(number=number)
         if version is None:
@@ -271,7 +280,12 @@ class VersionDetailApi(TrainingApi):
 class ChampionApi(TrainingApi):
     permission_classes = [IsClientOrReviewer]
 
-    @extend_schema(operation_id="versions_champion", responses={200: VersionDetailOut, 404: ERROR})
+    @extend_schema(
+        operation_id="versions_champion",
+        summary="The champion version",
+        description="The version serving now (exactly one at any time), as the version detail.",
+        responses={200: VersionDetailOut, 404: ERROR},
+    )
     def get(self, request: Request) -> Response:
         version = selectors.champion_get()
         if version is None:
@@ -286,6 +300,32 @@ class VersionDownloadApi(TrainingApi):
 
     @extend_schema(
         operation_id="versions_download",
+        summary="Download a version's adapter",
+        parameters=[
+            OpenApiParameter(
+                "If-None-Match",
+                str,
+                OpenApiParameter.HEADER,
+                description="the ETag of a copy you hold: 304 if it is still current",
+            ),
+            OpenApiParameter(
+                "X-Checksum-SHA256",
+                str,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description="sha256 of the archive (hex): check the download against it",
+            ),
+            OpenApiParameter(
+                "ETag", str, OpenApiParameter.HEADER, response=[200, 304], description="the sha256, quoted"
+            ),
+            OpenApiParameter(
+                "Content-Disposition",
+                str,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description='attachment; filename="priceloop-v<N>.tar"',
+            ),
+        ],
         responses={
             (200, "application/x-tar"): OpenApiResponse(OpenApiTypes.BINARY, description="the tar archive"),
             304: OpenApiResponse(description="the client's copy (If-None-Match) is current"),
@@ -341,6 +381,7 @@ class VersionRollbackApi(TrainingApi):
 
     @extend_schema(
         operation_id="versions_rollback",
+        summary="Roll back to a version",
         request=RollbackIn,
         responses={200: VersionDetailOut, 400: ERROR, 404: ERROR, 409: ERROR},
     )
@@ -362,7 +403,7 @@ class VersionRollbackApi(TrainingApi):
 # --- runs ---------------------------------------------------------------------------------------------
 
 
-@extend_schema(parameters=[OpenApiParameter("status", str, enum=RunStatus.values)])
+@extend_schema(summary="Training runs", parameters=[OpenApiParameter("status", str, enum=RunStatus.values)])
 class RunListApi(TrainingApi, generics.ListAPIView):
     """Every training run, newest first (paginated)."""
 
@@ -388,7 +429,12 @@ def _run_or_404(run_id: int) -> TrainingRun:
 class RunDetailApi(TrainingApi):
     permission_classes = [IsClientOrReviewer]
 
-    @extend_schema(operation_id="runs_retrieve", responses={200: RunDetailOut, 404: ERROR})
+    @extend_schema(
+        operation_id="runs_retrieve",
+        summary="One training run",
+        description="A run with its recipe, status, progress, logs, candidate version and gate decision.",
+        responses={200: RunDetailOut, 404: ERROR},
+    )
     def get(self, request: Request, run_id: int) -> Response:
         return Response(RunDetailOut(_run_or_404(run_id)).data)
 
@@ -400,6 +446,7 @@ class RunProgressApi(TrainingApi):
 
     @extend_schema(
         operation_id="runs_progress",
+        summary="Training progress points",
         parameters=[OpenApiParameter("after_step", int, description="only points with a larger step")],
         responses={200: RunProgressOut, 400: ERROR, 404: ERROR},
     )
@@ -417,7 +464,13 @@ class RunProgressApi(TrainingApi):
 class RunCancelApi(TrainingApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="runs_cancel", request=None, responses={200: RunOut, 404: ERROR, 409: ERROR})
+    @extend_schema(
+        operation_id="runs_cancel",
+        summary="Cancel a training run",
+        description="Cancel a queued or running run; a finished run answers 409.",
+        request=None,
+        responses={200: RunOut, 404: ERROR, 409: ERROR},
+    )
     def post(self, request: Request, run_id: int) -> Response:
         _run_or_404(run_id)
         run = run_services.run_cancel(reviewer=_reviewer(request), run_id=run_id)
@@ -427,7 +480,9 @@ class RunCancelApi(TrainingApi):
 # --- batches ------------------------------------------------------------------------------------------
 
 
-@extend_schema(parameters=[OpenApiParameter("status", str, enum=BatchStatus.values)])
+@extend_schema(
+    summary="Retrain batches", parameters=[OpenApiParameter("status", str, enum=BatchStatus.values)]
+)
 class BatchListApi(TrainingApi, generics.ListAPIView):
     """Every retrain batch, newest first (paginated)."""
 
@@ -455,6 +510,7 @@ class BatchCreateApi(TrainingApi):
 
     @extend_schema(
         operation_id="batches_create",
+        summary="Create a retrain batch",
         request=BatchCreateIn,
         responses={201: BatchDetailOut, 400: ERROR, 409: ERROR},
     )
@@ -477,7 +533,12 @@ def _batch_or_404(batch_id: int) -> RetrainBatch:
 class BatchDetailApi(TrainingApi):
     permission_classes = [IsClientOrReviewer]
 
-    @extend_schema(operation_id="batches_retrieve", responses={200: BatchDetailOut, 404: ERROR})
+    @extend_schema(
+        operation_id="batches_retrieve",
+        summary="One retrain batch",
+        description="A batch with its stats, quality checks, status and the run its approval started.",
+        responses={200: BatchDetailOut, 404: ERROR},
+    )
     def get(self, request: Request, batch_id: int) -> Response:
         return Response(BatchDetailOut(_batch_or_404(batch_id)).data)
 
@@ -509,6 +570,7 @@ class BatchApproveApi(TrainingApi):
 
     @extend_schema(
         operation_id="batches_approve",
+        summary="Approve a retrain batch",
         request=ApproveIn,
         responses={200: RunOut, 400: ERROR, 404: ERROR, 409: ERROR},
     )
@@ -534,6 +596,8 @@ class BatchRejectApi(TrainingApi):
 
     @extend_schema(
         operation_id="batches_reject",
+        summary="Reject a retrain batch",
+        description="Refuse a pending batch with a reason; its labels return to the pool for a later batch.",
         request=RejectIn,
         responses={200: BatchDetailOut, 400: ERROR, 404: ERROR, 409: ERROR},
     )
@@ -584,6 +648,7 @@ class ProductImportApi(TrainingApi):
 
     @extend_schema(
         operation_id="products_import",
+        summary="Import products",
         request={"multipart/form-data": ImportIn},
         responses={200: ImportOut, 400: ERROR},
     )
