@@ -35,6 +35,7 @@ from annotation import gold, quarantine, selectors, services
 from annotation.exceptions import AnnotationError, CodebookAckRequired
 from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
 from webapp.api import ERROR_SCHEMA as ERROR
+from webapp.pagination import Pagination
 from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
 
 MAX_ID = 2**63 - 1  # larger ids are a 400, not a database error
@@ -64,6 +65,18 @@ class AnnotationApi(APIView):
     @property
     def user(self) -> User:
         return self.request.user  # type: ignore[return-value]
+
+
+class ListApi(AnnotationApi):
+    """Base of the lists: one page of rows (``?page=``), in the API's pagination, as every list answers;
+    the schema shows the paginated shape (drf-spectacular reads ``pagination_class``)."""
+
+    pagination_class = Pagination
+
+    def page_of(self, rows: Any, serializer: type[serializers.BaseSerializer], **kwargs: Any) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(rows, self.request, view=self)
+        return paginator.get_paginated_response(serializer(page, many=True, **kwargs).data)
 
 
 # --- output serializers --------------------------------------------------------------------------------
@@ -295,21 +308,20 @@ class ProgressApi(AnnotationApi):
         return Response(ProgressOut(selectors.annotator_progress(annotator=self.user)).data)
 
 
-class MyAnnotationsApi(AnnotationApi):
+class MyAnnotationsApi(ListApi):
     permission_classes = [IsAnnotator]
 
     @extend_schema(
         operation_id="annotate_my_annotations",
         summary="Your recent annotations",
         description=(
-            "Your newest annotations first (at most 100), with the verdict, price, flag and the codebook "
+            "Your annotations, newest first (paginated), with the verdict, price, flag and the codebook "
             "version each was made under."
         ),
         responses={200: AnnotationOut(many=True)},
     )
     def get(self, request: Request) -> Response:
-        rows = selectors.annotations_of(annotator=self.user)[:100]
-        return Response(AnnotationOut(rows, many=True).data)
+        return self.page_of(selectors.annotations_of(annotator=self.user), AnnotationOut)
 
 
 class CodebookCurrentApi(AnnotationApi):
@@ -370,7 +382,7 @@ class CodebookAckApi(AnnotationApi):
 # --- reviewers -----------------------------------------------------------------------------------------
 
 
-class CodebookVersionsApi(AnnotationApi):
+class CodebookVersionsApi(ListApi):
     permission_classes = [IsReviewer]
 
     class InputSerializer(serializers.Serializer):
@@ -382,11 +394,12 @@ class CodebookVersionsApi(AnnotationApi):
     @extend_schema(
         operation_id="codebook_versions_list",
         summary="Codebook versions",
-        description="Every published codebook version, newest first, with its reason codes and author.",
+        description="Every published codebook version, newest first (paginated), with its reason codes and "
+        "author.",
         responses={200: CodebookOut(many=True)},
     )
     def get(self, request: Request) -> Response:
-        return Response(CodebookOut(selectors.codebook_versions(), many=True).data)
+        return self.page_of(selectors.codebook_versions(), CodebookOut)
 
     @extend_schema(
         operation_id="codebook_publish",
@@ -468,20 +481,20 @@ class ResolvedLabelOut(serializers.Serializer):
     n_annotations = serializers.IntegerField()
 
 
-class AdjudicationQueueApi(AnnotationApi):
+class AdjudicationQueueApi(ListApi):
     permission_classes = [IsReviewer]
 
     @extend_schema(
         operation_id="adjudications_list",
         summary="Items awaiting adjudication",
         description=(
-            "Tasks whose annotations disagree beyond the tolerance, oldest first, with every annotation "
-            "and the model's guess."
+            "Tasks whose annotations disagree beyond the tolerance, oldest first (paginated), with every "
+            "annotation and the model's guess."
         ),
         responses={200: AdjudicationOut(many=True)},
     )
     def get(self, request: Request) -> Response:
-        return Response(AdjudicationOut(selectors.adjudication_queue()[:200], many=True).data)
+        return self.page_of(selectors.adjudication_queue(), AdjudicationOut)
 
 
 class AdjudicationResolveApi(AnnotationApi):
@@ -524,7 +537,7 @@ class AnnotatorStatusOut(serializers.Serializer):
     gold_accuracy = serializers.FloatField(allow_null=True)
 
 
-class PausedAnnotatorsApi(AnnotationApi):
+class PausedAnnotatorsApi(ListApi):
     permission_classes = [IsReviewer]
 
     @extend_schema(
@@ -537,7 +550,7 @@ class PausedAnnotatorsApi(AnnotationApi):
         responses={200: AnnotatorStatusOut(many=True)},
     )
     def get(self, request: Request) -> Response:
-        return Response(AnnotatorStatusOut(selectors.annotators_paused(), many=True).data)
+        return self.page_of(selectors.annotators_paused(), AnnotatorStatusOut)
 
 
 class UnpauseApi(AnnotationApi):
@@ -586,7 +599,7 @@ class QuarantineDecisionOut(serializers.Serializer):
     )
 
 
-class QuarantineListApi(AnnotationApi):
+class QuarantineListApi(ListApi):
     """Annotators whose labels are held out of training (paused, or paused once and not yet decided)."""
 
     permission_classes = [IsReviewer]
@@ -597,7 +610,7 @@ class QuarantineListApi(AnnotationApi):
         responses={200: QuarantineRowOut(many=True)},
     )
     def get(self, request: Request) -> Response:
-        return Response(QuarantineRowOut(quarantine.quarantine_summary(), many=True).data)
+        return self.page_of(quarantine.quarantine_summary(), QuarantineRowOut)
 
 
 class QuarantineReleaseApi(AnnotationApi):

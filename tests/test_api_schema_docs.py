@@ -46,3 +46,34 @@ def test_it_documents_the_checksum_header_of_a_download() -> None:
     (op,) = [op for _, path, op in _operations() if path == "/api/v1/versions/{number}/download"]
     headers = op["responses"]["200"]["headers"]
     assert {"X-Checksum-SHA256", "ETag", "Content-Disposition"} <= set(headers)
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/api/v1/versions?page=abc", "page"),
+        ("/api/v1/runs?page=0", "page"),
+        ("/api/v1/versions?status=best", "status"),
+        ("/api/v1/batches?status=done", "status"),
+        ("/api/v1/runs/1/progress?after_step=-5", "after_step"),
+        ("/api/v1/annotation/codebook/diff?to=x", "to"),
+        ("/api/v1/annotations/export?output=xml", "output"),
+        ("/api/v1/annotation/quarantine?page=-1", "page"),
+    ],
+)
+def test_it_answers_a_bad_query_parameter_with_400_naming_it(reviewer: Any, url: str, field: str) -> None:
+    from tests.conftest import client_for
+
+    response = client_for(reviewer).get(url)
+    assert response.status_code == 400, response.content
+    assert list(response.json()["error"]["fields"]) == [field]
+
+
+def test_it_pages_every_list(reviewer: Any) -> None:
+    from tests.conftest import client_for
+
+    client = client_for(reviewer)
+    for url in ("/api/v1/annotation/codebook/versions", "/api/v1/annotation/quarantine", "/api/v1/versions"):
+        body = client.get(url).json()
+        assert set(body) >= {"count", "next", "previous", "results"}, url
+    assert client.get("/api/v1/versions?page=9").status_code == 404  # beyond the last page

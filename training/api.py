@@ -15,6 +15,7 @@ from django.contrib.auth.models import User
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import reverse
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -32,6 +33,7 @@ from training import paths, selectors
 from training.archive import stream_tar
 from training.checks import batch_checks, checks_passed
 from training.exceptions import TrainingError
+from training.filters import BatchFilter, RunFilter, VersionFilter
 from training.models import (
     BatchStatus,
     ModelVersion,
@@ -232,30 +234,17 @@ class BatchDetailOut(BatchOut):
 # --- versions -----------------------------------------------------------------------------------------
 
 
-@extend_schema(
-    summary="Model versions",
-    parameters=[
-        OpenApiParameter(
-            "status", str, enum=VersionStatus.values, description="only versions in this status"
-        ),
-        OpenApiParameter("base_model", str, description="only versions on this base model"),
-    ],
-)
+@extend_schema(summary="Model versions")
 class VersionListApi(TrainingApi, generics.ListAPIView):
     """Every model version, newest first (paginated)."""
 
     permission_classes = [IsClientOrReviewer]
     serializer_class = VersionOut
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = VersionFilter
 
     def get_queryset(self) -> Any:
-        state = self.request.query_params.get("status") or None
-        if state is not None and state not in VersionStatus.values:
-            raise exceptions.ValidationError(
-                {"status": [f"{state!r}: use one of {', '.join(VersionStatus.values)}."]}
-            )
-        return selectors.versions_list(
-            status=state, base_model=self.request.query_params.get("base_model") or None
-        )
+        return selectors.versions_list()
 
 
 class VersionDetailApi(TrainingApi):
@@ -403,20 +392,17 @@ class VersionRollbackApi(TrainingApi):
 # --- runs ---------------------------------------------------------------------------------------------
 
 
-@extend_schema(summary="Training runs", parameters=[OpenApiParameter("status", str, enum=RunStatus.values)])
+@extend_schema(summary="Training runs")
 class RunListApi(TrainingApi, generics.ListAPIView):
     """Every training run, newest first (paginated)."""
 
     permission_classes = [IsClientOrReviewer]
     serializer_class = RunOut
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = RunFilter
 
     def get_queryset(self) -> Any:
-        state = self.request.query_params.get("status") or None
-        if state is not None and state not in RunStatus.values:
-            raise exceptions.ValidationError(
-                {"status": [f"{state!r}: use one of {', '.join(RunStatus.values)}."]}
-            )
-        return selectors.runs_list(status=state)
+        return selectors.runs_list()
 
 
 def _run_or_404(run_id: int) -> TrainingRun:
@@ -439,6 +425,12 @@ class RunDetailApi(TrainingApi):
         return Response(RunDetailOut(_run_or_404(run_id)).data)
 
 
+class RunProgressQuery(serializers.Serializer):
+    after_step = serializers.IntegerField(
+        min_value=0, max_value=2**63 - 1, required=False, help_text="only points with a larger step"
+    )
+
+
 class RunProgressApi(TrainingApi):
     """Progress points after ``after_step`` (the run page polls this for its live loss curve)."""
 
@@ -447,15 +439,13 @@ class RunProgressApi(TrainingApi):
     @extend_schema(
         operation_id="runs_progress",
         summary="Training progress points",
-        parameters=[OpenApiParameter("after_step", int, description="only points with a larger step")],
+        parameters=[RunProgressQuery],
         responses={200: RunProgressOut, 400: ERROR, 404: ERROR},
     )
     def get(self, request: Request, run_id: int) -> Response:
-        raw = request.query_params.get("after_step", "")
-        try:
-            after = int(raw) if raw else -1
-        except ValueError:
-            raise exceptions.ValidationError({"after_step": [f"{raw!r} is not a whole number."]}) from None
+        query = RunProgressQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after = query.validated_data.get("after_step", -1)
         run = _run_or_404(run_id)
         points = selectors.run_points(run_id=run.pk, after_step=after)
         return Response(RunProgressOut({"status": run.status, "stage": run.stage, "points": points}).data)
@@ -480,22 +470,17 @@ class RunCancelApi(TrainingApi):
 # --- batches ------------------------------------------------------------------------------------------
 
 
-@extend_schema(
-    summary="Retrain batches", parameters=[OpenApiParameter("status", str, enum=BatchStatus.values)]
-)
+@extend_schema(summary="Retrain batches")
 class BatchListApi(TrainingApi, generics.ListAPIView):
     """Every retrain batch, newest first (paginated)."""
 
     permission_classes = [IsClientOrReviewer]
     serializer_class = BatchOut
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = BatchFilter
 
     def get_queryset(self) -> Any:
-        state = self.request.query_params.get("status") or None
-        if state is not None and state not in BatchStatus.values:
-            raise exceptions.ValidationError(
-                {"status": [f"{state!r}: use one of {', '.join(BatchStatus.values)}."]}
-            )
-        return selectors.batches_list(status=state)
+        return selectors.batches_list()
 
 
 class BatchCreateIn(serializers.Serializer):

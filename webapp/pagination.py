@@ -20,3 +20,10 @@ class Pagination(PageNumberPagination):
                 {self.page_query_param: [f"{raw!r} is not a page number: use 1, 2, … (or 'last')."]}
             )
         return super().paginate_queryset(queryset, request, view)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+        return parameters

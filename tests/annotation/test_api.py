@@ -104,11 +104,13 @@ def test_it_hides_another_annotators_assignment(annotator: User, annotator2: Use
 def test_it_lists_and_undoes_only_the_annotators_own_annotations(annotator: User, annotator2: User) -> None:
     make_tasks(2)
     theirs = submit(annotator2, lease(annotator2))
-    assert _call(annotator, "get", "/api/v1/annotate/annotations").json() == []
+    assert _call(annotator, "get", "/api/v1/annotate/annotations").json()["results"] == []
     response = _call(annotator, "post", "/api/v1/annotate/undo")
     assert response.status_code == 409
     assert Annotation.objects.filter(id=theirs.id).exists()
-    assert [a["id"] for a in _call(annotator2, "get", "/api/v1/annotate/annotations").json()] == [theirs.id]
+    assert [a["id"] for a in _call(annotator2, "get", "/api/v1/annotate/annotations").json()["results"]] == [
+        theirs.id
+    ]
 
 
 # --- the annotator loop over HTTP ---------------------------------------------------------------------------
@@ -191,7 +193,7 @@ def test_it_answers_403_with_a_notice_to_a_paused_annotator(annotator: User, rev
     response = _call(annotator, "post", "/api/v1/annotate/next")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "annotator_paused"
-    paused = _call(reviewer, "get", "/api/v1/annotation/annotators/paused").json()
+    paused = _call(reviewer, "get", "/api/v1/annotation/annotators/paused").json()["results"]
     assert [p["username"] for p in paused] == ["alice"]
     assert _call(reviewer, "post", f"/api/v1/annotation/annotators/{annotator.id}/unpause").status_code == 200
     assert _call(annotator, "post", "/api/v1/annotate/next").status_code == 200
@@ -201,7 +203,7 @@ def test_it_lets_a_reviewer_adjudicate_over_http(reviewer: User, annotator: User
     (task,) = make_tasks(1, overlap=2)
     submit(annotator, lease(annotator), "correct", "20")
     submit(annotator2, lease(annotator2), "correct", "400")
-    queue = _call(reviewer, "get", "/api/v1/annotation/adjudications").json()
+    queue = _call(reviewer, "get", "/api/v1/annotation/adjudications").json()["results"]
     assert [q["task_id"] for q in queue] == [task.id]
     url = f"/api/v1/annotation/adjudications/{task.id}/resolve"
     assert _call(reviewer, "post", url, {"price": "abc"}).json()["error"]["fields"].keys() == {"price"}
