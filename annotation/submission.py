@@ -43,6 +43,7 @@ from annotation.queue import (
     leases_release_for_annotator,
     single_statement_writes,
 )
+from training.models import AuditAction, AuditEvent
 from webapp.rawsql import fetch_one
 
 MAX_PRICE = Decimal("9999999999.99")  # what the column holds; the curated range is flagged, not refused
@@ -436,6 +437,13 @@ def annotator_pause(*, annotator: User, reason: str, reviewer: User | None = Non
             status.paused_at = timezone.now()
             status.paused_reason = reason if reviewer is None else f"{reason} (paused by {reviewer.username})"
             status.save(update_fields=["paused", "paused_at", "paused_reason"])
+            AuditEvent.objects.create(
+                action=AuditAction.ANNOTATOR_PAUSE,
+                actor=reviewer,
+                subject=f"annotator:{annotator.pk}",
+                numbers={"gold_seen": status.gold_seen, "gold_correct": status.gold_correct},
+                message=status.paused_reason,
+            )
         leases_release_for_annotator(annotator=annotator)
         # After the leases: a submit that held one has committed, so its annotation is held too.
         quarantine_hold_for_annotator(annotator=annotator, reason=status.paused_reason, actor=reviewer)

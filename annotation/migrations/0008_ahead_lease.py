@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0006_seed_labels'),
+        ('annotation', '0007_codebook_change_note'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
