@@ -205,7 +205,7 @@ def test_it_keeps_the_notice_about_a_saved_answer_and_asks_for_a_new_codebook(
     # A reviewer publishes v2: the answer to Lamp is saved, then the page asks for the acknowledgement
     # instead of showing the item it held ahead.
     page.wait_for_function(AHEAD_READY)
-    services.codebook_publish(author=reviewer, markdown=CODEBOOK_V2)
+    services.codebook_publish(author=reviewer, markdown=CODEBOOK_V2, change_note="5% tolerance; duplicates.")
     page.keyboard.press("a")
     expect(page.locator("#ack")).to_be_visible()
     expect(page.locator("#item")).to_have_count(0)
