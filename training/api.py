@@ -2,8 +2,8 @@
 
 Reads are for API clients and reviewers (``IsClientOrReviewer``); writes (approve, reject, cancel,
 rollback, batch now, import) for reviewers (``IsReviewer``). One view per operation; views call
-selectors (reads) and services (writes) and map domain errors to the project's error shape:
-``TrainingError`` → 409 with its ``code``, a missing object → 404.
+selectors (reads) and services (writes); ``webapp.api.exception_handler`` maps domain errors to the
+project's error shape (``TrainingError`` → 409 with its ``code``); a missing object → 404.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from rest_framework.views import APIView
 from training import paths, run_settings, selectors
 from training.archive import stream_tar
 from training.checks import batch_checks, checks_passed
-from training.exceptions import RunSettingsInvalid, TrainingError
 from training.filters import BatchFilter, RunFilter, VersionFilter
 from training.models import (
     AuditAction,
@@ -59,14 +58,8 @@ class Conflict(exceptions.APIException):
 
 
 class TrainingApi(APIView):
-    """Base: domain errors become 409 (with the error's code), permission refusals 403."""
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, TrainingError):
-            exc = Conflict(detail=str(exc), code=exc.code)
-        elif isinstance(exc, PermissionError):
-            exc = exceptions.PermissionDenied(detail=str(exc))
-        return super().handle_exception(exc)
+    """Base of the registry endpoints. Domain errors (``TrainingError`` → 409 with its code,
+    ``PermissionError`` → 403) become the API's error shape in ``webapp.api.exception_handler``."""
 
 
 def _reviewer(request: Request) -> User:
@@ -603,16 +596,14 @@ class BatchApproveApi(TrainingApi):
         data.is_valid(raise_exception=True)
         _batch_or_404(batch_id)
         chosen = {name: data.validated_data.get(name) for name in run_settings.FIELDS}
-        try:
-            run = batch_services.batch_approve(
-                reviewer=_reviewer(request),
-                batch_id=batch_id,
-                recipe=data.validated_data.get("recipe"),
-                override_reason=data.validated_data["override_reason"],
-                run_settings=run_settings.run_settings_parse(chosen),
-            )
-        except RunSettingsInvalid as exc:  # a combination the engine refuses: the field's 400
-            raise exceptions.ValidationError({exc.field: [str(exc)]}) from None
+        # A combination the engine refuses (RunSettingsInvalid) is the field's 400 (webapp/api.py).
+        run = batch_services.batch_approve(
+            reviewer=_reviewer(request),
+            batch_id=batch_id,
+            recipe=data.validated_data.get("recipe"),
+            override_reason=data.validated_data["override_reason"],
+            run_settings=run_settings.run_settings_parse(chosen),
+        )
         return Response(RunOut(run).data)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.models import User
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
@@ -39,8 +40,11 @@ def _reviewer(request: HttpRequest) -> User:
 
 
 def _domain_errors(request: HttpRequest, action: Any) -> bool:
+    """Run a write; a domain error becomes a message on the page, a missing batch/run/version a 404."""
     try:
         action()
+    except ObjectDoesNotExist:
+        raise Http404("no such object") from None
     except (TrainingError, PermissionError) as exc:
         messages.error(request, str(exc))
         return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from webapp.env import env_bool, env_float, env_int, env_list, env_secret, env_str
@@ -51,6 +52,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -118,22 +120,54 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(ARTIFACT_ROOT)},
     },
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Hashed names, cached for ever by browsers; `collectstatic` writes them (and the manifest) before start.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
-# --- security (production values; `manage.py check --deploy` is clean when DEBUG is off) -------------
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# --- security -----------------------------------------------------------------------------------------
+# HTTPS (default on when DEBUG is off): redirect plain HTTP to HTTPS, Secure cookies, HSTS; `check --deploy`
+# is clean. HTTPS=0 is the plain-HTTP mode for a private network without TLS: no redirect, cookies
+# without Secure, no HSTS, and the four `check --deploy` warnings about exactly those settings silenced
+# (security.W004/W008/W012/W016); every other deploy check still applies.
+HTTPS = env_bool("HTTPS", default=not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=HTTPS and not DEBUG)
+# Django then takes "X-Forwarded-Proto: https" as proof that the client spoke HTTPS. Only a proxy in front
+# of every request may say so: trusted without one, anyone reaching gunicorn directly could claim HTTPS.
+TRUSTED_PROXY = env_bool("TRUSTED_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXY else None
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = not DEBUG
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS and not DEBUG else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS and not DEBUG
+SECURE_HSTS_PRELOAD = HTTPS and not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS: list[str] = []
+if not HTTPS:
+    # What plain-HTTP mode turns off on purpose (see above); nothing else is silenced.
+    SILENCED_SYSTEM_CHECKS += ["security.W004", "security.W008", "security.W012", "security.W016"]
+# Content-Security-Policy on every response (django-csp): scripts, styles and everything else only from
+# our own origin, never inline and never eval'd, so that text which slips into a page cannot run. Pages
+# keep their scripts and styles in static files; htmx runs with eval and script tags off (its
+# `htmx-config` meta in annotation/annotate.html). The API docs page adds only what Swagger UI needs
+# (webapp/api_docs.py). tests/e2e fail on any violation a page reports.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # --- REST API ---------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -202,7 +236,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
-# Late acknowledgement is opted into per task (only idempotent ones); see workers/README.md.
+# Late acknowledgement is opted into per task (only idempotent ones): each task module's docstring
+# (workers/pipeline.py, workers/training.py, …) states its failure policy and why.
 CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a training task must not sit reserved behind another
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
@@ -232,7 +267,7 @@ ANNOTATION_CONFIRM_FACTOR = env_float("ANNOTATION_CONFIRM_FACTOR", 10.0)
 ANNOTATION_GOLD_POOL_MIN = env_int("ANNOTATION_GOLD_POOL_MIN", 20)
 ANNOTATION_PREFETCH = env_bool("ANNOTATION_PREFETCH", default=True)
 
-# --- retraining pipeline (training/conf.py reads these; see .env.example for what each means) ----------
+# --- retraining pipeline (training/services read these; see .env.example for what each means) ---------
 RETRAIN_MIN_BATCH_SIZE = env_int("RETRAIN_MIN_BATCH_SIZE", 20)
 RETRAIN_BATCH_EVERY_S = env_int("RETRAIN_BATCH_EVERY_S", 300)
 RETRAIN_RECIPE = env_str("RETRAIN_RECIPE", "tiny")
