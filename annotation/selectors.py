@@ -343,6 +343,7 @@ def annotations_export(*, since_id: int = 0, limit: int | None = None) -> Iterat
             "guess_shown",
             "task__guess__price",
             "task__guess__source",
+            "task__guess__model_version__number",
             "task__is_gold",
             "created",
         )
@@ -364,6 +365,8 @@ def annotations_export(*, since_id: int = 0, limit: int | None = None) -> Iterat
             "guess_shown": row["guess_shown"],
             "guess_price": str(row["task__guess__price"]) if row["task__guess__price"] is not None else None,
             "guess_source": row["task__guess__source"],
+            # the model version whose guess the item carried (null: a baseline's guess, or none)
+            "guess_model_version": row["task__guess__model_version__number"],
             "gold": row["task__is_gold"],
             "created": row["created"].isoformat(),
         }

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from annotation import services
-from annotation.models import Annotation, Assignment, AssignmentStatus, Task
+from annotation.models import Annotation, Assignment, AssignmentStatus, Guess, Task
 from tests.annotation.queue_helpers import lease, make_tasks, submit
 from tests.conftest import client_for
 
@@ -218,14 +218,22 @@ def test_it_lets_a_reviewer_adjudicate_over_http(reviewer: User, annotator: User
 def test_it_exports_annotations_as_jsonl_and_json(
     api_client_user: User, reviewer: User, annotator: User
 ) -> None:
-    make_tasks(2)
-    submit(annotator, lease(annotator), "correct", "55")
+    from training.models import ModelVersion
+
+    tasks = make_tasks(2)
+    v3 = ModelVersion.objects.create(number=3, base_model="tiny")
+    Guess.objects.filter(id=tasks[0].guess_id).update(model_version=v3)  # the other: a baseline's guess
+    first = lease(annotator)
+    submit(annotator, first, "correct", "55")
     submit(annotator, lease(annotator), "accept")
     response = _call(api_client_user, "get", "/api/v1/annotations/export")
     assert response["Content-Type"] == "application/x-ndjson"
     rows = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
     assert [r["verdict"] for r in rows] == ["correct", "accept"]
     assert rows[0]["corrected_price"] == "55.00"
+    # each row names the model version whose guess was shown
+    by_task = {r["task_id"]: r["guess_model_version"] for r in rows}
+    assert by_task == {t.id: (3 if t.id == tasks[0].id else None) for t in tasks}
     as_list = _call(
         reviewer, "get", f"/api/v1/annotations/export?output=json&since_id={rows[0]['id']}"
     ).json()
