@@ -29,8 +29,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from training import paths, run_settings, selectors
-from training.archive import stream_tar
+from training import run_settings, selectors, storage
 from training.checks import batch_checks, checks_passed
 from training.filters import BatchFilter, RunFilter, VersionFilter
 from training.models import (
@@ -327,7 +326,7 @@ class VersionDownloadApi(TrainingApi):
         },
     )
     def get(self, request: Request, number: int) -> HttpResponseBase:
-        from training.engine.artifacts import ArtifactError, read_version
+        from training.engine.artifacts import ArtifactError
 
         version = selectors.version_get(number=number)
         if version is None or not version.artifact_path:
@@ -337,15 +336,15 @@ class VersionDownloadApi(TrainingApi):
             not_modified = HttpResponse(status=304)
             not_modified["ETag"] = etag
             return not_modified
-        folder = paths.resolve(version.artifact_path)
-        try:
-            read_version(folder)  # files complete and checksums matching, or no download
+        try:  # files complete and checksums matching in the store, or no download
+            info = storage.version_verify(version.artifact_path)
         except (ArtifactError, OSError) as exc:
             raise Conflict(
                 detail=f"the files of {version.name} fail verification: {exc}", code="artifact_invalid"
             ) from None
         response = StreamingHttpResponse(
-            stream_tar(Path(folder), prefix=version.name), content_type="application/x-tar"
+            storage.version_stream(version.artifact_path, prefix=version.name, info=info),
+            content_type="application/x-tar",
         )
         response["Content-Length"] = str(version.artifact_size)
         response["Content-Disposition"] = f'attachment; filename="priceloop-{version.name}.tar"'

@@ -8,6 +8,7 @@ filesystem Celery broker under ``PRICELOOP_DATA_DIR``. Point ``DATABASE_URL`` at
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -113,13 +114,36 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request when it is missing
+# This process's local artifact folder: the store itself by default; with object storage, where a worker
+# stages what it publishes and caches what it fetches (training/storage.py).
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts"))).resolve()
+ARTIFACTS_BACKEND = env_str("ARTIFACTS_BACKEND", "local").lower()
+# Read whatever the backend, so that every variable is known to the .env.example checks.
+_s3_options = {
+    "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME"),
+    "location": env_str("AWS_LOCATION"),  # a key prefix inside the bucket
+    # Any S3-compatible store (MinIO, Ceph, R2...); empty means AWS itself.
+    "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+    "region_name": env_str("AWS_S3_REGION_NAME") or None,
+    # Empty keys: boto3's own chain (instance role, ~/.aws, AWS_ACCESS_KEY_ID...).
+    "access_key": env_secret("AWS_S3_ACCESS_KEY_ID") or None,
+    "secret_key": env_secret("AWS_S3_SECRET_ACCESS_KEY") or None,
+    "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE") or None,
+    "default_acl": None,  # private objects; the API streams them to clients
+    "file_overwrite": True,  # a re-published file (a retried run) replaces its object
+}
+_artifacts: dict[str, Any]
+if ARTIFACTS_BACKEND == "local":
+    _artifacts = {"BACKEND": "training.storage.ArtifactFileStorage"}
+elif ARTIFACTS_BACKEND == "s3":
+    if not _s3_options["bucket_name"]:
+        raise ImproperlyConfigured("ARTIFACTS_BACKEND=s3 needs AWS_STORAGE_BUCKET_NAME (an existing bucket).")
+    _artifacts = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": _s3_options}
+else:
+    raise ImproperlyConfigured(f"ARTIFACTS_BACKEND={ARTIFACTS_BACKEND!r}: use local (a folder) or s3.")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "artifacts": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(ARTIFACT_ROOT)},
-    },
+    "artifacts": _artifacts,
     # Hashed names, cached for ever by browsers; `collectstatic` writes them (and the manifest) before start.
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
