@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our own static files, no CDN
     "webapp",
@@ -195,12 +196,12 @@ CONTENT_SECURITY_POLICY = {
 # --- REST API ---------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "webapp.authentication.TokenRolesAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_SCHEMA_CLASS": "webapp.schema.PriceLoopAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "webapp.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "webapp.api.exception_handler",
 }
@@ -288,6 +289,7 @@ ANNOTATION_TOLERANCE_REL = env_float("ANNOTATION_TOLERANCE_REL", 0.1)
 ANNOTATION_ROUTING = env_str("ANNOTATION_ROUTING", "entropy")
 ANNOTATION_CONFIRM_FACTOR = env_float("ANNOTATION_CONFIRM_FACTOR", 10.0)
 ANNOTATION_GOLD_POOL_MIN = env_int("ANNOTATION_GOLD_POOL_MIN", 20)
+ANNOTATION_PREFETCH = env_bool("ANNOTATION_PREFETCH", default=True)
 
 # --- retraining pipeline (training/services read these; see .env.example for what each means) ---------
 RETRAIN_MIN_BATCH_SIZE = env_int("RETRAIN_MIN_BATCH_SIZE", 20)
