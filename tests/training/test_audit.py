@@ -1,7 +1,5 @@
 """The audit trail: every decision, made through the API as a reviewer would, leaves one row naming its
 actor and its object; ``/api/v1/audit`` filters and pages them (reviewers only); the Audit page pages.
-
-Not covered here: run retry (being added by another change; its row should join ``DECISIONS``).
 """
 
 from __future__ import annotations
@@ -90,6 +88,8 @@ def _every_decision(reviewer: User, annotator: User, annotator2: User, tmp_path:
     # run cancel
     _ok(api.post(f"/api/v1/runs/{run['id']}/cancel"))
     objects["run_cancel"] = ("run", str(run["id"]))
+    _ok(api.post(f"/api/v1/runs/{run['id']}/retry"))  # a cancelled run started again (no worker here)
+    objects["run_retry"] = ("run", str(run["id"]))
 
     # promotion (the gate: no person) and rollback
     v1 = make_version(tmp_path, 1, status=VersionStatus.CHAMPION)
@@ -153,7 +153,12 @@ def test_the_audit_api_filters_by_object_and_since_and_refuses_bad_filters(
         r["action"]
         for r in _ok(api.get("/api/v1/audit", {"object_type": "batch", "object_id": batch_id}))["results"]
     ]
-    assert actions == ["batch_approve", "batch_exclude", "batch_create"]
+    assert actions == [
+        "run_retry",
+        "batch_approve",
+        "batch_exclude",
+        "batch_create",
+    ]  # the retry names its batch
     annotator_rows = _ok(api.get("/api/v1/audit", {"object_type": "annotator", "object_id": annotator2.pk}))
     assert {r["action"] for r in annotator_rows["results"]} >= {
         "annotator_pause",
