@@ -549,7 +549,7 @@ class Simulation:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(folder, filter="data")
         started = time.monotonic()
-        predictor = make_predictor(version["base_model"], folder / name)
+        predictor = make_predictor(base_model_of(version), folder / name)
         test = [i for i in self.plan.test if i.trainable]
         guesses = [p.price for p in predictor.predict([i.text for i in test + self.extra])]
         del predictor
@@ -597,7 +597,7 @@ class Simulation:
         v1 = self.setup()
         result: dict[str, Any] = {
             "items": cfg.items.name,
-            "base": base_size(v1["base_model"]),
+            "base": base_size(base_model_of(v1)),
             "base_model": v1["base_model"],
             "command": "python tests/benchmarks/simulate_loop.py " + shlex.join(cfg.argv),
             "settings": {
@@ -690,6 +690,12 @@ class Simulation:
             f"${entry['baselines']['ridge']['test']['mae']:.2f} on {entry['baselines']['n_train']} labels"
         )
         return entry
+
+
+def base_model_of(version: dict[str, Any]) -> str:
+    """The base to load a version on: this process's ``BASE_MODEL`` (the PriceLoop it drives shares
+    it), since the API names a local base by its folder and sha256, never by its server path."""
+    return os.environ.get("BASE_MODEL") or version["base_model"]
 
 
 def make_predictor(base: str, adapter_dir: Path) -> Any:
