@@ -8,6 +8,7 @@ selectors (reads) and services (writes) and map domain errors to the project's e
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,18 @@ from training.services import registry as registry_services
 from training.services import runs as run_services
 from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.roles import IsClientOrReviewer, IsReviewer
+from webapp.visibility import (
+    HIDE,
+    ClientVisibleSerializer,
+    one_line_error,
+    public_batch_stats,
+    public_checks,
+    public_json,
+    sees_everything,
+    strip_paths,
+)
+
+log = logging.getLogger(__name__)
 
 
 class Conflict(exceptions.APIException):
@@ -62,6 +75,13 @@ class TrainingApi(APIView):
         elif isinstance(exc, PermissionError):
             exc = exceptions.PermissionDenied(detail=str(exc))
         return super().handle_exception(exc)
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        """``full``: the reader is a reviewer and reads every field (webapp/visibility.py)."""
+        parent = getattr(super(), "get_serializer_context", None)
+        context: dict[str, Any] = parent() if parent is not None else {"request": self.request}
+        context["full"] = sees_everything(self.request.user)
+        return context
 
 
 def _reviewer(request: Request) -> User:
@@ -88,7 +108,7 @@ class MetricsOut(serializers.Serializer):
     mae_ci95 = serializers.ListField(child=serializers.FloatField())
 
 
-class VersionOut(serializers.Serializer):
+class VersionOut(ClientVisibleSerializer):
     name = serializers.CharField()
     number = serializers.IntegerField()
     status = serializers.ChoiceField(choices=VersionStatus.choices)
@@ -102,6 +122,12 @@ class VersionOut(serializers.Serializer):
     promoted_at = serializers.DateTimeField(allow_null=True)
     url = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
+
+    client_plain = frozenset(
+        {"name", "number", "status", "base_revision", "parent", "metrics", "sha256", "size", "created"}
+        | {"promoted_at", "url", "download_url"}
+    )
+    client_view = {"base_model": strip_paths}
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_url(self, obj: ModelVersion) -> str:
@@ -128,6 +154,14 @@ class VersionDetailOut(VersionOut):
     gate = serializers.SerializerMethodField(
         help_text="the gate decision that made it champion or rejected it"
     )
+    client_plain = VersionOut.client_plain | {"dataset_fingerprint"}
+    client_view = {
+        **VersionOut.client_view,
+        "hyperparameters": public_json,
+        "manifest": public_json,
+        "lineage": public_json,
+        "gate": public_json,
+    }
 
     @extend_schema_field(LineageOut)
     def get_lineage(self, obj: ModelVersion) -> dict[str, Any]:
@@ -148,7 +182,7 @@ class PointOut(serializers.Serializer):
     at = serializers.DateTimeField()
 
 
-class RunOut(serializers.Serializer):
+class RunOut(ClientVisibleSerializer):
     id = serializers.IntegerField()
     batch_id = serializers.IntegerField(allow_null=True)
     recipe = serializers.ChoiceField(choices=Recipe.choices)
@@ -168,19 +202,36 @@ class RunOut(serializers.Serializer):
     started = serializers.DateTimeField(allow_null=True)
     finished = serializers.DateTimeField(allow_null=True)
 
+    client_plain = frozenset(
+        {"id", "batch_id", "recipe", "recipe_name", "parent", "status", "stage", "cancel_requested"}
+        | {"attempts", "candidate", "created", "started", "finished"}
+    )
+    client_view = {
+        "hyperparameters": public_json,
+        "base_model": strip_paths,
+        "gate": public_json,
+        "result": public_json,
+        "error": one_line_error,  # the summary line; reviewers read the traceback
+    }
+
 
 class RunDetailOut(RunOut):
     logs = serializers.CharField()
     points = PointOut(many=True)
 
+    client_plain = RunOut.client_plain | {"points"}
+    client_view = {**RunOut.client_view, "logs": HIDE}
 
-class RunProgressOut(serializers.Serializer):
+
+class RunProgressOut(ClientVisibleSerializer):
     status = serializers.ChoiceField(choices=RunStatus.choices)
     stage = serializers.CharField()
     points = PointOut(many=True)
 
+    client_plain = frozenset({"status", "stage", "points"})
 
-class BatchOut(serializers.Serializer):
+
+class BatchOut(ClientVisibleSerializer):
     id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=BatchStatus.choices)
     recipe = serializers.ChoiceField(choices=Recipe.choices)
@@ -191,6 +242,11 @@ class BatchOut(serializers.Serializer):
     reason = serializers.CharField()
     created = serializers.DateTimeField()
     run_id = serializers.SerializerMethodField()
+
+    client_plain = frozenset(
+        {"id", "status", "recipe", "size", "content_sha256", "reviewed_at", "created", "run_id"}
+    )
+    client_view = {"reviewer": HIDE, "reason": strip_paths}
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_run_id(self, obj: RetrainBatch) -> int | None:
@@ -212,6 +268,9 @@ class BatchDetailOut(BatchOut):
     stats = serializers.DictField()
     checks = serializers.SerializerMethodField(help_text="quality checks, read live (training/checks.py)")
     checks_passed = serializers.SerializerMethodField(help_text="false: approving needs an override_reason")
+
+    client_plain = BatchOut.client_plain | {"checks_passed"}
+    client_view = {**BatchOut.client_view, "stats": public_batch_stats, "checks": public_checks}
 
     def _checks(self, obj: RetrainBatch) -> list[Any]:
         # Both fields read the same checks: computed once per batch and serializer.
@@ -265,7 +324,7 @@ class VersionDetailApi(TrainingApi):
         version = selectors.version_get(number=number)
         if version is None:
             raise _not_found(f"version v{number}")
-        return Response(VersionDetailOut(version).data)
+        return Response(VersionDetailOut(version, context=self.get_serializer_context()).data)
 
 
 class ChampionApi(TrainingApi):
@@ -276,7 +335,7 @@ class ChampionApi(TrainingApi):
         version = selectors.champion_get()
         if version is None:
             raise _not_found("a champion (no version has been promoted yet)")
-        return Response(VersionDetailOut(version).data)
+        return Response(VersionDetailOut(version, context=self.get_serializer_context()).data)
 
 
 class VersionDownloadApi(TrainingApi):
@@ -308,8 +367,13 @@ class VersionDownloadApi(TrainingApi):
         try:
             read_version(folder)  # files complete and checksums matching, or no download
         except (ArtifactError, OSError) as exc:
+            log.warning("download of %s refused: its files fail verification: %s", version.name, exc)
+            # The reason names files on the server: reviewers read it, clients are told where it went.
+            reason = str(exc) if sees_everything(request.user) else "details are in the server log"
             raise Conflict(
-                detail=f"the files of {version.name} fail verification: {exc}", code="artifact_invalid"
+                detail=f"the files of {version.name} fail verification ({reason}); a reviewer can "
+                "roll back to a version whose files verify.",
+                code="artifact_invalid",
             ) from None
         response = StreamingHttpResponse(
             stream_tar(Path(folder), prefix=version.name), content_type="application/x-tar"
@@ -356,7 +420,7 @@ class VersionRollbackApi(TrainingApi):
             reason=data.validated_data["reason"],
             override_reason=data.validated_data["override_reason"],
         )
-        return Response(VersionDetailOut(version).data)
+        return Response(VersionDetailOut(version, context=self.get_serializer_context()).data)
 
 
 # --- runs ---------------------------------------------------------------------------------------------
@@ -390,7 +454,7 @@ class RunDetailApi(TrainingApi):
 
     @extend_schema(operation_id="runs_retrieve", responses={200: RunDetailOut, 404: ERROR})
     def get(self, request: Request, run_id: int) -> Response:
-        return Response(RunDetailOut(_run_or_404(run_id)).data)
+        return Response(RunDetailOut(_run_or_404(run_id), context=self.get_serializer_context()).data)
 
 
 class RunProgressApi(TrainingApi):
@@ -411,7 +475,12 @@ class RunProgressApi(TrainingApi):
             raise exceptions.ValidationError({"after_step": [f"{raw!r} is not a whole number."]}) from None
         run = _run_or_404(run_id)
         points = selectors.run_points(run_id=run.pk, after_step=after)
-        return Response(RunProgressOut({"status": run.status, "stage": run.stage, "points": points}).data)
+        return Response(
+            RunProgressOut(
+                {"status": run.status, "stage": run.stage, "points": points},
+                context=self.get_serializer_context(),
+            ).data
+        )
 
 
 class RunCancelApi(TrainingApi):
@@ -421,7 +490,7 @@ class RunCancelApi(TrainingApi):
     def post(self, request: Request, run_id: int) -> Response:
         _run_or_404(run_id)
         run = run_services.run_cancel(reviewer=_reviewer(request), run_id=run_id)
-        return Response(RunOut(run).data)
+        return Response(RunOut(run, context=self.get_serializer_context()).data)
 
 
 # --- batches ------------------------------------------------------------------------------------------
@@ -464,7 +533,9 @@ class BatchCreateApi(TrainingApi):
         batch = batch_services.batch_create_from_resolved(
             min_size=data.validated_data.get("min_size"), recipe=data.validated_data["recipe"]
         )
-        return Response(BatchDetailOut(batch).data, status=status.HTTP_201_CREATED)
+        return Response(
+            BatchDetailOut(batch, context=self.get_serializer_context()).data, status=status.HTTP_201_CREATED
+        )
 
 
 def _batch_or_404(batch_id: int) -> RetrainBatch:
@@ -479,7 +550,7 @@ class BatchDetailApi(TrainingApi):
 
     @extend_schema(operation_id="batches_retrieve", responses={200: BatchDetailOut, 404: ERROR})
     def get(self, request: Request, batch_id: int) -> Response:
-        return Response(BatchDetailOut(_batch_or_404(batch_id)).data)
+        return Response(BatchDetailOut(_batch_or_404(batch_id), context=self.get_serializer_context()).data)
 
 
 class ApproveIn(serializers.Serializer):
@@ -522,7 +593,7 @@ class BatchApproveApi(TrainingApi):
             recipe=data.validated_data.get("recipe"),
             override_reason=data.validated_data["override_reason"],
         )
-        return Response(RunOut(run).data)
+        return Response(RunOut(run, context=self.get_serializer_context()).data)
 
 
 class RejectIn(serializers.Serializer):
@@ -544,7 +615,7 @@ class BatchRejectApi(TrainingApi):
         batch = batch_services.batch_reject(
             reviewer=_reviewer(request), batch_id=batch_id, reason=data.validated_data["reason"]
         )
-        return Response(BatchDetailOut(batch).data)
+        return Response(BatchDetailOut(batch, context=self.get_serializer_context()).data)
 
 
 # --- products import ----------------------------------------------------------------------------------

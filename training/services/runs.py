@@ -345,7 +345,10 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
     except TrainingCancelled:
         _finish_cancelled(run_id)
         return "cancelled"
-    except Exception as exc:  # noqa: BLE001 - any error (time limit included) ends the run as failed
+    except Exception as exc:  # any error (time limit included) ends the run as failed
+        # The whole trace goes to the worker's log and to the run (reviewers read it); API clients read
+        # its first line only (webapp/visibility.py).
+        logger.exception("run %s failed in training", run_id)
         run_fail(run_id=run_id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         return "failed"
     _append_log(
