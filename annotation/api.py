@@ -42,6 +42,7 @@ from annotation.exceptions import AnnotationError, CodebookAckRequired
 from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
 from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role, token_user
+from webapp.tokens import ApiUserThrottle
 from webapp.visibility import public_export_row, sees_everything
 
 MAX_ID = 2**63 - 1  # larger ids are a 400, not a database error
@@ -887,6 +888,7 @@ class ExportApi(AnnotationApi):
     """Every annotation as JSON Lines (default, streamed) or a JSON list, oldest first."""
 
     permission_classes = [IsClientOrReviewer]
+    throttle_classes = [ApiUserThrottle]
 
     @extend_schema(
         operation_id="annotations_export",

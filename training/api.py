@@ -47,6 +47,7 @@ from training.services import registry as registry_services
 from training.services import runs as run_services
 from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.roles import IsClientOrReviewer, IsReviewer
+from webapp.tokens import ApiUserThrottle
 from webapp.visibility import (
     HIDE,
     ClientVisibleSerializer,
@@ -67,7 +68,10 @@ class Conflict(exceptions.APIException):
 
 
 class TrainingApi(APIView):
-    """Base: domain errors become 409 (with the error's code), permission refusals 403."""
+    """Base: domain errors become 409 (with the error's code), permission refusals 403; each user's
+    requests are throttled (``API_THROTTLE_RATE``)."""
+
+    throttle_classes = [ApiUserThrottle]
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, TrainingError):

@@ -20,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from webapp.rawsql import columns, fetch_one, from_row
+from webapp.tokens import token_expired
 
 
 class Role(enum.StrEnum):
@@ -48,9 +49,10 @@ def token_user(authorization: str) -> User | None:
     query (DRF's ``TokenAuthentication`` plus ``user_roles`` take two, and cost about 1.5 ms of CPU more
     on the annotator queue's hot path: docs/perf-queue.md).
 
-    None for anything else: no such header, a malformed one, an unknown key, an inactive user. The
-    caller then goes through DRF, whose ``TokenAuthentication`` answers those with its own errors. No
-    cache: a deleted token or a deactivated user is refused from the next request on.
+    None for anything else: no such header, a malformed one, an unknown key, an inactive user, an
+    expired token (``API_TOKEN_TTL_DAYS``). The caller then goes through DRF, whose token
+    authentication answers those with its own errors. No cache: a deleted token or a deactivated user is
+    refused from the next request on.
     """
     parts = authorization.split()
     if len(parts) != 2 or parts[0].lower() != "token":
@@ -60,9 +62,11 @@ def token_user(authorization: str) -> User | None:
         return None
     values = iter(row)
     user = from_row(User, values)
-    if not user.is_active:
+    flags = [next(values) for _ in Role]
+    created = next(values)
+    if not user.is_active or token_expired(created):
         return None
-    user._priceloop_roles = {role for role, flag in zip(Role, values, strict=True) if flag}  # type: ignore[attr-defined]
+    user._priceloop_roles = {role for role, flag in zip(Role, flags, strict=True) if flag}  # type: ignore[attr-defined]
     return user
 
 
@@ -85,7 +89,7 @@ def _token_user_sql(vendor: str) -> str:
         for _ in Role
     )
     return (
-        f"SELECT {columns(User, 'u')}, {role_flags} FROM {Token._meta.db_table} t "  # noqa: S608
+        f"SELECT {columns(User, 'u')}, {role_flags}, t.created FROM {Token._meta.db_table} t "  # noqa: S608
         f"JOIN {users} u ON u.id = t.user_id WHERE t.key = %s"
     )
 
