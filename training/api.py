@@ -201,7 +201,7 @@ class RunOut(ClientVisibleSerializer):
     candidate = serializers.CharField(source="candidate.name", allow_null=True, default=None)
     gate = serializers.DictField()
     result = serializers.DictField()
-    error = serializers.CharField()
+    error = serializers.CharField(help_text="clients read its one-line summary, reviewers the whole trace")
     created = serializers.DateTimeField()
     started = serializers.DateTimeField(allow_null=True)
     finished = serializers.DateTimeField(allow_null=True)
@@ -220,7 +220,7 @@ class RunOut(ClientVisibleSerializer):
 
 
 class RunDetailOut(RunOut):
-    logs = serializers.CharField()
+    logs = serializers.CharField(required=False, help_text="reviewers only")
     points = PointOut(many=True)
 
     client_plain = RunOut.client_plain | {"points"}
@@ -241,7 +241,9 @@ class BatchOut(ClientVisibleSerializer):
     recipe = serializers.ChoiceField(choices=Recipe.choices)
     size = serializers.IntegerField()
     content_sha256 = serializers.CharField()
-    reviewer = serializers.CharField(source="reviewer.username", allow_null=True, default=None)
+    reviewer = serializers.CharField(
+        source="reviewer.username", allow_null=True, default=None, help_text="reviewers only"
+    )
     reviewed_at = serializers.DateTimeField(allow_null=True)
     reason = serializers.CharField()
     created = serializers.DateTimeField()
@@ -269,7 +271,7 @@ class QualityCheckOut(serializers.Serializer):
 
 
 class BatchDetailOut(BatchOut):
-    stats = serializers.DictField()
+    stats = serializers.DictField(help_text="clients read no per-annotator table")
     checks = serializers.SerializerMethodField(help_text="quality checks, read live (training/checks.py)")
     checks_passed = serializers.SerializerMethodField(help_text="false: approving needs an override_reason")
 
