@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -279,3 +280,20 @@ def test_the_registry_is_throttled_per_user_but_the_annotator_loop_is_not(
     assert all(session.post("/api/v1/annotate/next").status_code == 200 for _ in range(10))
     settings.API_THROTTLE_RATE = "off"
     assert client.get("/api/v1/versions").status_code == 200
+
+
+def test_every_command_the_readme_names_for_accounts_exists() -> None:
+    from django.core.management import get_commands
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Accounts and tokens", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"manage\.py (\w+)", section)) | set(re.findall(r"`(axes_\w+)", section))
+    assert {
+        "create_user",
+        "roles",
+        "rotate_token",
+        "revoke_token",
+        "list_tokens",
+        "axes_reset_username",
+    } <= named
+    assert named <= set(get_commands()), named - set(get_commands())
