@@ -532,6 +532,13 @@ class CodebookVersionsApi(AnnotationApi):
             ref_name = "CodebookVersionsInput"
 
         markdown = serializers.CharField(max_length=200_000, trim_whitespace=False)
+        change_note = serializers.CharField(
+            max_length=2000,
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text="what changed and why; required for every version after the first",
+        )
 
     @extend_schema(operation_id="codebook_versions_list", responses={200: CodebookOut(many=True)})
     def get(self, request: Request) -> Response:
@@ -546,7 +553,11 @@ class CodebookVersionsApi(AnnotationApi):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        version = services.codebook_publish(author=self.user, markdown=data.validated_data["markdown"])
+        version = services.codebook_publish(
+            author=self.user,
+            markdown=data.validated_data["markdown"],
+            change_note=data.validated_data["change_note"],
+        )
         return Response(CodebookOut(version).data, status=status.HTTP_201_CREATED)
 
 

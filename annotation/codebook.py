@@ -68,3 +68,57 @@ def markdown_diff_html(old: str, new: str, *, old_name: str = "old", new_name: s
         css = "diff-add" if line.startswith("+") else "diff-del" if line.startswith("-") else "diff-ctx"
         lines.append(f'<span class="{css}">{html.escape(line)}</span>')
     return '<pre class="codebook-diff">' + "\n".join(lines) + "</pre>"
+
+
+def _words_changed(old: str, new: str) -> str:
+    """One changed line: removed words struck out, added words marked (both escaped)."""
+    a, b = old.split(" "), new.split(" ")
+    out: list[str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            out.append(html.escape(" ".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(f"<del>{html.escape(' '.join(a[i1:i2]))}</del>")
+        if j2 > j1:
+            out.append(f"<ins>{html.escape(' '.join(b[j1:j2]))}</ins>")
+    return " ".join(out)
+
+
+def markdown_changes_html(old: str, new: str, *, context: int = 1) -> str:
+    """What changed between two codebook texts, for a reader rather than a patch tool: each line marked
+    Added, Removed or Changed (changed lines show the words struck out and added), ``context`` unchanged
+    lines around each change, no ``@@``/``+``/``-`` syntax. Every piece of text is escaped."""
+    a, b = old.splitlines(), new.splitlines()
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    added = removed = changed = 0
+    items: list[str] = []
+
+    def line(css: str, label: str, body: str) -> None:
+        items.append(f'<li class="{css}"><span class="diff-label">{label}</span> {body}</li>')
+
+    for group in matcher.get_grouped_opcodes(context):
+        if items:
+            items.append('<li class="diff-gap">…</li>')
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                for text in a[i1:i2]:
+                    line("diff-ctx", "", html.escape(text))
+                continue
+            pairs = min(i2 - i1, j2 - j1) if tag == "replace" else 0
+            for k in range(pairs):
+                changed += 1
+                line("diff-change", "Changed", _words_changed(a[i1 + k], b[j1 + k]))
+            for text in a[i1 + pairs : i2]:
+                removed += 1
+                line("diff-del", "Removed", f"<del>{html.escape(text)}</del>")
+            for text in b[j1 + pairs : j2]:
+                added += 1
+                line("diff-add", "Added", f"<ins>{html.escape(text)}</ins>")
+    if not items:
+        return '<div class="codebook-changes"><p>No change in the text.</p></div>'
+    summary = f"{changed} line(s) changed, {added} added, {removed} removed."
+    return (
+        f'<div class="codebook-changes"><p class="diff-summary">{summary}</p>'
+        f'<ul class="diff-lines">{"".join(items)}</ul></div>'
+    )

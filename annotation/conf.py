@@ -17,6 +17,7 @@ ROUTINGS = ("entropy", "fifo")
 @dataclass(frozen=True)
 class AnnotationConfig:
     overlap: int
+    overlap_share: float
     gold_rate: float
     gold_tolerance: Decimal
     gold_min_seen: int
@@ -33,6 +34,7 @@ class AnnotationConfig:
 def annotation_config() -> AnnotationConfig:
     cfg = AnnotationConfig(
         overlap=int(settings.ANNOTATION_OVERLAP),
+        overlap_share=float(settings.ANNOTATION_OVERLAP_SHARE),
         gold_rate=float(settings.ANNOTATION_GOLD_RATE),
         gold_tolerance=Decimal(str(settings.ANNOTATION_GOLD_TOLERANCE)),
         gold_min_seen=int(settings.ANNOTATION_GOLD_MIN_SEEN),
@@ -47,6 +49,10 @@ def annotation_config() -> AnnotationConfig:
     )
     if cfg.overlap < 1:
         raise ImproperlyConfigured(f"ANNOTATION_OVERLAP={cfg.overlap} must be 1 or more.")
+    if not 0 <= cfg.overlap_share <= 1:
+        raise ImproperlyConfigured(
+            f"ANNOTATION_OVERLAP_SHARE={cfg.overlap_share} must be in [0, 1] (0.2: one item in five twice)."
+        )
     if not 0 <= cfg.gold_rate < 1:
         raise ImproperlyConfigured(f"ANNOTATION_GOLD_RATE={cfg.gold_rate} must be in [0, 1).")
     if not 0 <= cfg.blind_share <= 1:

@@ -80,6 +80,13 @@ class CodebookForm(forms.Form):
         max_length=200_000,
         help_text="Reason codes: list items like “- `too_vague`: the text does not say what it is”.",
     )
+    change_note = forms.CharField(
+        label="Change note",
+        required=False,
+        max_length=2000,
+        widget=forms.TextInput(attrs={"size": 80}),
+        help_text="What changed and why, in a sentence (required from v2 on; annotators see it).",
+    )
 
 
 class AdjudicationForm(forms.Form):

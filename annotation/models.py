@@ -215,6 +215,7 @@ class CodebookVersion(models.Model):
     author = models.ForeignKey(
         "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="codebook_versions"
     )
+    change_note = models.TextField(blank=True, help_text="what changed and why (required to publish)")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

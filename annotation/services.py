@@ -17,7 +17,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.codebook import reason_codes_parse
@@ -53,6 +53,7 @@ from annotation.queue import (
     leases_expire,
     leases_release_for_annotator,
 )
+from training.models import AuditAction, AuditEvent
 
 __all__ = [
     "adjudication_resolve",
@@ -130,6 +131,13 @@ def _is_blind(product: Product, cfg: AnnotationConfig) -> bool:
     return bucket < cfg.blind_share * 10_000
 
 
+def _task_overlap(product: Product, cfg: AnnotationConfig) -> int:
+    """``ANNOTATION_OVERLAP``, or at least 2 for the ``ANNOTATION_OVERLAP_SHARE`` of products (a stable
+    hash, like the blind share, but an independent one: shared items are blind as often as the rest)."""
+    bucket = zlib.crc32(f"overlap:{product.external_id}".encode()) % 10_000
+    return max(2, cfg.overlap) if bucket < cfg.overlap_share * 10_000 else cfg.overlap
+
+
 def _latest_guesses(product_ids: list[int], source: str | None) -> dict[int, Guess]:
     qs = Guess.objects.filter(product_id__in=product_ids)
     if source:
@@ -145,13 +153,16 @@ def tasks_create_for_products(
 ) -> int:
     """Queue pool products for annotation with their latest guess; the number of tasks created.
 
+    Each task needs ``overlap`` annotations; by default ``ANNOTATION_OVERLAP``, raised to 2 for the
+    ``ANNOTATION_OVERLAP_SHARE`` of products (consensus on a sample, so agreement can be measured).
+
     Skips test-split products (never labelled), products without a guess, products that already
     have an unresolved task, gold products and seeded products (``SeedLabel``). Priority is the guess's
     entropy with ``ANNOTATION_ROUTING=entropy``.
     """
     cfg = annotation_config()
-    overlap = overlap or cfg.overlap
-    if not 1 <= overlap <= 50:
+    fixed_overlap = overlap  # None: from the settings, with the overlap share
+    if overlap is not None and not 1 <= overlap <= 50:
         raise ValidationError({"overlap": [f"overlap={overlap} must be between 1 and 50."]})
     ids = [p if isinstance(p, int) else p.id for p in products]
     created = 0
@@ -183,7 +194,7 @@ def tasks_create_for_products(
                 Task(
                     product=product,
                     guess=guess,
-                    overlap=overlap,
+                    overlap=fixed_overlap or _task_overlap(product, cfg),
                     is_blind=_is_blind(product, cfg),
                     priority=entropy if cfg.routing == "entropy" else 0.0,
                 )
@@ -579,21 +590,68 @@ def annotation_undo_last(*, annotator: User) -> Annotation:
 # --- codebook ------------------------------------------------------------------------------------------
 
 
-def codebook_publish(*, author: User, markdown: str) -> CodebookVersion:
-    """Publish the next codebook version; every annotator must acknowledge it before their next item."""
+MAX_CHANGE_NOTE_CHARS = 2000
+
+
+def codebook_publish(*, author: User, markdown: str, change_note: str = "") -> CodebookVersion:
+    """Publish the next codebook version; every annotator must acknowledge it before their next item.
+
+    Refused (``ValidationError`` naming the field): empty text; text identical to the current version
+    (it would make every annotator re-acknowledge nothing); a later version without a ``change_note``
+    saying what changed and why. Audited as ``codebook_publish`` with the author.
+    """
     text = (markdown or "").replace("\r\n", "\n").strip()
+    note = (change_note or "").replace("\r\n", "\n").strip()
     if not text:
         raise ValidationError({"markdown": ["The codebook cannot be empty."]})
     if len(text) > MAX_CODEBOOK_CHARS:
         raise ValidationError({"markdown": [f"The codebook is limited to {MAX_CODEBOOK_CHARS} characters."]})
+    if len(note) > MAX_CHANGE_NOTE_CHARS:
+        raise ValidationError(
+            {"change_note": [f"The change note is limited to {MAX_CHANGE_NOTE_CHARS} characters."]}
+        )
     codes = reason_codes_parse(text)
     for _attempt in range(5):
         try:
             with transaction.atomic():
-                number = (CodebookVersion.objects.aggregate(n=Max("number"))["n"] or 0) + 1
-                return CodebookVersion.objects.create(
-                    number=number, markdown=text, reason_codes=codes, author=author
+                current = CodebookVersion.objects.select_for_update().order_by("-number").first()
+                if current is not None and current.markdown.strip() == text:
+                    raise ValidationError(
+                        {
+                            "markdown": [
+                                f"The text is the same as the current v{current.number}: nothing to publish. "
+                                "Edit the rules first (annotators would re-acknowledge unchanged rules)."
+                            ]
+                        }
+                    )
+                if current is not None and not note:
+                    raise ValidationError(
+                        {
+                            "change_note": [
+                                "A change note is required: say what changed and why, in a sentence."
+                            ]
+                        }
+                    )
+                number = (current.number if current else 0) + 1
+                version = CodebookVersion.objects.create(
+                    number=number,
+                    markdown=text,
+                    reason_codes=codes,
+                    author=author,
+                    change_note=note or "first version",
                 )
+                AuditEvent.objects.create(
+                    action=AuditAction.CODEBOOK_PUBLISH,
+                    actor=author,
+                    subject=f"codebook:v{number}",
+                    numbers={
+                        "number": number,
+                        "reason_codes": len(codes),
+                        "previous": current.number if current else None,
+                    },
+                    message=version.change_note,
+                )
+                return version
         except IntegrityError:  # two reviewers published at once: take the next number
             continue
     raise IntegrityError("Could not allocate a codebook version number; try again.")
@@ -620,6 +678,13 @@ def annotator_pause(*, annotator: User, reason: str, reviewer: User | None = Non
             status.paused_at = timezone.now()
             status.paused_reason = reason if reviewer is None else f"{reason} (paused by {reviewer.username})"
             status.save(update_fields=["paused", "paused_at", "paused_reason"])
+            AuditEvent.objects.create(
+                action=AuditAction.ANNOTATOR_PAUSE,
+                actor=reviewer,
+                subject=f"annotator:{annotator.pk}",
+                numbers={"gold_seen": status.gold_seen, "gold_correct": status.gold_correct},
+                message=status.paused_reason,
+            )
         leases_release_for_annotator(annotator=annotator)
         # After the leases: a submit that held one has committed, so its annotation is held too.
         quarantine_hold_for_annotator(annotator=annotator, reason=status.paused_reason, actor=reviewer)
@@ -637,6 +702,12 @@ def annotator_unpause(*, reviewer: User, annotator: User) -> AnnotatorStatus:
         status.gold_baseline_seen = status.gold_seen
         status.gold_baseline_correct = status.gold_correct
         status.save()
+        AuditEvent.objects.create(
+            action=AuditAction.ANNOTATOR_UNPAUSE,
+            actor=reviewer,
+            subject=f"annotator:{annotator.pk}",
+            numbers={"gold_seen": status.gold_seen, "gold_correct": status.gold_correct},
+        )
         return status
 
 
@@ -667,5 +738,14 @@ def adjudication_resolve(*, reviewer: User, task_id: int, price: Any) -> Resolve
         )
         Task.objects.filter(id=task.id, status=TaskStatus.NEEDS_ADJUDICATION).update(
             status=TaskStatus.RESOLVED, resolved_at=timezone.now()
+        )
+        AuditEvent.objects.create(
+            action=AuditAction.ADJUDICATE,
+            actor=reviewer,
+            subject=f"task:{task.pk}",
+            numbers={
+                "price": str(value) if value is not None else None,
+                "annotator_prices": [str(p) for p in prices],
+            },
         )
         return label

@@ -111,7 +111,7 @@ def _workspace_context(
                 client_token=secrets.token_urlsafe(16),
                 shown_at=f"{time.time():.3f}",
             )
-    codebook = codebook_panel()
+    codebook = codebook_panel(annotator=user)
     context.update(
         codebook=codebook,
         reasons=codebook.reasons if codebook else [],
@@ -298,10 +298,13 @@ def codebook_edit(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             try:
                 version = services.codebook_publish(
-                    author=_user(request), markdown=form.cleaned_data["markdown"]
+                    author=_user(request),
+                    markdown=form.cleaned_data["markdown"],
+                    change_note=form.cleaned_data["change_note"],
                 )
             except ValidationError as exc:
-                form.add_error("markdown", _error_text(exc))
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else "markdown", errors)
             else:
                 messages.success(
                     request,

@@ -73,7 +73,11 @@ TABLE: dict[str, dict[str, Any]] = {
     "GET batches/<int:batch_id>": row(DENY, 404, 404),
     "POST batches/<int:batch_id>/approve": row(DENY, 404, DENY),
     "POST batches/<int:batch_id>/reject": row(DENY, 400, DENY),  # the reason is checked first
+    "GET batches/<int:batch_id>/items": row(DENY, 404, DENY),
+    "POST batches/<int:batch_id>/exclude": row(DENY, 400, DENY),  # the body is checked first
+    "POST batches/<int:batch_id>/restore": row(DENY, 400, DENY),
     "POST products/import": row(DENY, 400, DENY),  # no file
+    "GET audit": row(DENY, 200, DENY),
 }
 
 

@@ -23,6 +23,7 @@ MENU = [
     ("Queue &amp; annotators", "annotation:queue"),
     ("Adjudication", "annotation:adjudication"),
     ("Agreement", "annotation:agreement"),
+    ("Audit", "training:audit"),
 ]
 _NAV = re.compile(r'<nav class="review-nav" aria-label="Reviewer pages">(.*?)</nav>', re.S)
 _LINK = re.compile(r'<a href="([^"]+)"( aria-current="page")?>([^<]+)</a>')

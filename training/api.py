@@ -29,11 +29,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from training import paths, selectors
+from training import paths, run_settings, selectors
 from training.archive import stream_tar
 from training.checks import batch_checks, checks_passed
-from training.exceptions import TrainingError
+from training.exceptions import RunSettingsInvalid, TrainingError
 from training.models import (
+    AuditAction,
+    AuditEvent,
     BatchStatus,
     ModelVersion,
     Recipe,
@@ -42,6 +44,7 @@ from training.models import (
     TrainingRun,
     VersionStatus,
 )
+from training.run_settings import settings_summary
 from training.services import batches as batch_services
 from training.services import registry as registry_services
 from training.services import runs as run_services
@@ -158,6 +161,10 @@ class VersionDetailOut(VersionOut):
     gate = serializers.SerializerMethodField(
         help_text="the gate decision that made it champion or rejected it"
     )
+    settings = serializers.SerializerMethodField(
+        help_text="the training settings it was trained and is scored with: kind, quantization, prompt "
+        "style, epochs or max_steps, learning rate, LoRA rank"
+    )
     client_plain = VersionOut.client_plain | {"dataset_fingerprint"}
     client_view = {
         **VersionOut.client_view,
@@ -165,6 +172,7 @@ class VersionDetailOut(VersionOut):
         "manifest": public_json,
         "lineage": public_json,
         "gate": public_json,
+        "settings": public_json,
     }
 
     @extend_schema_field(LineageOut)
@@ -175,6 +183,10 @@ class VersionDetailOut(VersionOut):
     def get_gate(self, obj: ModelVersion) -> dict[str, Any] | None:
         run = selectors.version_run(obj)
         return run.gate if run and run.gate else None
+
+    @extend_schema_field(serializers.DictField())
+    def get_settings(self, obj: ModelVersion) -> dict[str, Any]:
+        return settings_summary((obj.manifest or {}).get("recipe"))
 
 
 class PointOut(serializers.Serializer):
@@ -537,7 +549,9 @@ class BatchCreateApi(TrainingApi):
         data = BatchCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
         batch = batch_services.batch_create_from_resolved(
-            min_size=data.validated_data.get("min_size"), recipe=data.validated_data["recipe"]
+            min_size=data.validated_data.get("min_size"),
+            recipe=data.validated_data["recipe"],
+            actor=_reviewer(request),
         )
         return Response(
             BatchDetailOut(batch, context=self.get_serializer_context()).data, status=status.HTTP_201_CREATED
@@ -565,7 +579,33 @@ class ApproveIn(serializers.Serializer):
         required=False,
         allow_null=True,
         default=None,
-        help_text="default: the batch's",
+        help_text="the kind (same as ``kind``); default: the batch's",
+    )
+    kind = serializers.ChoiceField(
+        choices=Recipe.choices, required=False, help_text="training objective; default: the batch's recipe"
+    )
+    quantization = serializers.ChoiceField(
+        choices=list(run_settings.QUANTIZATION_LABELS.items()),
+        required=False,
+        help_text="quantization of the frozen base while training and scoring; default: the recipe's",
+    )
+    prompt_style = serializers.ChoiceField(
+        choices=list(run_settings.PROMPT_STYLES), required=False, help_text="default: the recipe's"
+    )
+    epochs = serializers.FloatField(
+        required=False,
+        min_value=0.01,
+        max_value=run_settings.EPOCHS_MAX,
+        help_text="passes over the dataset (turns off the recipe's max_steps); default: the recipe's",
+    )
+    learning_rate = serializers.FloatField(
+        required=False,
+        min_value=run_settings.LEARNING_RATE_RANGE[0],
+        max_value=run_settings.LEARNING_RATE_RANGE[1],
+        help_text="peak learning rate; default: the recipe's",
+    )
+    lora_rank = serializers.ChoiceField(
+        choices=list(run_settings.LORA_RANKS), required=False, help_text="LoRA rank; default: the recipe's"
     )
     override_reason = serializers.CharField(
         required=False,
@@ -593,13 +633,126 @@ class BatchApproveApi(TrainingApi):
         data = ApproveIn(data=request.data)
         data.is_valid(raise_exception=True)
         _batch_or_404(batch_id)
-        run = batch_services.batch_approve(
+        chosen = {name: data.validated_data.get(name) for name in run_settings.FIELDS}
+        try:
+            run = batch_services.batch_approve(
+                reviewer=_reviewer(request),
+                batch_id=batch_id,
+                recipe=data.validated_data.get("recipe"),
+                override_reason=data.validated_data["override_reason"],
+                run_settings=run_settings.run_settings_parse(chosen),
+            )
+        except RunSettingsInvalid as exc:  # a combination the engine refuses: the field's 400
+            raise exceptions.ValidationError({exc.field: [str(exc)]}) from None
+        return Response(RunOut(run, context=self.get_serializer_context()).data)
+
+
+class BatchItemOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    product = serializers.CharField(source="product.external_id")
+    title = serializers.CharField(source="product.title")
+    guess_price = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    guess_version = serializers.CharField(source="guess_version.name", allow_null=True, default=None)
+    price = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    error = serializers.DecimalField(
+        max_digits=12, decimal_places=2, allow_null=True, help_text="|price − guess_price|"
+    )
+    price_trainable = serializers.BooleanField(help_text="false: outside $0.50–$999.49 (out of range)")
+    verdict = serializers.CharField()
+    codebook_version = serializers.IntegerField(allow_null=True)
+    annotators = serializers.ListField(child=serializers.CharField(), source="annotator_names")
+    excluded = serializers.BooleanField()
+    exclusion_reason = serializers.CharField()
+    excluded_by = serializers.CharField(source="excluded_by.username", allow_null=True, default=None)
+    excluded_at = serializers.DateTimeField(allow_null=True)
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("annotator", str, description="username or user id of one of the item's annotators"),
+        OpenApiParameter("verdict", str, enum=list(selectors.ITEM_VERDICTS)),
+        OpenApiParameter("min_error", float, description="only items with |price − guess| of at least this"),
+        OpenApiParameter("out_of_range", bool, description="only labels outside $0.50–$999.49"),
+        OpenApiParameter("gold_miss", bool, description="only items by annotators who missed a gold item"),
+        OpenApiParameter("state", str, enum=list(selectors.ITEM_STATES), description="default: all"),
+    ],
+    responses={200: BatchItemOut(many=True), 400: ERROR, 404: ERROR},
+)
+class BatchItemsApi(TrainingApi, generics.ListAPIView):
+    """A batch's items, filtered (paginated): what a reviewer goes through before approving."""
+
+    permission_classes = [IsReviewer]
+    serializer_class = BatchItemOut
+
+    def get_queryset(self) -> Any:
+        batch = _batch_or_404(self.kwargs["batch_id"])
+        try:
+            item_filter = selectors.item_filter_from_params(self.request.query_params)
+        except selectors.ItemFilterInvalid as exc:
+            raise exceptions.ValidationError({exc.field: [str(exc)]}) from None
+        return selectors.batch_items_filtered(batch=batch, item_filter=item_filter)
+
+
+class ExcludeIn(serializers.Serializer):
+    item_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        min_length=1,
+        max_length=100_000,
+        help_text="batch item ids",
+    )
+    reason = serializers.CharField(max_length=2000, help_text="why these items must not be trained on")
+
+
+class RestoreIn(serializers.Serializer):
+    item_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        min_length=1,
+        max_length=100_000,
+        help_text="batch item ids",
+    )
+
+
+class BatchExcludeApi(TrainingApi):
+    """Exclude items of a pending batch with a reason; size, stats and content hash then cover the rest."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="batches_exclude",
+        request=ExcludeIn,
+        responses={200: BatchDetailOut, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, batch_id: int) -> Response:
+        data = ExcludeIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        _batch_or_404(batch_id)
+        batch = batch_services.batch_items_exclude(
             reviewer=_reviewer(request),
             batch_id=batch_id,
-            recipe=data.validated_data.get("recipe"),
-            override_reason=data.validated_data["override_reason"],
+            item_ids=data.validated_data["item_ids"],
+            reason=data.validated_data["reason"],
         )
-        return Response(RunOut(run, context=self.get_serializer_context()).data)
+        return Response(BatchDetailOut(batch, context=self.get_serializer_context()).data)
+
+
+class BatchRestoreApi(TrainingApi):
+    """Put excluded items of a pending batch back."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="batches_restore",
+        request=RestoreIn,
+        responses={200: BatchDetailOut, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, batch_id: int) -> Response:
+        data = RestoreIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        _batch_or_404(batch_id)
+        batch = batch_services.batch_items_restore(
+            reviewer=_reviewer(request), batch_id=batch_id, item_ids=data.validated_data["item_ids"]
+        )
+        return Response(BatchDetailOut(batch, context=self.get_serializer_context()).data)
 
 
 class RejectIn(serializers.Serializer):
@@ -697,3 +850,58 @@ class ProductImportApi(TrainingApi):
             "guessing": guessing,
         }
         return Response(ImportOut(body).data)
+
+
+# --- audit --------------------------------------------------------------------------------------------
+
+
+class AuditObjectOut(serializers.Serializer):
+    type = serializers.CharField(help_text="batch | run | version | annotator | gold | task | codebook")
+    id = serializers.CharField(allow_null=True)
+    label = serializers.CharField()  # type: ignore[assignment]
+
+
+class AuditEventOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    action = serializers.ChoiceField(choices=AuditAction.choices)
+    actor = serializers.CharField(
+        source="actor.username", allow_null=True, default=None, help_text="null: the system decided"
+    )
+    object = serializers.SerializerMethodField()
+    batch_id = serializers.IntegerField(allow_null=True)
+    run_id = serializers.IntegerField(allow_null=True)
+    version = serializers.CharField(source="version.name", allow_null=True, default=None)
+    previous_champion = serializers.CharField(source="previous_champion.name", allow_null=True, default=None)
+    subject = serializers.CharField()
+    numbers = serializers.DictField()
+    message = serializers.CharField()
+    created = serializers.DateTimeField()
+
+    @extend_schema_field(AuditObjectOut)
+    def get_object(self, obj: AuditEvent) -> dict[str, Any]:
+        found = selectors.audit_object(obj)
+        return {**found, "id": None if found["id"] is None else str(found["id"])}
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("actor", str, description='username, or "system" for decisions no person made'),
+        OpenApiParameter("action", str, enum=AuditAction.values),
+        OpenApiParameter("object_type", str, enum=list(selectors.AUDIT_OBJECT_TYPES)),
+        OpenApiParameter("object_id", str, description="with object_type: one object (batch id, v3, …)"),
+        OpenApiParameter("since", str, description="ISO date or date-time: only decisions at or after it"),
+    ],
+    responses={200: AuditEventOut(many=True), 400: ERROR},
+)
+class AuditListApi(TrainingApi, generics.ListAPIView):
+    """Every decision with its actor and object, newest first (paginated, reviewers only)."""
+
+    permission_classes = [IsReviewer]
+    serializer_class = AuditEventOut
+
+    def get_queryset(self) -> Any:
+        try:
+            audit_filter = selectors.audit_filter_from_params(self.request.query_params)
+        except selectors.ItemFilterInvalid as exc:
+            raise exceptions.ValidationError({exc.field: [str(exc)]}) from None
+        return selectors.audit_events_filtered(audit_filter)

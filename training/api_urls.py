@@ -24,6 +24,11 @@ urlpatterns = [
     path("batches/<int:batch_id>", api.BatchDetailApi.as_view(), name="api-batch"),
     path("batches/<int:batch_id>/approve", api.BatchApproveApi.as_view(), name="api-batch-approve"),
     path("batches/<int:batch_id>/reject", api.BatchRejectApi.as_view(), name="api-batch-reject"),
+    path("batches/<int:batch_id>/items", api.BatchItemsApi.as_view(), name="api-batch-items"),
+    path("batches/<int:batch_id>/exclude", api.BatchExcludeApi.as_view(), name="api-batch-exclude"),
+    path("batches/<int:batch_id>/restore", api.BatchRestoreApi.as_view(), name="api-batch-restore"),
+    # audit trail (reviewers)
+    path("audit", api.AuditListApi.as_view(), name="api-audit"),
     # catalogue
     path("products/import", api.ProductImportApi.as_view(), name="api-products-import"),
 ]

@@ -45,7 +45,9 @@ class QualityCheck:
 def batch_checks(batch: RetrainBatch) -> list[QualityCheck]:
     """The batch's quality checks, in a fixed order (three queries)."""
     rows = list(
-        batch.items.values_list("annotator_ids", "price", "price_trainable", "resolved_label__task_id")
+        batch.items.filter(excluded=False).values_list(
+            "annotator_ids", "price", "price_trainable", "resolved_label__task_id"
+        )
     )
     items = [(annotator_ids, price, trainable) for annotator_ids, price, trainable, _ in rows]
     per_annotator: Counter[int] = Counter()

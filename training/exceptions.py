@@ -41,3 +41,13 @@ class QualityChecksFailed(TrainingError):  # noqa: N818 - the API's code names i
     """A batch whose quality checks fail, approved without a written override reason."""
 
     code = "quality_checks_failed"
+
+
+class RunSettingsInvalid(TrainingError):  # noqa: N818 - the API's code names it
+    """A training setting chosen at approval that is not allowed; ``field`` names it (the API's 400)."""
+
+    code = "run_settings_invalid"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

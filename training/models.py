@@ -131,6 +131,14 @@ class BatchItem(models.Model):
     verdict = models.CharField(max_length=16, help_text="accept | correct | reject (the majority)")
     codebook_version = models.PositiveIntegerField(null=True, blank=True)
     annotator_ids = models.JSONField(default=list, blank=True)
+    # A reviewer took the item out before approval (``batch_items_exclude``): kept for the record, never
+    # trained on, and not covered by the batch's content hash, size or stats.
+    excluded = models.BooleanField(default=False)
+    exclusion_reason = models.TextField(blank=True)
+    excluded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    excluded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -293,6 +301,8 @@ class AuditAction(models.TextChoices):
     BATCH_CREATE = "batch_create"
     BATCH_APPROVE = "batch_approve"
     BATCH_REJECT = "batch_reject"
+    BATCH_EXCLUDE = "batch_exclude"
+    BATCH_RESTORE = "batch_restore"
     RUN_CANCEL = "run_cancel"
     RUN_FAIL = "run_fail"
     PROMOTE = "promote"
@@ -303,6 +313,10 @@ class AuditAction(models.TextChoices):
     QUARANTINE_RELEASE = "quarantine_release"
     QUARANTINE_DROP = "quarantine_drop"
     GOLD_CREATE = "gold_create"
+    ANNOTATOR_PAUSE = "annotator_pause"
+    ANNOTATOR_UNPAUSE = "annotator_unpause"
+    ADJUDICATE = "adjudicate"
+    CODEBOOK_PUBLISH = "codebook_publish"
 
 
 class AuditEvent(models.Model):

@@ -1,7 +1,10 @@
-"""The engine recipe a run uses, and the predictor settings every evaluation shares.
+"""The engine recipe a run uses, and the predictor settings a version is scored with.
 
-Candidate and champion are scored with the same predictor settings (those of ``RETRAIN_RECIPE`` with
-``RETRAIN_RECIPE_OVERRIDES``), so the gate compares like with like and cached predictions stay valid.
+Each version is scored with its own settings, recorded in its manifest when it was registered
+(``version_predictor_settings``): quantization and prompt style are part of the model, so a version
+trained 8-bit is scored 8-bit, and changing ``RETRAIN_RECIPE_OVERRIDES`` later does not re-score old
+versions differently. Versions registered before their settings were recorded fall back to the
+manifest's recipe, then to the global settings. All versions are scored on the same test split.
 """
 
 from __future__ import annotations
@@ -49,12 +52,37 @@ def run_recipe(*, recipe_name: str, method: str, base_model: str, overrides: dic
 
 
 def predictor_settings() -> dict[str, Any]:
-    """Plain-JSON predictor settings (part of every evaluation's fingerprint)."""
+    """Plain-JSON predictor settings of the global recipe (for versions that recorded none)."""
     from training.engine.config import load_recipe
 
-    recipe = load_recipe(settings.RETRAIN_RECIPE, recipe_overrides())
+    return predictor_settings_of(
+        load_recipe(settings.RETRAIN_RECIPE, recipe_overrides()), settings.RETRAIN_RECIPE
+    )
+
+
+def version_predictor_settings(version: Any) -> dict[str, Any]:
+    """The settings ``version`` is always scored (and guesses) with: those recorded at registration."""
+    from training.engine.config import RecipeError, recipe_from_dict
+
+    manifest = version.manifest or {}
+    recorded = manifest.get("predictor")
+    if isinstance(recorded, dict) and recorded:
+        return dict(recorded)
+    recipe = manifest.get("recipe")
+    if isinstance(recipe, dict) and recipe:
+        try:
+            return predictor_settings_of(
+                recipe_from_dict(recipe), manifest.get("recipe_name") or recipe["name"]
+            )
+        except (RecipeError, KeyError, TypeError):
+            pass
+    return predictor_settings()
+
+
+def predictor_settings_of(recipe: Any, recipe_name: str) -> dict[str, Any]:
+    """Plain-JSON predictor settings of an engine recipe (part of every evaluation's fingerprint)."""
     out: dict[str, Any] = {
-        "recipe": settings.RETRAIN_RECIPE,
+        "recipe": recipe_name,
         "quantization": recipe.quant.mode,
         "k": recipe.predict.k,
         "batch_size": recipe.predict.batch_size,

@@ -14,14 +14,16 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.models import User
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from training import paths, selectors
+from training import paths, run_settings, selectors
 from training.checks import batch_checks, checks_passed
 from training.exceptions import TrainingError
-from training.models import BatchStatus, Recipe, VersionStatus
+from training.models import AuditAction, BatchStatus, Recipe, VersionStatus
 from training.services import batches as batch_services
 from training.services import registry as registry_services
 from training.services import runs as run_services
@@ -67,7 +69,7 @@ def batch_create(request: HttpRequest) -> HttpResponse:
     holder: dict[str, Any] = {}
 
     def act() -> None:
-        holder["batch"] = batch_services.batch_create_from_resolved(recipe=recipe)
+        holder["batch"] = batch_services.batch_create_from_resolved(recipe=recipe, actor=_reviewer(request))
 
     if _domain_errors(request, act):
         messages.success(request, f"Batch {holder['batch'].pk} created with {holder['batch'].size} labels.")
@@ -82,6 +84,15 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     if batch is None:
         raise Http404("no such batch")
     checks = batch_checks(batch)
+    try:
+        item_filter = selectors.item_filter_from_params(request.GET)
+        filter_error = ""
+    except selectors.ItemFilterInvalid as exc:
+        item_filter, filter_error = selectors.ItemFilter(), str(exc)
+    items = selectors.batch_items_filtered(batch=batch, item_filter=item_filter)
+    page = Paginator(items, ITEMS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
     context = {
         "section": "batches",
         "batch": batch,
@@ -91,8 +102,85 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
         "sample": selectors.batch_sample(batch=batch, size=25),
         "run": selectors.batch_run(batch),
         "recipes": Recipe.choices,
+        "item_filter": item_filter,
+        "filter_error": filter_error,
+        "items_page": page,
+        "editable": batch.status == BatchStatus.PENDING_REVIEW,
+        "items_matching": len(items),
+        "filter_query": query.urlencode(),
+        "annotators": selectors.batch_annotators(batch=batch),
+        "verdicts": selectors.ITEM_VERDICTS,
+        "excluded_count": sum(1 for item in items if item.excluded)
+        if item_filter.state == "excluded"
+        else batch.items.filter(excluded=True).count(),
+        "run_choices": run_settings.choices(),
     }
     return render(request, "training/batch_detail.html", context)
+
+
+ITEMS_PER_PAGE = 50
+
+
+def _back_to_batch(request: HttpRequest, batch_id: int) -> HttpResponse:
+    """Back to the batch page with the filter the reviewer was looking at."""
+    url = reverse("training:batch", args=[batch_id])
+    query = request.POST.get("filter_query", "")
+    return redirect(f"{url}?{query}#items" if query else f"{url}#items")
+
+
+def _posted_item_ids(request: HttpRequest, batch_id: int) -> list[int]:
+    """The ticked items, or every item matching the posted filter (``scope=filtered``)."""
+    if request.POST.get("scope") == "filtered":
+        batch = selectors.batch_get(batch_id=batch_id)
+        if batch is None:
+            raise Http404("no such batch")
+        params = QueryDict(request.POST.get("filter_query", ""))
+        item_filter = selectors.item_filter_from_params(params)
+        return [item.pk for item in selectors.batch_items_filtered(batch=batch, item_filter=item_filter)]
+    return [int(raw) for raw in request.POST.getlist("item_ids") if raw.isdigit()]
+
+
+@reviewer_only
+@require_POST
+def batch_exclude(request: HttpRequest, batch_id: int) -> HttpResponse:
+    reason = request.POST.get("reason", "")
+    holder: dict[str, Any] = {}
+
+    def act() -> None:
+        holder["ids"] = _posted_item_ids(request, batch_id)
+        holder["batch"] = batch_services.batch_items_exclude(
+            reviewer=_reviewer(request), batch_id=batch_id, item_ids=holder["ids"], reason=reason
+        )
+
+    try:
+        done = _domain_errors(request, act)
+    except selectors.ItemFilterInvalid as exc:
+        messages.error(request, str(exc))
+        done = False
+    if done:
+        messages.success(
+            request,
+            f"{len(holder['ids'])} item(s) excluded; {holder['batch'].size} item(s) left to approve.",
+        )
+    return _back_to_batch(request, batch_id)
+
+
+@reviewer_only
+@require_POST
+def batch_restore(request: HttpRequest, batch_id: int) -> HttpResponse:
+    holder: dict[str, Any] = {}
+
+    def act() -> None:
+        holder["ids"] = _posted_item_ids(request, batch_id)
+        holder["batch"] = batch_services.batch_items_restore(
+            reviewer=_reviewer(request), batch_id=batch_id, item_ids=holder["ids"]
+        )
+
+    if _domain_errors(request, act):
+        messages.success(
+            request, f"{len(holder['ids'])} item(s) restored; {holder['batch'].size} item(s) to approve."
+        )
+    return _back_to_batch(request, batch_id)
 
 
 @reviewer_only
@@ -103,8 +191,15 @@ def batch_approve(request: HttpRequest, batch_id: int) -> HttpResponse:
     holder: dict[str, Any] = {}
 
     def act() -> None:
+        chosen = run_settings.run_settings_parse(
+            {name: request.POST.get(name, "") for name in run_settings.FIELDS}
+        )
         holder["run"] = batch_services.batch_approve(
-            reviewer=_reviewer(request), batch_id=batch_id, recipe=recipe, override_reason=override_reason
+            reviewer=_reviewer(request),
+            batch_id=batch_id,
+            recipe=recipe,
+            override_reason=override_reason,
+            run_settings=chosen,
         )
 
     if _domain_errors(request, act):
@@ -152,6 +247,12 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "points": points,
         "gate": run.gate,
         "dataset": getattr(run, "dataset", None),
+        "chosen_settings": [
+            f"{section}.{name}={value}"
+            for section, values in sorted((run.hyperparameters or {}).items())
+            if isinstance(values, dict)
+            for name, value in sorted(values.items())
+        ],
     }
     return render(request, "training/run_detail.html", context)
 
@@ -284,3 +385,40 @@ def podium(request: HttpRequest) -> FileResponse:
     if not path.is_file():
         podium_chart(entries, path)
     return _png(path)
+
+
+# --- audit --------------------------------------------------------------------------------------------
+
+AUDIT_PER_PAGE = 50
+
+
+@reviewer_only
+@require_GET
+def audit(request: HttpRequest) -> HttpResponse:
+    """Every decision with its actor and object, filtered and paginated (the API: ``/api/v1/audit``)."""
+    try:
+        audit_filter = selectors.audit_filter_from_params(request.GET)
+        filter_error = ""
+    except selectors.ItemFilterInvalid as exc:
+        audit_filter, filter_error = selectors.AuditFilter(), str(exc)
+    page = Paginator(selectors.audit_events_filtered(audit_filter), AUDIT_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    for event in page:
+        event.object = selectors.audit_object(event)  # type: ignore[attr-defined]
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "training/audit.html",
+        {
+            "section": "audit",
+            "page": page,
+            "audit_filter": audit_filter,
+            "filter_error": filter_error,
+            "filter_query": query.urlencode(),
+            "actions": AuditAction.values,
+            "object_types": selectors.AUDIT_OBJECT_TYPES,
+            "since": request.GET.get("since", ""),
+        },
+    )

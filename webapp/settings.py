@@ -216,6 +216,7 @@ SPECTACULAR_SETTINGS = {
         "VersionStatusEnum": "training.models.VersionStatus",
         "RunStatusEnum": "training.models.RunStatus",
         "BatchStatusEnum": "training.models.BatchStatus",
+        "RecipeEnum": "training.models.Recipe",  # a batch's recipe and a run's kind: one choice set
     },
 }
 
@@ -271,6 +272,7 @@ BASE_MODEL = env_str("BASE_MODEL", str(DATA_DIR / "base-tiny"))
 
 # --- annotation queue (annotation/conf.py reads these; see .env.example for what each means) -----------
 ANNOTATION_OVERLAP = env_int("ANNOTATION_OVERLAP", 1)
+ANNOTATION_OVERLAP_SHARE = env_float("ANNOTATION_OVERLAP_SHARE", 0.0)
 ANNOTATION_GOLD_RATE = env_float("ANNOTATION_GOLD_RATE", 0.1)
 ANNOTATION_GOLD_TOLERANCE = env_float("ANNOTATION_GOLD_TOLERANCE", 0.2)
 ANNOTATION_GOLD_MIN_SEEN = env_int("ANNOTATION_GOLD_MIN_SEEN", 5)

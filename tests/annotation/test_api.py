@@ -243,7 +243,7 @@ def test_it_shows_reviewers_the_codebook_diff(reviewer: User, annotator: User) -
         reviewer,
         "post",
         "/api/v1/annotation/codebook/versions",
-        {"markdown": "# Rules\n\nAccept exact guesses.\n"},
+        {"markdown": "# Rules\n\nAccept exact guesses.\n", "change_note": "exact guesses only"},
     )
     diff = _call(annotator, "get", "/api/v1/annotation/codebook/diff?from=1&to=2").json()["diff"]
     assert "-Accept close guesses." in diff

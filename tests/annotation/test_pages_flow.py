@@ -251,14 +251,17 @@ def test_it_asks_for_the_new_codebook_before_the_next_item(
     annotator: User, reviewer: User, codebook: CodebookVersion
 ) -> None:
     make_tasks(2)
-    services.codebook_publish(author=reviewer, markdown=CODEBOOK + "- `duplicate`: seen before\n")
+    services.codebook_publish(
+        author=reviewer, markdown=CODEBOOK + "- `duplicate`: seen before\n", change_note="a duplicate reason"
+    )
     client = _client(annotator)
     response = client.get("/annotate/")
     body = response.content.decode()
     assert response.context["state"] == "ack"
     assert 'id="item"' not in body
     assert "New codebook: version 2" in body
-    assert "+- `duplicate`: seen before" in body
+    assert '<span class="diff-label">Added</span> <ins>- `duplicate`: seen before</ins>' in body
+    assert "<strong>v2:</strong> a duplicate reason" in body
     response = client.post("/annotate/acknowledge/", {"version_number": "2"}, headers=HTMX)
     assert response.context["state"] == "item"
     assert CodebookAck.objects.filter(annotator=annotator, version__number=2).exists()
@@ -289,7 +292,9 @@ def test_it_publishes_a_codebook_version_from_the_editor(reviewer: User) -> None
     version = CodebookVersion.objects.get()
     assert version.author == reviewer
     assert [r["code"] for r in version.reason_codes] == ["not-a-product", "bundle"]
-    client.post("/review/codebook/", {"markdown": CODEBOOK + "- `duplicate`: seen before\n"})
+    client.post(
+        "/review/codebook/", {"markdown": CODEBOOK + "- `duplicate`: seen before\n", "change_note": "dupes"}
+    )
     body = client.get("/review/codebook/v2/").content.decode()
     assert "Changes from v1 to v2" in body
     assert '<span class="diff-add">+- `duplicate`: seen before</span>' in body

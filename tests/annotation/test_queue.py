@@ -155,7 +155,7 @@ def test_it_requires_the_codebook_to_be_acknowledged(annotator: User, reviewer: 
     assert info.value.version.number == 1
     services.codebook_acknowledge(annotator=annotator, version_number=1)
     submit(annotator, lease(annotator))
-    services.codebook_publish(author=reviewer, markdown="# v2")
+    services.codebook_publish(author=reviewer, markdown="# v2", change_note="v2")
     with pytest.raises(CodebookAckRequired):
         services.lease_next_task(annotator=annotator)
     services.codebook_acknowledge(annotator=annotator, version_number=2)

@@ -60,7 +60,7 @@ def test_it_renders_the_codebook_without_scripts_or_handlers() -> None:
 @pytest.mark.django_db
 def test_it_publishes_numbered_versions_and_diffs_them(reviewer: User) -> None:
     v1 = services.codebook_publish(author=reviewer, markdown="# Rules\n\nAccept close guesses.\n")
-    v2 = services.codebook_publish(author=reviewer, markdown=CODEBOOK)
+    v2 = services.codebook_publish(author=reviewer, markdown=CODEBOOK, change_note="reject reasons")
     assert (v1.number, v2.number) == (1, 2)
     assert [c["code"] for c in v2.reason_codes] == ["not-a-product", "bundle", "used"]
     assert selectors.codebook_current() == v2

@@ -304,6 +304,7 @@ def test_it_requires_acknowledging_a_new_codebook(
         review = review_context.new_page()
         review.goto("/review/codebook/")
         review.locator("textarea[name=markdown]").fill(CODEBOOK_V2)
+        review.get_by_label("Change note").fill("Accept within 5%; a reason for duplicates.")
         review.get_by_role("button", name=re.compile("Publish as v2")).click()
         expect(review.locator(".messages")).to_contain_text("Published codebook v2")
     finally:
@@ -312,7 +313,10 @@ def test_it_requires_acknowledging_a_new_codebook(
     page.keyboard.press("a")  # the item on screen is saved; the next one waits for the acknowledgement
     expect(page.locator("#ack")).to_be_visible()
     expect(page.locator("#item")).to_have_count(0)
-    expect(page.locator("#ack")).to_contain_text("+- `duplicate`: the same product twice")
+    expect(page.locator("#ack .diff-add")).to_have_text("Added - `duplicate`: the same product twice")
+    expect(page.locator("#ack .diff-change del")).to_have_text("10%")
+    expect(page.locator("#ack .diff-change ins")).to_have_text("5%")
+    expect(page.locator("#change-notes")).to_have_text("v2: Accept within 5%; a reason for duplicates.")
     expect(page.locator("#codebook-title")).to_have_text("Codebook v2")
     expect(page.locator("#ack-button")).to_be_focused()
     page.keyboard.press("a")  # item keys do nothing until the new version is acknowledged

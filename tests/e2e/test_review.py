@@ -31,6 +31,7 @@ MENU = [
     "Queue & annotators",
     "Adjudication",
     "Agreement",
+    "Audit",
 ]
 
 
@@ -156,3 +157,148 @@ def test_a_batch_with_a_paused_annotators_labels_is_approved_once_they_are_relea
     page.get_by_role("button", name="Approve and train").click()
     expect(page).to_have_url(re.compile(r"/review/runs/\d+/$"))
     assert RetrainBatch.objects.get(pk=batch.pk).status == BatchStatus.APPROVED
+
+
+def _labelled_batch(annotator: User, annotator2: User, *, mine: int = 3, theirs: int = 2) -> RetrainBatch:
+    """``mine`` items corrected to $80 by annotator, ``theirs`` to $900 by annotator2; both checked."""
+    services.tasks_create_for_products(products=_products("item", mine + theirs))
+    for user, n, price in ((annotator, mine, "80"), (annotator2, theirs, "900")):
+        for _ in range(n):
+            a = services.lease_next_task(annotator=user)
+            assert a is not None
+            services.annotation_submit(
+                annotator=user,
+                assignment_id=a.id,
+                verdict="correct",
+                corrected_price=price,
+                seconds_spent=3,
+                confirm_price=True,
+            )
+    AnnotatorStatus.objects.filter(user__in=[annotator, annotator2]).update(gold_seen=10, gold_correct=10)
+    return batch_create_from_resolved(min_size=1)
+
+
+def test_a_reviewer_excludes_an_annotators_items_and_approves_the_rest(
+    page: Any, login_as: Any, reviewer: User, annotator: User, annotator2: User, settings: Any
+) -> None:
+    from training.services.runs import _label_rows
+
+    settings.ANNOTATION_GOLD_RATE = 0.0
+    batch = _labelled_batch(annotator, annotator2)
+    login_as(page.context, reviewer)
+    page.goto("/")
+    page.get_by_role("link", name="Review", exact=True).first.click()
+    _go(page, "Batches")
+    page.get_by_role("link", name=f"#{batch.pk}").first.click()
+    items = page.get_by_role("region", name="Items")
+    expect(items.locator("#items-matching")).to_contain_text("5 item(s) match")
+
+    items.locator("select[name=annotator]").select_option(annotator2.username)
+    items.get_by_label("Error vs guess at least").fill("500")
+    items.get_by_role("button", name="Filter").click()
+    expect(items.locator("#items-matching")).to_contain_text("2 item(s) match the filter")
+    expect(items.locator("tbody tr")).to_have_count(2)
+    items.get_by_label("Reason").fill("copy-pasted $900 everywhere")
+    items.get_by_role("button", name="Exclude all 2 matching").click()
+    expect(page.locator(".messages")).to_contain_text("2 item(s) excluded; 3 item(s) left to approve.")
+    expect(page.locator("tr.item-excluded")).to_have_count(2)
+    expect(page.locator("tr.item-excluded").first).to_contain_text("copy-pasted $900 everywhere")
+
+    page.get_by_role("button", name="Approve and train").click()
+    expect(page).to_have_url(re.compile(r"/review/runs/\d+/$"))
+    approved = RetrainBatch.objects.get(pk=batch.pk)
+    assert (approved.status, approved.size) == (BatchStatus.APPROVED, 3)
+    assert approved.content_sha256 != batch.content_sha256
+    assert sorted(row.price for row in _label_rows([batch.pk])) == [80.0, 80.0, 80.0]
+
+    _go(page, "Audit")
+    expect(page.locator("#audit-table")).to_contain_text("batch_exclude")
+    expect(page.locator('#audit-table tr[data-action="batch_exclude"]')).to_contain_text(reviewer.username)
+
+
+@pytest.fixture
+def tiny_base_model() -> Any:
+    """The tiny Llama base the training tests build (cached on disk across sessions)."""
+    import hashlib
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from tests.training.conftest import BASE_CATALOGUE, catalogue_rows
+    from training.engine.bootstrap import build_base
+
+    rows = catalogue_rows(*BASE_CATALOGUE)
+    items = [{"text": r["text"], "price": float(r["price"])} for r in rows if r.get("price")]
+    key = hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+    cache = Path(
+        os.environ.get("PRICELOOP_TEST_CACHE") or Path(tempfile.gettempdir()) / "priceloop-test-cache"
+    )
+    out = cache / f"base-tiny-{key}"
+    if not (out / "config.json").exists():
+        build_base(items, out, size="tiny", seed=0)
+    return out
+
+
+def test_a_run_approved_with_8_bit_shows_its_settings_on_the_leaderboard(
+    page: Any,
+    login_as: Any,
+    reviewer: User,
+    annotator: User,
+    annotator2: User,
+    settings: Any,
+    tmp_path: Any,
+    tiny_base_model: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from training.services import registry
+    from training.services.runs import dataset_build, run_train
+
+    torch.set_num_threads(1)
+    settings.ANNOTATION_GOLD_RATE = 0.0
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    settings.BASE_MODEL = str(tiny_base_model)
+    settings.RETRAIN_RECIPE = "tiny"
+    settings.RETRAIN_RECIPE_OVERRIDES = json.dumps({"train": {"max_steps": 2}})  # a smoke run, not a model
+    settings.RETRAIN_REPLAY_SHARE = 0.0
+    settings.RETRAIN_EVAL_MAX_ITEMS = 0
+    monkeypatch.setattr(registry, "enqueue_guess", lambda version_id: None)  # no worker here
+    for i in range(6):  # the frozen test split the version is scored on
+        Product.objects.create(
+            external_id=f"test-{i}", title=f"t{i}", text="A plain thing.", price=40 + i, split="test"
+        )
+    batch = _labelled_batch(annotator, annotator2, mine=4, theirs=0)
+    login_as(page.context, reviewer)
+
+    page.goto(f"/review/batches/{batch.pk}/")
+    form = page.locator("#run-settings")
+    form.get_by_label("Quantization").select_option("8bit")
+    form.get_by_label("LoRA rank").select_option("8")
+    page.get_by_role("button", name="Approve and train").click()
+    expect(page).to_have_url(re.compile(r"/review/runs/\d+/$"))
+    run = TrainingRun.objects.get(batch=batch)
+    assert run.hyperparameters == {"quant": {"mode": "8bit"}, "lora": {"r": 8, "alpha": 16}}
+
+    # The worker's three steps, run here: dataset, training (8-bit), scoring and the gate.
+    assert dataset_build(run_id=run.pk) is not None
+    assert run_train(run_id=run.pk, enqueue_next=False) == "trained"
+    decision = registry.run_evaluate_and_gate(run_id=run.pk)
+    assert decision is not None
+    assert decision["promote"] is True
+    run.refresh_from_db()
+    assert run.candidate is not None
+    evaluation = run.candidate.evaluations.get()
+    assert evaluation.predictor_settings["quantization"] == "8bit"
+    assert f"scored {run.candidate.name} on 6 test items (8bit, prompt base): MAE $" in run.logs
+    assert f"gate: {run.candidate.name} promoted" in run.logs
+
+    page.goto(f"/review/runs/{run.pk}/")
+    expect(page.locator("#run-settings")).to_contain_text("quant.mode=8bit")
+
+    _go(page, "Versions")
+    settings_cell = page.locator(f'td.version-settings[data-version="{run.candidate.name}"]')
+    expect(settings_cell.locator(".quantization")).to_have_text("8-bit")
+    expect(settings_cell).to_contain_text("LoRA r 8")
+    expect(settings_cell).to_contain_text("2 steps")
+    expect(page.locator("#metric-definitions")).to_contain_text("Share of green guesses")

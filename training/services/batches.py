@@ -24,7 +24,12 @@ from annotation.models import (
 )
 from annotation.quarantine import BLOCKING as QUARANTINE_BLOCKING
 from training.checks import batch_checks
-from training.exceptions import BatchStateError, NotEnoughLabelsError, QualityChecksFailed
+from training.exceptions import (
+    BatchStateError,
+    NotEnoughLabelsError,
+    QualityChecksFailed,
+    RunSettingsInvalid,
+)
 from training.models import (
     AuditAction,
     AuditEvent,
@@ -35,6 +40,7 @@ from training.models import (
     RunStatus,
     TrainingRun,
 )
+from training.run_settings import RunSettings, run_settings_check
 from training.stats import AnnotationFact, batch_stats
 from webapp.roles import Role, has_role
 
@@ -89,7 +95,9 @@ def _quarantined_label_count() -> int:
     )
 
 
-def batch_create_from_resolved(*, min_size: int | None = None, recipe: str = Recipe.SFT) -> RetrainBatch:
+def batch_create_from_resolved(
+    *, min_size: int | None = None, recipe: str = Recipe.SFT, actor: User | None = None
+) -> RetrainBatch:
     """Snapshot every resolved label that no batch holds yet into a new ``pending_review`` batch.
 
     Raises ``NotEnoughLabelsError`` below ``min_size`` (default ``RETRAIN_MIN_BATCH_SIZE``). Two callers at
@@ -144,7 +152,11 @@ def batch_create_from_resolved(*, min_size: int | None = None, recipe: str = Rec
             batch.stats = _stats_for(labels, by_task, items)
             batch.save(update_fields=["content_sha256", "size", "stats"])
             AuditEvent.objects.create(
-                action=AuditAction.BATCH_CREATE, batch=batch, numbers={"rows": batch.size}
+                action=AuditAction.BATCH_CREATE,
+                actor=actor,  # None: the beat's schedule made it
+                batch=batch,
+                subject=f"batch:{batch.pk}",
+                numbers={"rows": batch.size, "content_sha256": batch.content_sha256},
             )
     except IntegrityError as exc:
         # Another process batched some of these labels between our read and our insert.
@@ -239,18 +251,105 @@ def batch_labels_remove(*, label_ids: list[int]) -> dict[int, int]:
             if not count:
                 continue
             removed[batch.pk] = count
-            items = list(
-                batch.items.select_related(
-                    "resolved_label__task__guess", "resolved_label__task__product"
-                ).order_by("id")
-            )
-            labels = [item.resolved_label for item in items]
-            batch.size = len(items)
-            batch.content_sha256 = _content_sha256(items)
-            batch.stats = _stats_for(labels, _annotations_by_task([lab.task_id for lab in labels]), items)
-            batch.save(update_fields=["size", "content_sha256", "stats"])
+            _batch_summary_refresh(batch)
             logger.info("batch %s: %s dropped label(s) removed", batch.pk, count)
     return removed
+
+
+def _batch_summary_refresh(batch: RetrainBatch) -> None:
+    """Recompute size, content hash and stats from the items that will be trained on (not excluded)."""
+    items = list(
+        batch.items.filter(excluded=False)
+        .select_related("resolved_label__task__guess", "resolved_label__task__product")
+        .order_by("id")
+    )
+    labels = [item.resolved_label for item in items]
+    batch.size = len(items)
+    batch.content_sha256 = _content_sha256(items) if items else f"empty-batch-{batch.pk}"
+    batch.stats = _stats_for(labels, _annotations_by_task([lab.task_id for lab in labels]), items)
+    batch.stats["excluded"] = batch.items.filter(excluded=True).count()
+    batch.save(update_fields=["size", "content_sha256", "stats"])
+
+
+MAX_EXCLUSION_REASON = 2000
+
+
+def batch_items_exclude(*, reviewer: User, batch_id: int, item_ids: list[int], reason: str) -> RetrainBatch:
+    """Take items out of a pending batch before approval, with a reason (kept on each item and audited).
+
+    The batch's size, stats and content hash are recomputed from the items left, so the hash of an
+    approved batch covers exactly what was trained on. Items already excluded are left as they were.
+    """
+    _require_reviewer(reviewer)
+    reason = (reason or "").strip()
+    if not reason:
+        raise BatchStateError("a reason is required to exclude items; say what is wrong with them.")
+    if len(reason) > MAX_EXCLUSION_REASON:
+        raise BatchStateError(f"the exclusion reason is limited to {MAX_EXCLUSION_REASON} characters.")
+    return _items_set_excluded(reviewer=reviewer, batch_id=batch_id, item_ids=item_ids, reason=reason)
+
+
+def batch_items_restore(*, reviewer: User, batch_id: int, item_ids: list[int]) -> RetrainBatch:
+    """Put excluded items of a pending batch back (audited like an exclusion)."""
+    _require_reviewer(reviewer)
+    return _items_set_excluded(reviewer=reviewer, batch_id=batch_id, item_ids=item_ids, reason=None)
+
+
+def _items_set_excluded(
+    *, reviewer: User, batch_id: int, item_ids: list[int], reason: str | None
+) -> RetrainBatch:
+    exclude = reason is not None
+    wanted = sorted({int(i) for i in item_ids})
+    if not wanted:
+        raise BatchStateError("no item chosen: tick at least one item (item_ids).")
+    with transaction.atomic():
+        batch = RetrainBatch.objects.select_for_update().get(pk=batch_id)
+        if batch.status != BatchStatus.PENDING_REVIEW:
+            raise BatchStateError(
+                f"batch {batch_id} is {batch.status}; items can only be excluded or restored before approval."
+            )
+        found = set(batch.items.filter(pk__in=wanted).values_list("pk", flat=True))
+        unknown = [i for i in wanted if i not in found]
+        if unknown:
+            raise BatchStateError(
+                f"item(s) {', '.join(map(str, unknown[:20]))} are not in batch {batch_id}; use the ids the "
+                "batch's item list shows."
+            )
+        before = {"rows": batch.size, "content_sha256": batch.content_sha256}
+        targets = batch.items.filter(pk__in=wanted, excluded=not exclude)
+        changed = list(targets.values_list("pk", flat=True))
+        if exclude:
+            targets.update(
+                excluded=True, exclusion_reason=reason, excluded_by=reviewer, excluded_at=timezone.now()
+            )
+        else:
+            targets.update(excluded=False, exclusion_reason="", excluded_by=None, excluded_at=None)
+        if not changed:
+            return batch
+        _batch_summary_refresh(batch)
+        AuditEvent.objects.create(
+            action=AuditAction.BATCH_EXCLUDE if exclude else AuditAction.BATCH_RESTORE,
+            actor=reviewer,
+            batch=batch,
+            subject=f"batch:{batch.pk}",
+            numbers={
+                "item_ids": changed[:1000],
+                "items": len(changed),
+                "rows_before": before["rows"],
+                "rows_after": batch.size,
+                "content_sha256_before": before["content_sha256"],
+                "content_sha256_after": batch.content_sha256,
+            },
+            message=reason or "",
+        )
+    logger.info(
+        "batch %s: %s item(s) %s by %s",
+        batch_id,
+        len(changed),
+        "excluded" if exclude else "restored",
+        reviewer,
+    )
+    return batch
 
 
 def _require_reviewer(user: User) -> None:
@@ -262,9 +361,19 @@ MAX_OVERRIDE_REASON = 2000
 
 
 def batch_approve(
-    *, reviewer: User, batch_id: int, recipe: str | None = None, override_reason: str = ""
+    *,
+    reviewer: User,
+    batch_id: int,
+    recipe: str | None = None,
+    override_reason: str = "",
+    run_settings: RunSettings | None = None,
 ) -> TrainingRun:
     """Approve a batch and create its one training run; the dataset task starts after the commit.
+
+    ``run_settings`` are the reviewer's choices for this run (kind, quantization, prompt style, epochs,
+    learning rate, LoRA rank; ``training/run_settings.py``): checked against the engine recipe before
+    anything is written (``RunSettingsInvalid`` names the field) and stored as the run's
+    ``hyperparameters``. ``recipe`` is the kind (sft/dpo/kto) when ``run_settings`` does not name one.
 
     A batch whose quality checks fail (``training/checks.py``) is approved only with a written
     ``override_reason``; without one ``QualityChecksFailed`` names the failing checks. The audit row
@@ -274,8 +383,12 @@ def batch_approve(
     existing run, and ``TrainingRun.batch`` is unique, so two reviewers approving at once get one run.
     """
     _require_reviewer(reviewer)
+    run_settings = run_settings or RunSettings()
+    recipe = run_settings.kind or recipe
     if recipe is not None and recipe not in Recipe.values:
-        raise BatchStateError(f"recipe {recipe!r} is unknown; use one of {', '.join(Recipe.values)}.")
+        raise RunSettingsInvalid(
+            "kind", f"kind {recipe!r} is unknown; use one of {', '.join(Recipe.values)}."
+        )
     override_reason = (override_reason or "").strip()
     if len(override_reason) > MAX_OVERRIDE_REASON:
         raise BatchStateError(f"the override reason is limited to {MAX_OVERRIDE_REASON} characters.")
@@ -286,6 +399,12 @@ def batch_approve(
                 return TrainingRun.objects.get(batch=batch)
             if batch.status == BatchStatus.REJECTED:
                 raise BatchStateError(f"batch {batch_id} was rejected; it cannot be approved any more.")
+            run_settings_check(run_settings, method=recipe or batch.recipe)  # before anything is written
+            if batch.items.filter(excluded=True).exists() and not batch.items.filter(excluded=False).exists():
+                raise BatchStateError(
+                    f"every item of batch {batch_id} is excluded: nothing is left to train on. Restore "
+                    "items or reject the batch."
+                )
             checks = batch_checks(batch)
             failed = [check for check in checks if not check.passed]
             if failed and not override_reason:
@@ -307,6 +426,7 @@ def batch_approve(
                 batch=batch,
                 recipe=recipe or batch.recipe,
                 recipe_name=settings.RETRAIN_RECIPE,
+                hyperparameters=run_settings.overrides(),
                 base_model=settings.BASE_MODEL,
                 status=RunStatus.QUEUED,
             )
@@ -318,7 +438,9 @@ def batch_approve(
                 subject=f"batch:{batch.pk}",
                 numbers={
                     "rows": batch.size,
+                    "content_sha256": batch.content_sha256,
                     "recipe": run.recipe,
+                    "run_settings": {**run_settings.chosen(), "kind": run.recipe},
                     "checks_passed": not failed,
                     "override": bool(failed),
                     "failed_checks": [check.name for check in failed],
@@ -364,6 +486,7 @@ def batch_reject(*, reviewer: User, batch_id: int, reason: str) -> RetrainBatch:
             action=AuditAction.BATCH_REJECT,
             actor=reviewer,
             batch=batch,
+            subject=f"batch:{batch.pk}",
             message=reason,
             numbers={"rows": batch.size},
         )

@@ -11,7 +11,7 @@ from django.db.models import Exists, OuterRef
 from annotation.models import Guess, Product, Split, Task
 from training import paths
 from training.models import ModelVersion, VersionStatus
-from training.recipes import make_predictor, predictor_settings
+from training.recipes import make_predictor, version_predictor_settings
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def champion_guess_products(
     predictor = make_predictor(
         base_model=version.base_model,
         adapter_dir=paths.resolve(version.artifact_path),
-        predictor=predictor_settings(),
+        predictor=version_predictor_settings(version),
     )
     size = max(1, int(settings.GUESS_BATCH_SIZE))
     recorded = 0

@@ -45,7 +45,7 @@ from training.models import (
     TrainingRun,
     VersionStatus,
 )
-from training.recipes import make_predictor, predictor_settings
+from training.recipes import make_predictor, predictor_settings_of, version_predictor_settings
 from webapp.roles import Role, has_role
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ def version_register(
         "run_id": run_id,
         "parent": run.parent.name if run.parent else None,
         "train_result": run.result,
+        # The settings this version is always scored and guesses with (training/recipes.py).
+        "predictor": predictor_settings_of(recipe, run.recipe_name),
     }
     if dest.exists():
         try:
@@ -214,8 +216,9 @@ def evaluation_of_version(
     predictor: dict[str, Any] | None = None,
     on_chunk: Callable[[], None] | None = None,
 ) -> Evaluation:
-    """The version's predictions and metrics on ``products``; computed once per split and settings."""
-    predictor = predictor or predictor_settings()
+    """The version's predictions and metrics on ``products``; computed once per split and settings
+    (by default the version's own settings: ``version_predictor_settings``)."""
+    predictor = predictor or version_predictor_settings(version)
     fingerprint = split_fingerprint(products, predictor)
     cached = Evaluation.objects.filter(version=version, split_fingerprint=fingerprint).first()
     if cached is not None:
@@ -356,15 +359,15 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
 
         run_fail(run_id=run_id, error="the test split has no product with a price: nothing to score against")
         return None
-    predictor = predictor_settings()
 
     def renew() -> None:
         TrainingRun.objects.filter(pk=run_id).update(heartbeat=timezone.now())
 
-    candidate_eval = evaluation_of_version(
-        version=candidate, products=products, predictor=predictor, on_chunk=renew
-    )
+    # Each version with its own settings (a 4-bit champion against an 8-bit candidate is scored 4-bit),
+    # on the same test split.
+    candidate_eval = evaluation_of_version(version=candidate, products=products, on_chunk=renew)
     ModelVersion.objects.filter(pk=candidate.pk).update(metrics=candidate_eval.metrics)
+    _run_log(run_id, f"scored {candidate.name}", candidate_eval)
     for _attempt in range(5):
         champion = ModelVersion.objects.filter(status=VersionStatus.CHAMPION).first()
         if champion is None:
@@ -374,9 +377,8 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
                 "numbers": {"mae_candidate": candidate_eval.metrics["mae"], "n": len(products)},
             }
         else:
-            champion_eval = evaluation_of_version(
-                version=champion, products=products, predictor=predictor, on_chunk=renew
-            )
+            champion_eval = evaluation_of_version(version=champion, products=products, on_chunk=renew)
+            _run_log(run_id, f"scored the champion {champion.name}", champion_eval)
             comparison = compare_paired(candidate_eval.truths, candidate_eval.guesses, champion_eval.guesses)
             decision = gate_decide(
                 comparison,
@@ -388,9 +390,27 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
         decision["candidate"] = candidate.name
         decision["candidate_metrics"] = candidate_eval.metrics
         if _apply_decision(run_id=run_id, candidate=candidate, champion=champion, decision=decision):
+            from training.services.runs import _append_log
+
+            verdict = "promoted" if decision["promote"] else "rejected"
+            _append_log(
+                run_id, f"gate: {candidate.name} {verdict}; " + "; ".join(decision.get("reasons", []))
+            )
             _baselines_quietly(products)
             return decision
     raise RunStateError(f"run {run_id}: the champion kept changing during the gate; try again")
+
+
+def _run_log(run_id: int, what: str, evaluation: Evaluation) -> None:
+    """An evaluation line in the run's log: the numbers the gate is about to compare."""
+    from training.services.runs import _append_log
+
+    m, p = evaluation.metrics, evaluation.predictor_settings
+    _append_log(
+        run_id,
+        f"{what} on {m.get('n')} test items ({p.get('quantization')}, prompt {p.get('prompt_style')}): "
+        f"MAE ${m.get('mae', 0):.2f}, RMSLE {m.get('rmsle', 0):.3f}, hits {m.get('hit_rate', 0):.0%}",
+    )
 
 
 def _gate_test() -> Literal["bootstrap", "wilcoxon"]:

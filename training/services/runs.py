@@ -102,7 +102,9 @@ def _label_rows(batch_ids: list[int]) -> list[Any]:
     from training.engine.datasets import LabelRow
 
     items = (
-        BatchItem.objects.filter(batch_id__in=batch_ids).select_related("product").order_by("batch_id", "id")
+        BatchItem.objects.filter(batch_id__in=batch_ids, excluded=False)  # a reviewer's exclusions stay out
+        .select_related("product")
+        .order_by("batch_id", "id")
     )
     rows = []
     for item in items:

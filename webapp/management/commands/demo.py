@@ -17,11 +17,20 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.test.utils import override_settings
 
 from webapp.demo.seed import DEMO_LOGINS, seed_all
 
 ROOT = Path(settings.BASE_DIR)
 LOG_TAIL_LINES = 20  # how much of a dead child's log the demo prints
+DEMO_OVERLAP_SHARE = 0.2
+
+
+def _overlap_share() -> float:
+    """One item in five labelled twice, so the demo's agreement and adjudication pages have data,
+    unless the environment names another share."""
+    raw = os.environ.get("ANNOTATION_OVERLAP_SHARE", "")
+    return float(settings.ANNOTATION_OVERLAP_SHARE) if raw else DEMO_OVERLAP_SHARE
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -42,7 +51,8 @@ class Command(BaseCommand):
             "PriceLoop demo: migrating and seeding (first run builds the data; later runs reuse it)…"
         )
         call_command("migrate", verbosity=0, interactive=False)
-        tokens = seed_all()
+        with override_settings(ANNOTATION_OVERLAP_SHARE=_overlap_share()):
+            tokens = seed_all()
         if options["no_serve"]:
             return
         url = f"http://{options['host']}:{options['port']}/"
@@ -64,7 +74,7 @@ class Command(BaseCommand):
             self._stop(procs)
 
     def _start(self, host: str, port: int) -> dict[str, subprocess.Popen[bytes]]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ANNOTATION_OVERLAP_SHARE": str(_overlap_share())}
         python = sys.executable
         commands = {
             "web": [python, "manage.py", "runserver", f"{host}:{port}", "--noreload", "--skip-checks"],
