@@ -158,22 +158,35 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(ARTIFACT_ROOT)},
     },
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Hashed names, cached for ever by browsers; `collectstatic` writes them (and the manifest) before start.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
-# --- security (production values; `manage.py check --deploy` is clean when DEBUG is off) -------------
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# --- security -----------------------------------------------------------------------------------------
+# HTTPS (default on when DEBUG is off): redirect plain HTTP to HTTPS, Secure cookies, HSTS; `check --deploy`
+# is clean. HTTPS=0 is the plain-HTTP mode for a private network without TLS: no redirect, cookies
+# without Secure, no HSTS, and the four `check --deploy` warnings about exactly those settings silenced
+# (security.W004/W008/W012/W016); every other deploy check still applies.
+HTTPS = env_bool("HTTPS", default=not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=HTTPS and not DEBUG)
+# Django then takes "X-Forwarded-Proto: https" as proof that the client spoke HTTPS. Only a proxy in front
+# of every request may say so: trusted without one, anyone reaching gunicorn directly could claim HTTPS.
+TRUSTED_PROXY = env_bool("TRUSTED_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXY else None
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = not DEBUG
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS and not DEBUG else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS and not DEBUG
+SECURE_HSTS_PRELOAD = HTTPS and not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS: list[str] = []
+if not HTTPS:
+    # What plain-HTTP mode turns off on purpose (see above); nothing else is silenced.
+    SILENCED_SYSTEM_CHECKS += ["security.W004", "security.W008", "security.W012", "security.W016"]
 
 # --- REST API ---------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

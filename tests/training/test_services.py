@@ -168,3 +168,26 @@ def test_it_scores_with_fp8_matmuls_only_when_the_recipe_says_so_and_fingerprint
     fp8 = predictor_settings()
     assert fp8 == {**plain, "matmul": "fp8"}
     assert make_predictor(base_model=str(tiny_base), adapter_dir=None, predictor=fp8).matmul == "fp8"
+
+
+@pytest.mark.django_db
+def test_a_replay_share_draws_on_the_seed_set_v1_was_trained_on(
+    labelled: int, reviewer: Any, settings: Any
+) -> None:
+    import json
+    from pathlib import Path
+
+    from annotation.models import SeedLabel
+    from training import paths
+
+    seeded = Product.objects.create(external_id="seed-1", title="Seeded", text="A seeded lamp", price=77)
+    SeedLabel.objects.create(product=seeded, price="77.00", seed_set="demo-seed-labels.jsonl")
+    settings.RETRAIN_REPLAY_SHARE = 0.5
+    batch = batch_create_from_resolved(min_size=1)
+    RetrainBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.APPROVED, reviewed_at=timezone.now())
+    run = TrainingRun.objects.create(batch=batch, recipe_name="tiny", base_model=_base())
+    dataset = dataset_build(run_id=run.pk)
+    assert dataset is not None
+    rows = [json.loads(line) for line in Path(paths.resolve(dataset.path)).read_text().splitlines()]
+    assert any("A seeded lamp" in json.dumps(row) for row in rows)  # the seed label is replayed
+    assert list(dataset.replay_batches.all()) == []  # no earlier batch: the seed set is not one

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from annotation.models import Product, Split
+from annotation.models import Product, SeedLabel, Split
 from training import paths
 from training.exceptions import RunStateError
 from training.models import (
@@ -124,6 +124,22 @@ def _label_rows(batch_ids: list[int]) -> list[Any]:
     return rows
 
 
+def _seed_rows() -> list[Any]:
+    """The named seed set's labels (``SeedLabel``), as rows a replay can draw from."""
+    from training.engine.datasets import LabelRow
+
+    return [
+        LabelRow(
+            product_id=seed.product.external_id,
+            text=seed.product.text,
+            price=float(seed.price),
+            guess_price=None,
+            verdict="correct",
+        )
+        for seed in SeedLabel.objects.select_related("product").order_by("product_id")
+    ]
+
+
 def _test_ids() -> set[str]:
     return set(Product.objects.filter(split=Split.TEST).values_list("external_id", flat=True))
 
@@ -171,9 +187,11 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
                     batch__status=BatchStatus.APPROVED, status=RunStatus.SUCCEEDED, batch_id__lt=run.batch_id
                 ).values_list("batch_id", flat=True)
             )
-            old = _label_rows(replay_ids)
+            # Earlier labels are the approved batches' and the seed set v1 was trained on: both came
+            # from people, and a candidate that sees only its own batch forgets the rest.
+            old = _seed_rows() + _label_rows(replay_ids)
             rows = mix_replay(rows, old, share, seed=run_id)
-            replay_ids = sorted({r.batch_id for r in rows if r.batch_id != run.batch_id})
+            replay_ids = sorted({r.batch_id for r in rows if r.batch_id not in (None, run.batch_id)})
         tokenizer = _load_tokenizer(run.base_model)
         out = paths.dataset_dir(run_id) / f"{run.recipe}.jsonl"
         manifest = BUILDERS[run.recipe](
