@@ -61,6 +61,31 @@ def test_it_locks_out_after_repeated_wrong_passwords_and_logs_who_and_where(
     assert _login(Client(), "rita-not-here", "x").status_code == 200
 
 
+@pytest.mark.parametrize("trusted_proxy", [False, True], ids=["direct", "behind-proxy"])
+def test_a_client_written_forwarded_for_does_not_escape_the_lockout(
+    annotator: User, settings: Any, caplog: pytest.LogCaptureFixture, trusted_proxy: bool
+) -> None:
+    settings.TRUSTED_PROXY = trusted_proxy
+    client = Client()
+    caplog.set_level(logging.WARNING, logger="webapp.lockout")
+    # A guesser writes a new X-Forwarded-For each time; a proxy appends the address it saw (10.0.0.7).
+    for i in range(settings.AXES_FAILURE_LIMIT):
+        client.post(
+            "/login/",
+            {"username": annotator.username, "password": f"guess-{i}"},
+            HTTP_X_FORWARDED_FOR=f"203.0.113.{i}, 10.0.0.7" if trusted_proxy else f"203.0.113.{i}",
+        )
+    refused = client.post(
+        "/login/",
+        {"username": annotator.username, "password": PASSWORD},
+        HTTP_X_FORWARDED_FOR="198.51.100.1, 10.0.0.7" if trusted_proxy else "198.51.100.1",
+    )
+    assert refused.status_code == 429
+    seen = "10.0.0.7" if trusted_proxy else "127.0.0.1"
+    assert f"login locked out: username='alice' ip={seen} " in caplog.text
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {seen}
+
+
 def test_an_operator_unlocks_with_axes_reset_username(annotator: User, settings: Any) -> None:
     client = Client()
     for i in range(settings.AXES_FAILURE_LIMIT):

@@ -14,6 +14,18 @@ from django.conf import settings
 log = logging.getLogger("webapp.lockout")
 
 
+def client_address(request: Any) -> str:
+    """The address a lockout counts (``AXES_CLIENT_IP_CALLABLE``): ``REMOTE_ADDR``; behind a
+    ``TRUSTED_PROXY``, the address that proxy appended last to ``X-Forwarded-For`` (nginx:
+    ``$proxy_add_x_forwarded_for``). Anything before it the client may have written itself."""
+    meta = request.META
+    if settings.TRUSTED_PROXY:
+        last = meta.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+        if last:
+            return str(last)
+    return str(meta.get("REMOTE_ADDR", ""))
+
+
 def log_lockout(sender: Any, *, request: Any = None, username: str | None = None, **kwargs: Any) -> None:
     ip_address = kwargs.get("ip_address") or getattr(request, "axes_ip_address", None) or "unknown"
     cooloff = settings.AXES_COOLOFF_TIME

@@ -125,8 +125,9 @@ AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes) if _cooloff_minutes > 0 
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True  # a right password before the limit starts the count again
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-# The address is REMOTE_ADDR (axes' default): a client-sent X-Forwarded-For never decides it. Behind a
-# proxy, REMOTE_ADDR is the proxy's, and the lockout then falls on the username alone.
+# The address is REMOTE_ADDR, or with TRUSTED_PROXY=1 the one the proxy appended to X-Forwarded-For: a
+# client-written header never decides it (webapp/lockout.py).
+AXES_CLIENT_IP_CALLABLE = "webapp.lockout.client_address"
 if AXES_FAILURE_LIMIT < 1:
     raise ImproperlyConfigured(f"LOGIN_FAILURE_LIMIT={AXES_FAILURE_LIMIT}: use 1 or more wrong passwords.")
 LOGIN_URL = "login"
