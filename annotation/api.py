@@ -38,7 +38,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import gold, quarantine, selectors, services
-from annotation.exceptions import AnnotationError, CodebookAckRequired
+from annotation.exceptions import AnnotationError
 from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
 from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role, token_user
@@ -48,26 +48,9 @@ from webapp.visibility import public_export_row, sees_everything
 MAX_ID = 2**63 - 1  # larger ids are a 400, not a database error
 
 
-class DomainError(exceptions.APIException):
-    def __init__(self, exc: AnnotationError) -> None:
-        super().__init__(detail=exc.message, code=exc.code)
-        self.status_code = exc.status
-
-
 class AnnotationApi(APIView):
-    """Base: maps domain errors to HTTP; adds the codebook version to ``codebook_ack_required``."""
-
-    def handle_exception(self, exc: Exception) -> Response:
-        original = exc
-        if isinstance(exc, AnnotationError):
-            exc = DomainError(exc)
-        elif isinstance(exc, DjangoValidationError):
-            detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-            exc = exceptions.ValidationError(detail=detail)
-        response = super().handle_exception(exc)
-        if isinstance(original, CodebookAckRequired) and isinstance(response.data, dict):
-            response.data["error"]["codebook_version"] = original.version.number
-        return response
+    """Base of the annotation endpoints. Domain errors (``AnnotationError``) become the API's error
+    shape in ``webapp.api.exception_handler``, as everywhere."""
 
     @property
     def user(self) -> User:

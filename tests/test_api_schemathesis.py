@@ -31,8 +31,7 @@ def _seed_registry(root: Path) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from training.archive import tar_digest
-    from training.engine.artifacts import write_version
+    from training.engine.artifacts import tar_digest, write_version
     from training.models import ModelVersion, RetrainBatch, TrainingRun, VersionStatus
 
     adapter = root / "adapter"

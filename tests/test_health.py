@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
+from django.utils import timezone
+
+from webapp.models import Heartbeat
+from webapp.services import heartbeat_record
 
 
 @pytest.mark.django_db
@@ -15,12 +21,30 @@ def test_it_reports_database_and_broker_ok() -> None:
 
 
 @pytest.mark.django_db
-def test_it_returns_503_when_the_broker_is_unreachable(settings) -> None:  # type: ignore[no-untyped-def]
+def test_it_returns_503_when_the_broker_is_unreachable(settings, caplog) -> None:  # type: ignore[no-untyped-def]
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
     response = Client().get("/healthz")
     assert response.status_code == 503
-    assert response.json()["broker"]["ok"] is False
+    # The state only: no error text, host or port for an anonymous caller; the log has the error.
+    assert response.json()["broker"] == {"ok": False, "state": "unreachable", "url_scheme": "redis"}
+    assert "127.0.0.1" not in response.content.decode()
+    assert "Error" not in response.content.decode()
+    assert "healthz: the broker is unreachable" in caplog.text
+    assert "127.0.0.1:1" in caplog.text or "Connection refused" in caplog.text
+
+
+@pytest.mark.django_db
+def test_it_shows_whether_the_worker_heartbeat_is_fresh() -> None:
+    assert Client().get("/healthz").json()["worker"] == {"state": "unknown", "last_heartbeat": None}
+
+    beat = heartbeat_record(source="worker")
+    assert Client().get("/healthz").json()["worker"]["state"] == "ok"
+
+    Heartbeat.objects.filter(pk=beat.pk).update(at=timezone.now() - timedelta(minutes=10))
+    worker = Client().get("/healthz").json()["worker"]
+    assert worker["state"] == "stale"
+    assert worker["age_s"] >= 600
 
 
 @pytest.mark.django_db

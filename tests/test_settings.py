@@ -150,3 +150,16 @@ def test_it_silences_only_the_https_warnings_in_plain_http_mode(tmp_path: Path) 
     )
     assert result.returncode != 0
     assert "security.W009" in result.stdout + result.stderr
+
+
+def test_it_names_the_fix_for_a_bad_artifact_backend(tmp_path: Path) -> None:
+    result = _manage(
+        "check", env={"DEBUG": "1", "PRICELOOP_DATA_DIR": str(tmp_path), "ARTIFACTS_BACKEND": "ftp"}
+    )
+    assert result.returncode != 0
+    assert "ARTIFACTS_BACKEND='ftp': use local (a folder) or s3." in result.stderr
+    result = _manage(
+        "check", env={"DEBUG": "1", "PRICELOOP_DATA_DIR": str(tmp_path), "ARTIFACTS_BACKEND": "s3"}
+    )
+    assert result.returncode != 0
+    assert "ARTIFACTS_BACKEND=s3 needs AWS_STORAGE_BUCKET_NAME" in result.stderr

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+LOG = "test-worker.log"
 
 
 def _database_url() -> str:
@@ -30,11 +31,13 @@ def _database_url() -> str:
 
 @contextmanager
 def celery_worker(
-    *, queues: str = "default,train", extra_env: dict[str, str] | None = None
+    *, queues: str = "default,train", extra_env: dict[str, str] | None = None, log_name: str = LOG
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``celery worker`` on the test database; stop it (and its children) on exit.
 
-    Use with ``pytest.mark.django_db(transaction=True)`` so that the worker sees committed rows.
+    Use with ``pytest.mark.django_db(transaction=True)`` so that the worker sees committed rows. Two
+    workers at once need two ``log_name``s (the log lies in the test's data dir; ``wait_for`` shows its
+    tail, and every ``test-worker*.log``'s when there are several).
     """
     env = dict(os.environ)
     env.update(
@@ -48,7 +51,7 @@ def celery_worker(
         }
     )
     env.update(extra_env or {})
-    log = open(settings.DATA_DIR / "test-worker.log", "wb")  # noqa: SIM115 - closed below
+    log = open(settings.DATA_DIR / log_name, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -93,5 +96,8 @@ def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.2, what: s
         if value:
             return value
         time.sleep(interval)
-    log = (settings.DATA_DIR / "test-worker.log").read_text(errors="replace")[-3000:]
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; worker log tail:\n{log}")
+    logs = "".join(
+        f"\n--- {path.name}:\n{path.read_text(errors='replace')[-3000:]}"
+        for path in sorted(Path(settings.DATA_DIR).glob("test-worker*.log"))
+    )
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; worker log tail:{logs}")

@@ -2,8 +2,8 @@
 
 Reads are for API clients and reviewers (``IsClientOrReviewer``); writes (approve, reject, cancel,
 rollback, batch now, import) for reviewers (``IsReviewer``). One view per operation; views call
-selectors (reads) and services (writes) and map domain errors to the project's error shape:
-``TrainingError`` → 409 with its ``code``, a missing object → 404.
+selectors (reads) and services (writes); ``webapp.api.exception_handler`` maps domain errors to the
+project's error shape (``TrainingError`` → 409 with its ``code``); a missing object → 404.
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from training import paths, run_settings, selectors
-from training.archive import stream_tar
+from training import run_settings, selectors, storage
 from training.checks import batch_checks, checks_passed
-from training.exceptions import RunSettingsInvalid, TrainingError
 from training.models import (
     AuditAction,
     AuditEvent,
@@ -71,17 +69,11 @@ class Conflict(exceptions.APIException):
 
 
 class TrainingApi(APIView):
-    """Base: domain errors become 409 (with the error's code), permission refusals 403; each user's
-    requests are throttled (``API_THROTTLE_RATE``)."""
+    """Base of the registry endpoints. Domain errors (``TrainingError`` → 409 with its code,
+    ``PermissionError`` → 403) become the API's error shape in ``webapp.api.exception_handler``; each
+    user's requests are throttled (``API_THROTTLE_RATE``)."""
 
     throttle_classes = [ApiUserThrottle]
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, TrainingError):
-            exc = Conflict(detail=str(exc), code=exc.code)
-        elif isinstance(exc, PermissionError):
-            exc = exceptions.PermissionDenied(detail=str(exc))
-        return super().handle_exception(exc)
 
     def get_serializer_context(self) -> dict[str, Any]:
         """``full``: the reader is a reviewer and reads every field (webapp/visibility.py)."""
@@ -371,7 +363,7 @@ class VersionDownloadApi(TrainingApi):
         },
     )
     def get(self, request: Request, number: int) -> HttpResponseBase:
-        from training.engine.artifacts import ArtifactError, read_version
+        from training.engine.artifacts import ArtifactError
 
         version = selectors.version_get(number=number)
         if version is None or not version.artifact_path:
@@ -381,9 +373,8 @@ class VersionDownloadApi(TrainingApi):
             not_modified = HttpResponse(status=304)
             not_modified["ETag"] = etag
             return not_modified
-        folder = paths.resolve(version.artifact_path)
-        try:
-            read_version(folder)  # files complete and checksums matching, or no download
+        try:  # files complete and checksums matching in the store, or no download
+            info = storage.version_verify(version.artifact_path)
         except (ArtifactError, OSError) as exc:
             log.warning("download of %s refused: its files fail verification: %s", version.name, exc)
             # The reason names files on the server: reviewers read it, clients are told where it went.
@@ -394,7 +385,8 @@ class VersionDownloadApi(TrainingApi):
                 code="artifact_invalid",
             ) from None
         response = StreamingHttpResponse(
-            stream_tar(Path(folder), prefix=version.name), content_type="application/x-tar"
+            storage.version_stream(version.artifact_path, prefix=version.name, info=info),
+            content_type="application/x-tar",
         )
         response["Content-Length"] = str(version.artifact_size)
         response["Content-Disposition"] = f'attachment; filename="priceloop-{version.name}.tar"'
@@ -634,16 +626,14 @@ class BatchApproveApi(TrainingApi):
         data.is_valid(raise_exception=True)
         _batch_or_404(batch_id)
         chosen = {name: data.validated_data.get(name) for name in run_settings.FIELDS}
-        try:
-            run = batch_services.batch_approve(
-                reviewer=_reviewer(request),
-                batch_id=batch_id,
-                recipe=data.validated_data.get("recipe"),
-                override_reason=data.validated_data["override_reason"],
-                run_settings=run_settings.run_settings_parse(chosen),
-            )
-        except RunSettingsInvalid as exc:  # a combination the engine refuses: the field's 400
-            raise exceptions.ValidationError({exc.field: [str(exc)]}) from None
+        # A combination the engine refuses (RunSettingsInvalid) is the field's 400 (webapp/api.py).
+        run = batch_services.batch_approve(
+            reviewer=_reviewer(request),
+            batch_id=batch_id,
+            recipe=data.validated_data.get("recipe"),
+            override_reason=data.validated_data["override_reason"],
+            run_settings=run_settings.run_settings_parse(chosen),
+        )
         return Response(RunOut(run, context=self.get_serializer_context()).data)
 
 

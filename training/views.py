@@ -14,13 +14,14 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.models import User
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from training import paths, run_settings, selectors
+from training import paths, run_settings, selectors, storage
 from training.checks import batch_checks, checks_passed
 from training.exceptions import TrainingError
 from training.models import AuditAction, BatchStatus, Recipe, VersionStatus
@@ -39,8 +40,11 @@ def _reviewer(request: HttpRequest) -> User:
 
 
 def _domain_errors(request: HttpRequest, action: Any) -> bool:
+    """Run a write; a domain error becomes a message on the page, a missing batch/run/version a 404."""
     try:
         action()
+    except ObjectDoesNotExist:
+        raise Http404("no such object") from None
     except (TrainingError, PermissionError) as exc:
         messages.error(request, str(exc))
         return False
@@ -319,7 +323,18 @@ def baselines_score(request: HttpRequest) -> HttpResponse:
 def _png(path: Path) -> FileResponse:
     if not path.is_file():
         raise Http404("chart not drawn yet")
-    response = FileResponse(path.open("rb"), content_type="image/png")
+    return _png_response(path.open("rb"))
+
+
+def _stored_png(name: str) -> FileResponse:
+    try:
+        return _png_response(storage.file_open(name))
+    except FileNotFoundError:
+        raise Http404("chart not drawn yet") from None
+
+
+def _png_response(handle: Any) -> FileResponse:
+    response = FileResponse(handle, content_type="image/png")
     response["Cache-Control"] = "private, max-age=60"
     return response
 
@@ -331,7 +346,7 @@ def version_scatter(request: HttpRequest, number: int) -> FileResponse:
     evaluation = version.evaluations.order_by("-id").first() if version else None
     if evaluation is None or not evaluation.chart_path:
         raise Http404("no evaluation chart for this version")
-    return _png(paths.resolve(evaluation.chart_path))
+    return _stored_png(evaluation.chart_path)
 
 
 @reviewer_only
@@ -340,7 +355,7 @@ def baseline_scatter(request: HttpRequest, name: str) -> FileResponse:
     evaluation = next((e for e in selectors.leaderboard()["baselines"] if e.baseline == name), None)
     if evaluation is None or not evaluation.chart_path:
         raise Http404("no chart for this baseline")
-    return _png(paths.resolve(evaluation.chart_path))
+    return _stored_png(evaluation.chart_path)
 
 
 @reviewer_only

@@ -1,20 +1,43 @@
-"""API conventions shared by every endpoint: one JSON error shape.
+"""API conventions shared by every endpoint: one JSON error shape, one place that maps errors to it.
 
 Every error body is ``{"error": {"code": str, "message": str, "fields": {name: [messages]}}}``
-(``fields`` only for validation errors), whatever raised it.
+(``fields`` only for validation errors), whatever raised it:
+
+- DRF's own errors and the domain's (``AnnotationError``: its status and code; ``TrainingError``: 409
+  with its code, ``RunSettingsInvalid``: 400 naming the field), ``PermissionError`` (403), Django's
+  ``ValidationError`` (400) and a missing object (404), through ``exception_handler`` (DRF's
+  ``EXCEPTION_HANDLER``) in every API view;
+- an unreachable database or broker: 503 (``database_unavailable``, ``broker_unavailable``), wherever it
+  is noticed: in a view (``exception_handler``) or before one (``server_error``, Django's handler500);
+- any other failure under /api/: 500 ``server_error`` (``server_error``); the traceback goes to the log;
+- a path no endpoint serves: 404 ``not_found`` (``not_found``, the URL map's last route).
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+import kombu.exceptions
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import inline_serializer
-from rest_framework import exceptions, serializers
+from rest_framework import exceptions, serializers, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from annotation.exceptions import AnnotationError, CodebookAckRequired
+from training.exceptions import RunSettingsInvalid, TrainingError
+
+logger = logging.getLogger(__name__)
 
 # The one error body of the whole API, as the OpenAPI schema shows it.
 ERROR_SCHEMA = inline_serializer(
@@ -42,10 +65,78 @@ def _flatten(detail: Any) -> Any:
     return [str(detail)]
 
 
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+DATABASE_UNAVAILABLE = (
+    "database_unavailable",
+    "The database is unreachable; try again in a moment (GET /healthz shows each component's state).",
+)
+BROKER_UNAVAILABLE = (
+    "broker_unavailable",
+    "The task queue (broker) is unreachable, so the work could not be queued; tell the operator "
+    "(GET /healthz shows each component's state).",
+)
+
+
+def _unavailable(exc: BaseException) -> tuple[str, str] | None:
+    """(code, message) when ``exc`` means a backing service is unreachable: the request may be retried."""
+    if isinstance(exc, OperationalError | InterfaceError):  # Django's: connecting or the connection failed
+        return DATABASE_UNAVAILABLE
+    if isinstance(exc, kombu.exceptions.OperationalError):  # Celery's publish gave up on the broker
+        return BROKER_UNAVAILABLE
+    return None
+
+
+def _as_api_exception(exc: Exception) -> Exception:
+    """The DRF exception a domain or Django error stands for (``exc`` itself when it is none of them)."""
+    if isinstance(exc, AnnotationError):
+        mapped = exceptions.APIException(detail=exc.message, code=exc.code)
+        mapped.status_code = exc.status
+        return mapped
+    if isinstance(exc, RunSettingsInvalid):  # a training setting chosen at approval: that field's 400
+        return exceptions.ValidationError({exc.field: [str(exc)]})
+    if isinstance(exc, TrainingError):
+        mapped = exceptions.APIException(detail=str(exc), code=exc.code)
+        mapped.status_code = status.HTTP_409_CONFLICT
+        return mapped
+    if isinstance(exc, PermissionError):
+        return exceptions.PermissionDenied(detail=str(exc))
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        return exceptions.ValidationError(detail=detail)
+    if isinstance(exc, Http404):
+        return exceptions.NotFound(*exc.args)  # as DRF's own handler: the view's message, if any
+    if isinstance(exc, ObjectDoesNotExist):
+        return exceptions.NotFound()
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied(*exc.args)
+    if (unavailable := _unavailable(exc)) is not None:
+        # The client gets the component, never the driver's text (hosts, ports, paths): that is logged.
+        logger.error("API request failed: %s", unavailable[0], exc_info=exc)
+        return ServiceUnavailable(detail=unavailable[1], code=unavailable[0])
+    return exc
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    response = drf_exception_handler(exc, context)
+    """DRF's EXCEPTION_HANDLER: every error a view raises, in the one shape. None (an unexpected error)
+    lets it propagate to Django, which logs it and answers with ``server_error``."""
+    api_exc = _as_api_exception(exc)
+    response = drf_exception_handler(api_exc, context)
     if response is None:
         return None
+    response.data = error_body(api_exc)
+    request = context.get("request")
+    if request is not None:
+        # Always JSON, whatever the view renders on success (the schema's YAML, the browsable API's HTML).
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+    if isinstance(exc, CodebookAckRequired):
+        response.data["error"]["codebook_version"] = exc.version.number
+    return response
+
+
+def error_body(exc: Exception) -> dict[str, Any]:
     code = "error"
     message = "Request failed."
     fields: dict[str, Any] | None = None
@@ -60,23 +151,55 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if fields is not None:
         body["error"]["fields"] = fields
-    response.data = body
-    return response
+    return body
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's handler400 (e.g. a Host header not in ALLOWED_HOSTS): under /api/ the JSON error."""
+    if not _is_api(request):
+        return defaults.bad_request(request, exception)
+    message = "The request was refused before it reached the API (a bad Host header or malformed request)."
+    return JsonResponse({"error": {"code": "bad_request", "message": message}}, status=400)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's handler500: under /api/ the JSON error (503 when a backing service is unreachable),
+    elsewhere the site's HTML page. Django has already logged the traceback."""
+    if not _is_api(request):
+        return defaults.server_error(request)
+    exc = sys.exc_info()[1]
+    unavailable = _unavailable(exc) if exc is not None else None
+    if unavailable is not None:
+        code, message = unavailable
+        return JsonResponse({"error": {"code": code, "message": message}}, status=503)
+    message = "The server failed to answer this request; the error is logged for the operator."
+    return JsonResponse({"error": {"code": "server_error", "message": message}}, status=500)
 
 
 @csrf_exempt  # it only ever answers 404; a CSRF failure page would hide the real answer
 def not_found(request: HttpRequest) -> JsonResponse:
-    """Any /api/v1/ path that no endpoint serves: the API's JSON error, never the site's HTML 404 page.
+    """Any /api/ path that no endpoint serves: the API's JSON error, never the site's HTML 404 page.
 
-    API paths have no trailing slash; a client that adds one (DRF's habit) is told the path to use.
+    /api/v1/ paths have no trailing slash (the schema and docs pages have one); a client that adds or
+    drops one is told the path to use.
     """
     path = request.path_info
     message = f"No API endpoint at {path}; the endpoints are listed at /api/docs/."
-    if path.endswith("/"):
-        try:
-            match = resolve(path.rstrip("/"))
-        except Resolver404:
-            match = None
-        if match is not None and match.func is not not_found:
-            message = f"No API endpoint at {path}: API paths have no trailing slash; use {path.rstrip('/')}."
+    other = path.rstrip("/") if path.endswith("/") else path + "/"
+    if _served(other):
+        if path.endswith("/"):
+            message = f"No API endpoint at {path}: API paths have no trailing slash; use {other}."
+        else:
+            message = f"No API endpoint at {path}: this path ends with a slash; use {other}."
     return JsonResponse({"error": {"code": "not_found", "message": message}}, status=404)
+
+
+def _served(path: str) -> bool:
+    try:
+        return resolve(path).func is not not_found
+    except Resolver404:
+        return False

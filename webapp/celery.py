@@ -41,6 +41,8 @@ BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     # A run whose worker died (no heartbeat for RETRAIN_RUN_STALE_S) is marked failed.
     "retrain-fail-stale-runs": {"task": "workers.pipeline.fail_stale_runs", "schedule": 60.0},
+    # An approved run whose task never reached the broker (it was down when the batch was approved) is sent.
+    "retrain-send-unsent-runs": {"task": "workers.pipeline.send_unsent_runs", "schedule": 60.0},
     # Newly imported products get a champion guess (catches up any lost guess task).
     "guess-new-products": {"task": "workers.pipeline.guess_new_products", "schedule": 120.0},
     # LangSmith: send new guesses and annotation feedback (a no-op unless configured).

@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from webapp.env import env_bool, env_float, env_int, env_list, env_secret, env_str
@@ -53,6 +55,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -152,13 +155,36 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
+# This process's local artifact folder: the store itself by default; with object storage, where a worker
+# stages what it publishes and caches what it fetches (training/storage.py).
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts"))).resolve()
+ARTIFACTS_BACKEND = env_str("ARTIFACTS_BACKEND", "local").lower()
+# Read whatever the backend, so that every variable is known to the .env.example checks.
+_s3_options = {
+    "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME"),
+    "location": env_str("AWS_LOCATION"),  # a key prefix inside the bucket
+    # Any S3-compatible store (MinIO, Ceph, R2...); empty means AWS itself.
+    "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+    "region_name": env_str("AWS_S3_REGION_NAME") or None,
+    # Empty keys: boto3's own chain (instance role, ~/.aws, AWS_ACCESS_KEY_ID...).
+    "access_key": env_secret("AWS_S3_ACCESS_KEY_ID") or None,
+    "secret_key": env_secret("AWS_S3_SECRET_ACCESS_KEY") or None,
+    "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE") or None,
+    "default_acl": None,  # private objects; the API streams them to clients
+    "file_overwrite": True,  # a re-published file (a retried run) replaces its object
+}
+_artifacts: dict[str, Any]
+if ARTIFACTS_BACKEND == "local":
+    _artifacts = {"BACKEND": "training.storage.ArtifactFileStorage"}
+elif ARTIFACTS_BACKEND == "s3":
+    if not _s3_options["bucket_name"]:
+        raise ImproperlyConfigured("ARTIFACTS_BACKEND=s3 needs AWS_STORAGE_BUCKET_NAME (an existing bucket).")
+    _artifacts = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": _s3_options}
+else:
+    raise ImproperlyConfigured(f"ARTIFACTS_BACKEND={ARTIFACTS_BACKEND!r}: use local (a folder) or s3.")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "artifacts": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(ARTIFACT_ROOT)},
-    },
+    "artifacts": _artifacts,
     # Hashed names, cached for ever by browsers; `collectstatic` writes them (and the manifest) before start.
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
@@ -188,6 +214,25 @@ SILENCED_SYSTEM_CHECKS: list[str] = []
 if not HTTPS:
     # What plain-HTTP mode turns off on purpose (see above); nothing else is silenced.
     SILENCED_SYSTEM_CHECKS += ["security.W004", "security.W008", "security.W012", "security.W016"]
+# Content-Security-Policy on every response (django-csp): scripts, styles and everything else only from
+# our own origin, never inline and never eval'd, so that text which slips into a page cannot run. Pages
+# keep their scripts and styles in static files; htmx runs with eval and script tags off (its
+# `htmx-config` meta in annotation/annotate.html). The API docs page adds only what Swagger UI needs
+# (webapp/api_docs.py). tests/e2e fail on any violation a page reports.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # --- REST API ---------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -271,7 +316,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
-# Late acknowledgement is opted into per task (only idempotent ones); see workers/README.md.
+# Late acknowledgement is opted into per task (only idempotent ones): each task module's docstring
+# (workers/pipeline.py, workers/training.py, …) states its failure policy and why.
 CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a training task must not sit reserved behind another
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
@@ -300,7 +346,7 @@ ANNOTATION_ROUTING = env_str("ANNOTATION_ROUTING", "entropy")
 ANNOTATION_CONFIRM_FACTOR = env_float("ANNOTATION_CONFIRM_FACTOR", 10.0)
 ANNOTATION_GOLD_POOL_MIN = env_int("ANNOTATION_GOLD_POOL_MIN", 20)
 
-# --- retraining pipeline (training/conf.py reads these; see .env.example for what each means) ----------
+# --- retraining pipeline (training/services read these; see .env.example for what each means) ---------
 RETRAIN_MIN_BATCH_SIZE = env_int("RETRAIN_MIN_BATCH_SIZE", 20)
 RETRAIN_BATCH_EVERY_S = env_int("RETRAIN_BATCH_EVERY_S", 300)
 RETRAIN_RECIPE = env_str("RETRAIN_RECIPE", "tiny")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from webapp import api, views
+from webapp.api_docs import api_docs_view
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -18,8 +19,11 @@ urlpatterns = [
     path("", include("annotation.urls")),
     path("", include("training.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", api_docs_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("webapp.api_urls")),
-    # Last: whatever /api/v1/ path no endpoint took gets the API's JSON 404, not an HTML page.
-    re_path(r"^api/v1/", api.not_found),
+    # Last: whatever /api/ path no endpoint took gets the API's JSON 404, not an HTML page.
+    re_path(r"^api/", api.not_found),
 ]
+# An unexpected error under /api/ is the API's JSON error (503 when the database or broker is down).
+handler500 = "webapp.api.server_error"
+handler400 = "webapp.api.bad_request"

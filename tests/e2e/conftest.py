@@ -21,7 +21,7 @@ ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 
 
 @pytest.fixture(scope="package")
-def browser() -> Iterator[Any]:
+def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} is missing: `apt-get install -y chromium` to run the browser tests"
         if os.environ.get("CI", "").lower() == "true":
@@ -37,11 +37,11 @@ def browser() -> Iterator[Any]:
     os.environ[ASYNC_UNSAFE] = "true"
     try:
         with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                yield chromium
+                yield launched
             finally:
-                chromium.close()
+                launched.close()
     finally:
         if previous is None:
             os.environ.pop(ASYNC_UNSAFE, None)
@@ -49,9 +49,67 @@ def browser() -> Iterator[Any]:
             os.environ[ASYNC_UNSAFE] = previous
 
 
+# Runs in every page and frame before the page's own scripts: each CSP violation the browser reports
+# (a blocked inline script or style, eval, a resource from another origin) goes to the test.
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.reportCspViolation([
+    event.effectiveDirective, event.blockedURI, event.sourceFile + ":" + event.lineNumber, event.sample,
+  ].join(" | "));
+});
+"""
+
+
+class CspWatch:
+    """The CSP violations of every browser context a test opens; the ``browser`` fixture fails on any."""
+
+    def __init__(self) -> None:
+        self.violations: list[str] = []
+
+    def watch(self, context: Any) -> Any:
+        context.expose_function("reportCspViolation", self._report)
+        context.add_init_script(CSP_LISTENER)
+        context.on("console", self._console)
+        return context
+
+    def _report(self, violation: str) -> None:
+        self.violations.append(violation)
+
+    def _console(self, message: Any) -> None:
+        # Chromium also logs each refusal ("Refused to … because it violates the following Content
+        # Security Policy directive …"), including those raised before a listener could run.
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.violations.append(f"console: {message.text}")
+
+
+class WatchedBrowser:
+    """The package's chromium, whose every new context reports CSP violations to the test."""
+
+    def __init__(self, chromium: Any, watch: CspWatch) -> None:
+        self._chromium, self._watch = chromium, watch
+
+    def new_context(self, **kwargs: Any) -> Any:
+        return self._watch.watch(self._chromium.new_context(**kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chromium, name)
+
+
+@pytest.fixture
+def csp_watch() -> CspWatch:
+    return CspWatch()
+
+
+@pytest.fixture
+def browser(chromium: Any, csp_watch: CspWatch) -> Iterator[Any]:
+    """The browser for one test: any Content-Security-Policy violation in any of its pages fails it."""
+    yield WatchedBrowser(chromium, csp_watch)
+    assert not csp_watch.violations, f"Content-Security-Policy violations: {csp_watch.violations}"
+
+
 @pytest.fixture
 def page(browser: Any, live_server: Any) -> Iterator[Any]:
-    """A fresh browser context (no cookies) on the live server; JS errors fail the test."""
+    """A fresh browser context (no cookies) on the live server; JS errors and CSP violations fail the test."""
     context = browser.new_context(base_url=live_server.url)
     context.set_default_timeout(TIMEOUT_MS)
     tab = context.new_page()

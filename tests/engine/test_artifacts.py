@@ -14,6 +14,8 @@ from training.engine.artifacts import (
     archive_version,
     extract_version,
     read_version,
+    stream_tar,
+    tar_digest,
     write_version,
 )
 from training.engine.predictor import Predictor
@@ -121,6 +123,9 @@ def test_it_archives_deterministically_and_round_trips(version: Path, tmp_path: 
     first = archive_version(version, tmp_path / "a.tar")
     second = archive_version(version, tmp_path / "b.tar")
     assert first.sha256 == second.sha256
+    # One format: the archive file is the download's stream, byte for byte (the registry's sha256).
+    assert (first.sha256, first.size) == tar_digest(version, prefix=version.name)
+    assert first.path.read_bytes() == b"".join(stream_tar(version, prefix=version.name))
     unpacked = extract_version(first.path, tmp_path / "out")
     assert unpacked.files == read_version(version).files
 

@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from training.archive import tar_digest
-from training.engine.artifacts import write_version
+from training.engine.artifacts import tar_digest, write_version
 from training.models import Evaluation, ModelVersion, VersionStatus
 
 

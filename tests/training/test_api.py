@@ -12,7 +12,7 @@ import pytest
 from annotation.models import Product
 from tests.conftest import client_for
 from tests.training.factories import make_version
-from training.archive import read_tar
+from training.engine.artifacts import read_tar
 from training.models import AuditEvent, ProgressPoint, RetrainBatch, TrainingRun, VersionStatus
 
 

@@ -26,7 +26,7 @@ from annotation.models import Guess, Product, SeedLabel, Split, Task
 from tests.conftest import client_for
 from tests.training.conftest import catalogue_jsonl, catalogue_rows
 from tests.worker_process import celery_worker, wait_for
-from training.archive import read_tar
+from training.engine.artifacts import read_tar
 from training.models import ModelVersion, RunStatus, TrainingRun, VersionStatus
 from training.services.bootstrap import version_bootstrap_v1
 

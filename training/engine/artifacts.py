@@ -1,7 +1,7 @@
 """Model version folders (DESIGN.md §6): safetensors adapter + manifest with a sha256 per file.
 
 Library: ``write_version(adapter_dir, dest, manifest={...})``, ``read_version(dest)``,
-``archive_version(dest, "v3.tar")``.
+``archive_version(dest, "v3.tar")`` (the one archive format: ``stream_tar``, also what downloads send).
 
 A version is immutable and self-describing. It is written to a temporary folder next to its destination
 and renamed into place only when every file and the manifest are on disk, so a reader never sees a
@@ -19,11 +19,12 @@ import shutil
 import struct
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 MANIFEST = "manifest.json"
 FORMAT = "priceloop-version/1"
@@ -63,12 +64,16 @@ class ArchiveInfo:
     size: int
 
 
-def sha256_file(path: Path) -> str:
+def sha256_stream(fh: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
+    while block := fh.read(_CHUNK):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return sha256_stream(fh)
 
 
 def _looks_like_pickle(head: bytes) -> bool:
@@ -76,37 +81,40 @@ def _looks_like_pickle(head: bytes) -> bool:
     return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head.startswith(b"PK\x03\x04")
 
 
-def _check_safetensors_header(path: Path) -> None:
+def _check_safetensors_header(name: str, fh: BinaryIO, size: int) -> None:
     """A safetensors file begins with a little-endian u64 header length and a JSON header."""
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            raise ArtifactError(f"{path.name}: too short to be safetensors")
-        (length,) = struct.unpack("<Q", raw)
-        if length > min(100_000_000, path.stat().st_size - 8):
-            raise ArtifactError(f"{path.name}: not a safetensors file (bad header length)")
-        try:
-            json.loads(fh.read(length))
-        except ValueError:
-            raise ArtifactError(f"{path.name}: not a safetensors file (header is not JSON)") from None
+    raw = fh.read(8)
+    if len(raw) != 8:
+        raise ArtifactError(f"{name}: too short to be safetensors")
+    (length,) = struct.unpack("<Q", raw)
+    if length > min(100_000_000, size - 8):
+        raise ArtifactError(f"{name}: not a safetensors file (bad header length)")
+    try:
+        json.loads(fh.read(length))
+    except ValueError:
+        raise ArtifactError(f"{name}: not a safetensors file (header is not JSON)") from None
 
 
-def check_file_is_safe(path: Path) -> None:
-    """Refuse a file by name and leading bytes; never opens it with a deserializer that runs code."""
-    name = path.name
-    if path.is_symlink() or not path.is_file():
-        raise ArtifactError(f"{name}: only plain files belong in a version folder")
+def check_stream_is_safe(name: str, fh: BinaryIO, size: int) -> None:
+    """Refuse a version file by its name and leading bytes, read from ``fh`` (at its start) whatever holds
+    it (a local file, an object in a store); never opens it with a deserializer that runs code."""
     if name.lower().endswith(PICKLE_SUFFIXES):
         raise ArtifactError(f"{name}: pickle-based weights are refused; save with safetensors")
     if not name.lower().endswith(ALLOWED_SUFFIXES):
         raise ArtifactError(f"{name}: unexpected file type; a version holds {', '.join(ALLOWED_SUFFIXES)}")
     if name.endswith(".safetensors"):
-        _check_safetensors_header(path)
+        _check_safetensors_header(name, fh, size)
         return
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if _looks_like_pickle(head):
+    if _looks_like_pickle(fh.read(8)):
         raise ArtifactError(f"{name}: contains pickle/zip data under a text name; refused")
+
+
+def check_file_is_safe(path: Path) -> None:
+    """``check_stream_is_safe`` for a local file, which must be a plain file (no link)."""
+    if path.is_symlink() or not path.is_file():
+        raise ArtifactError(f"{path.name}: only plain files belong in a version folder")
+    with open(path, "rb") as fh:
+        check_stream_is_safe(path.name, fh, path.stat().st_size)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -183,59 +191,161 @@ def write_version(
 
 
 def read_version(path: str | Path) -> VersionInfo:
-    """Validate a version folder and return its manifest. Raises ``ArtifactError`` on anything unsafe.
-
-    Checks, in order: every file is an allowed type (pickles refused by name and bytes, unopened), the
-    manifest parses, the files on disk are exactly those listed, and every sha256 matches.
-    """
+    """Validate a version folder and return its manifest. Raises ``ArtifactError`` on anything unsafe."""
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path} is not a version folder")
-    present = sorted(p.name for p in path.iterdir())
-    for name in present:
-        check_file_is_safe(path / name)
+    for child in path.iterdir():
+        if child.is_symlink() or not child.is_file():
+            raise ArtifactError(f"{child.name}: only plain files belong in a version folder")
+    return verify_version_files(
+        where=str(path),
+        names=[p.name for p in path.iterdir()],
+        open_file=lambda name: open(path / name, "rb"),
+        size_of=lambda name: (path / name).stat().st_size,
+        path=path,
+    )
+
+
+def verify_version_files(
+    *,
+    where: str,
+    names: list[str],
+    open_file: Callable[[str], AbstractContextManager[BinaryIO]],
+    size_of: Callable[[str], int],
+    path: Path | None = None,
+) -> VersionInfo:
+    """The checks of a version's files wherever they are kept (a folder, an object store's prefix).
+
+    In order: every file is an allowed type (pickles refused by name and bytes, unopened), the manifest
+    parses, the files present are exactly those listed, and every sha256 matches.
+    """
+    present = sorted(names)
+    sizes = {name: size_of(name) for name in present}
+    actual: dict[str, str] = {}
+    manifest_bytes = b""
+    for name in present:  # one read of each file: its leading bytes checked, then all of it hashed
+        with open_file(name) as fh:
+            check_stream_is_safe(name, fh, sizes[name])
+            fh.seek(0)
+            if name == MANIFEST:
+                manifest_bytes = fh.read()
+            else:
+                actual[name] = sha256_stream(fh)
     if MANIFEST not in present:
-        raise ArtifactError(f"{path} has no {MANIFEST}: incomplete or not a version")
+        raise ArtifactError(f"{where} has no {MANIFEST}: incomplete or not a version")
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = json.loads(manifest_bytes)
         listed: dict[str, dict[str, Any]] = manifest["files"]
     except (ValueError, KeyError, TypeError):
-        raise ArtifactError(f"{path / MANIFEST} is not a valid version manifest") from None
+        raise ArtifactError(f"{where}/{MANIFEST} is not a valid version manifest") from None
     on_disk = set(present) - {MANIFEST}
     if on_disk != set(listed):
         extra, missing = sorted(on_disk - set(listed)), sorted(set(listed) - on_disk)
-        raise ArtifactError(f"{path}: files differ from the manifest (extra {extra}, missing {missing})")
+        raise ArtifactError(f"{where}: files differ from the manifest (extra {extra}, missing {missing})")
     for name in ADAPTER_FILES:
         if name not in listed:
-            raise ArtifactError(f"{path}: manifest lists no {name}")
-    hashes = {}
-    size = 0
+            raise ArtifactError(f"{where}: manifest lists no {name}")
     for name, meta in sorted(listed.items()):
-        actual = sha256_file(path / name)
-        if actual != meta.get("sha256"):
-            raise ArtifactError(f"{path / name}: sha256 {actual} does not match the manifest; refused")
-        hashes[name] = actual
-        size += (path / name).stat().st_size
-    return VersionInfo(path=path, manifest=manifest, files=hashes, size=size)
+        if actual[name] != meta.get("sha256"):
+            raise ArtifactError(f"{where}/{name}: sha256 {actual[name]} does not match the manifest; refused")
+    hashes = {name: actual[name] for name in sorted(listed)}
+    size = sum(sizes[name] for name in listed)
+    return VersionInfo(path=path or Path(where), manifest=manifest, files=hashes, size=size)
 
 
-def archive_version(path: str | Path, out_path: str | Path) -> ArchiveInfo:
-    """A deterministic ``.tar`` of a validated version (same bytes for the same version) plus its sha256.
+# --- the archive: one deterministic tar format for downloads, registration checksums and files -------
 
-    Members are sorted, owned by root and dated by the manifest, so two archives of one version compare
-    equal and a client can verify the download against the sha256 the API lists.
+
+@dataclass(frozen=True)
+class TarMember:
+    """One file of an archive: its name inside the archive, its size, and how to read it."""
+
+    name: str
+    size: int
+    open: Callable[[], AbstractContextManager[BinaryIO]]
+
+
+def _tar_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(format=tarfile.PAX_FORMAT)
+
+
+def stream_tar_members(members: Iterable[TarMember]) -> Iterator[bytes]:
+    """Yield a tar archive of ``members`` in name order, with fixed metadata (mtime 0, root, 0644).
+
+    Same files → same bytes → same sha256, whether they are read from a folder or an object store; the
+    registry stores this sha256 and the download sends it; never a whole archive in memory.
     """
+    for member in sorted(members, key=lambda m: m.name):
+        yield _tar_header(member.name, member.size)
+        written = 0
+        with member.open() as handle:
+            while chunk := handle.read(_CHUNK):
+                written += len(chunk)
+                yield chunk
+        if written != member.size:
+            raise ArtifactError(
+                f"{member.name}: {written} bytes read, {member.size} expected; changed meanwhile"
+            )
+        padding = (-member.size) % tarfile.BLOCKSIZE
+        if padding:
+            yield b"\0" * padding
+    yield b"\0" * (tarfile.BLOCKSIZE * 2)
+
+
+def _folder_members(folder: Path, prefix: str) -> list[TarMember]:
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
+    return [
+        TarMember(
+            name=f"{prefix}/{p.relative_to(folder).as_posix()}",
+            size=p.stat().st_size,
+            open=lambda p=p: open(p, "rb"),  # type: ignore[misc]
+        )
+        for p in files
+    ]
+
+
+def stream_tar(folder: str | Path, *, prefix: str) -> Iterator[bytes]:
+    """``stream_tar_members`` of a folder's files, under ``prefix/`` (hidden files left out)."""
+    return stream_tar_members(_folder_members(Path(folder), prefix))
+
+
+def tar_digest(folder: str | Path, *, prefix: str) -> tuple[str, int]:
+    """sha256 and size of ``stream_tar(folder, prefix=prefix)``."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in stream_tar(folder, prefix=prefix):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def read_tar(data: bytes) -> dict[str, bytes]:
+    """The files of an archive made by ``stream_tar`` (for tests and clients)."""
+    out: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        for member in archive.getmembers():
+            handle = archive.extractfile(member)
+            if handle is not None:
+                out[member.name] = handle.read()
+    return out
+
+
+def archive_version(path: str | Path, out_path: str | Path, *, prefix: str | None = None) -> ArchiveInfo:
+    """The version as a ``.tar`` file: the download's archive (``stream_tar``), same bytes for the same
+    version, under ``prefix/`` (default: the folder's name); validated first."""
     info = read_version(path)
     out_path = Path(out_path)
-    created = info.manifest.get("created")
-    mtime = int(datetime.fromisoformat(created).timestamp()) if created else 0
     tmp = out_path.with_name(f".{out_path.name}.tmp")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted([*info.files, MANIFEST]):
-            data = (info.path / name).read_bytes()
-            member = tarfile.TarInfo(f"{info.path.name}/{name}")
-            member.size, member.mtime, member.mode = len(data), mtime, 0o644
-            tar.addfile(member, io.BytesIO(data))
+    with open(tmp, "wb") as fh:
+        for chunk in stream_tar(info.path, prefix=prefix or info.path.name):
+            fh.write(chunk)
     os.replace(tmp, out_path)
     return ArchiveInfo(path=out_path, sha256=sha256_file(out_path), size=out_path.stat().st_size)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -461,6 +462,26 @@ def _enqueue_dataset(run_id: int) -> None:
 
     result = build_dataset.delay(run_id)
     TrainingRun.objects.filter(pk=run_id, celery_task_id="").update(celery_task_id=result.id or "")
+
+
+def runs_send_unsent(*, older_than_s: int = 120) -> list[int]:
+    """Send the approved runs whose task never reached the broker, and return their ids.
+
+    An approval commits its run, then sends the task; with the broker down the send fails (the API
+    answered 503) and the run would wait forever. Such a run is queued, has a batch and no Celery task
+    id; one younger than ``older_than_s`` may still be in its approval's send, so it is left for the
+    next pass. Sending twice is harmless: ``dataset_build`` claims the run by compare-and-set.
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    unsent = list(
+        TrainingRun.objects.filter(
+            status=RunStatus.QUEUED, celery_task_id="", batch__isnull=False, created__lt=cutoff
+        ).values_list("pk", flat=True)
+    )
+    for run_id in unsent:
+        logger.warning("run %s was approved but never sent to the broker: sending it now", run_id)
+        _enqueue_dataset(run_id)
+    return unsent
 
 
 def batch_reject(*, reviewer: User, batch_id: int, reason: str) -> RetrainBatch:

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Product, SeedLabel, Split
-from training import paths
+from training import paths, storage
 from training.exceptions import RunStateError
 from training.models import (
     AuditAction,
@@ -206,7 +206,7 @@ def version_bootstrap_v1(
         TrainingDataset.objects.create(
             run=run,
             kind="sft",
-            path=paths.relative(out),
+            path=storage.dataset_publish(out, sha256=manifest.sha256),
             sha256=manifest.sha256,
             rows=manifest.rows,
             # The seed set is v1's lineage: the version manifest copies it from here.

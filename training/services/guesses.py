@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef
 
 from annotation.models import Guess, Product, Split, Task
-from training import paths
+from training import storage
 from training.models import ModelVersion, VersionStatus
 from training.recipes import make_predictor, version_predictor_settings
 
@@ -65,7 +65,7 @@ def champion_guess_products(
         return 0
     predictor = make_predictor(
         base_model=version.base_model,
-        adapter_dir=paths.resolve(version.artifact_path),
+        adapter_dir=storage.version_local(version.artifact_path, manifest=version.manifest),
         predictor=version_predictor_settings(version),
     )
     size = max(1, int(settings.GUESS_BATCH_SIZE))

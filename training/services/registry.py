@@ -26,9 +26,8 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from annotation.models import PriceFlag, Product, Split
-from training import paths
-from training.archive import tar_digest
-from training.engine.artifacts import ArtifactError, read_version
+from training import paths, storage
+from training.engine.artifacts import ArtifactError, tar_digest
 from training.exceptions import (
     RollbackNeedsOverride,
     RunStateError,
@@ -107,6 +106,7 @@ def version_register(
         write_version(adapter_dir, dest, manifest=manifest)
     read_version(dest)  # raises on any missing file or checksum mismatch: no row for a bad folder
     stored = _read_manifest(dest)
+    name = storage.version_publish(dest)  # in the store before its row exists
     for _attempt in range(5):
         try:
             with transaction.atomic():
@@ -117,7 +117,7 @@ def version_register(
                     base_model=run.base_model,
                     parent=run.parent,
                     status=VersionStatus.CANDIDATE,
-                    artifact_path=paths.relative(dest),
+                    artifact_path=name,
                     artifact_sha256=sha256,
                     artifact_size=size,
                     hyperparameters={"recipe": run.recipe_name, "method": run.recipe, **run.hyperparameters},
@@ -185,7 +185,7 @@ def _store_evaluation(
     chart = paths.chart_dir() / f"{(version.name if version else baseline)}-{fingerprint[:12]}.png"
     try:
         scatter_chart(truths, guesses, chart, title=title)
-        chart_path = paths.relative(chart)
+        chart_path = storage.file_publish(chart)
     except Exception:
         logger.exception("scatter chart for %s failed", title)
         chart_path = ""
@@ -225,7 +225,9 @@ def evaluation_of_version(
         return cached
     started = time.monotonic()
     model = make_predictor(
-        base_model=version.base_model, adapter_dir=paths.resolve(version.artifact_path), predictor=predictor
+        base_model=version.base_model,
+        adapter_dir=storage.version_local(version.artifact_path, manifest=version.manifest),
+        predictor=predictor,
     )
     guesses: list[float] = []
     for start in range(0, len(products), _EVAL_CHUNK):
@@ -484,13 +486,13 @@ def enqueue_guess(version_id: int) -> None:
 def version_files_check(version: ModelVersion) -> None:
     """Raise ``VersionFilesInvalid`` unless the version's folder passes the download's checks.
 
-    The same ``read_version`` the download runs (allowed file types only, no pickles, the manifest's
+    The same ``storage.version_verify`` the download runs (allowed file types only, no pickles, the manifest's
     files exactly, every sha256 matching): a folder no client may download must never serve guesses.
     """
     if not version.artifact_path:
         raise VersionFilesInvalid(f"{version.name} has no files registered; it cannot be made champion.")
     try:
-        read_version(paths.resolve(version.artifact_path))
+        storage.version_verify(version.artifact_path)
     except (ArtifactError, OSError) as exc:
         raise VersionFilesInvalid(
             f"the files of {version.name} fail verification ({exc}); restore its folder from a verified "

@@ -22,7 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from annotation.models import Product, SeedLabel, Split
-from training import paths
+from training import paths, storage
 from training.exceptions import RunStateError
 from training.models import (
     RUN_FINAL_STATES,
@@ -210,7 +210,7 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
             run=run,
             defaults={
                 "kind": run.recipe,
-                "path": paths.relative(out),
+                "path": storage.dataset_publish(out, sha256=manifest.sha256),
                 "sha256": manifest.sha256,
                 "rows": manifest.rows,
                 "manifest": manifest.to_dict(),
@@ -321,7 +321,11 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
             ).first()
             if parent is not None:
                 TrainingRun.objects.filter(pk=run_id).update(parent=parent)
-        parent_dir = paths.resolve(parent.artifact_path) if parent is not None else None
+        parent_dir = (  # on a GPU worker of a split deployment: fetched from the store, verified
+            storage.version_local(parent.artifact_path, manifest=parent.manifest)
+            if parent is not None
+            else None
+        )
         dataset = TrainingDataset.objects.get(run_id=run_id)
         _append_log(
             run_id,
@@ -335,7 +339,8 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
             "resume": True,
             "should_stop": heartbeat.should_stop,
         }
-        dataset_path, work_dir = paths.resolve(dataset.path), paths.run_work_dir(run_id)
+        dataset_path = storage.dataset_local(dataset.path, sha256=dataset.sha256)
+        work_dir = paths.run_work_dir(run_id)
         processes = int(settings.RETRAIN_NPROC)
         if processes > 1:
             # DDP on this worker's GPUs: the engine CLI under torchrun, N processes (engine/launch.py).
