@@ -8,22 +8,15 @@ the field. Another annotator's assignment is indistinguishable from a missing on
 
 from __future__ import annotations
 
-import functools
 import json
-import math
-import re
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
@@ -38,10 +31,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import gold, quarantine, selectors, services
-from annotation.exceptions import AnnotationError
 from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
 from webapp.api import ERROR_SCHEMA as ERROR
-from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role, token_user
+from webapp.pagination import Pagination
+from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
 from webapp.tokens import ApiUserThrottle
 from webapp.visibility import public_export_row, sees_everything
 
@@ -55,6 +48,18 @@ class AnnotationApi(APIView):
     @property
     def user(self) -> User:
         return self.request.user  # type: ignore[return-value]
+
+
+class ListApi(AnnotationApi):
+    """Base of the lists: one page of rows (``?page=``), in the API's pagination, as every list answers;
+    the schema shows the paginated shape (drf-spectacular reads ``pagination_class``)."""
+
+    pagination_class = Pagination
+
+    def page_of(self, rows: Any, serializer: type[serializers.BaseSerializer], **kwargs: Any) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(rows, self.request, view=self)
+        return paginator.get_paginated_response(serializer(page, many=True, **kwargs).data)
 
 
 # --- output serializers --------------------------------------------------------------------------------
@@ -86,53 +91,6 @@ class AssignmentOut(serializers.Serializer):
         if task.is_blind or task.guess is None:
             return None
         return {"price": f"{task.guess.price:.2f}"}
-
-
-def _when(value: Any) -> str | None:
-    # DRF's DateTimeField output: ISO 8601 in the current time zone, "Z" for UTC.
-    if value is None:
-        return None
-    text = timezone.localtime(value).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def assignment_out(assignment: Assignment) -> dict[str, Any]:
-    """``AssignmentOut(assignment).data`` without building serializers: the queue's hot path answers
-    with it (a test checks that both agree). ``task``, ``task.product`` and ``task.guess`` loaded."""
-    task, product = assignment.task, assignment.task.product
-    return {
-        "id": assignment.id,
-        "task_id": assignment.task_id,
-        "status": assignment.status,
-        "expires_at": _when(assignment.expires_at),
-        "product": {
-            "id": product.id,
-            "external_id": product.external_id,
-            "title": product.title,
-            "text": product.text,
-            "category": product.category,
-        },
-        "guess": None if task.is_blind or task.guess is None else {"price": f"{task.guess.price:.2f}"},
-    }
-
-
-def annotation_out(annotation: Annotation) -> dict[str, Any]:
-    """``AnnotationOut(annotation).data`` without building serializers (a test checks both agree)."""
-    price = annotation.corrected_price
-    return {
-        "id": annotation.id,
-        "assignment_id": annotation.assignment_id,
-        "task_id": annotation.task_id,
-        "verdict": annotation.verdict,
-        "corrected_price": None if price is None else f"{price:.2f}",
-        "price_flag": annotation.price_flag,
-        "reason_code": annotation.reason_code,
-        "seconds_spent": float(annotation.seconds_spent),
-        "codebook_version": version.number if (version := annotation.codebook_version) else None,
-        "guess_shown": annotation.guess_shown,
-        "created": _when(annotation.created),
-        "gold_feedback": getattr(annotation, "gold_feedback", None),
-    }
 
 
 class GoldFeedbackOut(serializers.Serializer):
@@ -216,85 +174,13 @@ class UndoOut(serializers.Serializer):
 # --- annotators ----------------------------------------------------------------------------------------
 
 
-def _strict_constant(value: str) -> Any:
-    raise ValueError(f"{value} is not valid JSON")  # as DRF's JSONParser (STRICT_JSON)
-
-
-class TokenHotPath(AnnotationApi):
-    """The annotator loop's two endpoints, for scripts that call them with a token, at a fraction of
-    the CPU (docs/perf-queue.md): one query for token + user + roles (``webapp.roles.token_user``)
-    instead of two, and no DRF request wrapping, negotiation or permission objects.
-
-    Only the plainest request takes this path: POST, a well-formed ``Token`` header naming an active
-    annotator, no query string, ``Accept`` absent, ``*/*`` or ``application/json``, a JSON body (or
-    none). Everything else, including every malformed or refused request, goes through the DRF view
-    unchanged, which then answers with its usual errors; so does an answer that fails input
-    validation, before anything is written. Errors raised once the service ran are rendered by the
-    DRF view's own ``handle_exception``, so the body and status are the same either way (a test checks
-    this against session requests, which always take the DRF path).
-    """
-
+class NextTaskApi(AnnotationApi):
     permission_classes = [IsAnnotator]
     renderer_classes = [JSONRenderer]  # scripts and the page's fetch: no browsable API on the hot path
 
-    @classmethod
-    def as_view(cls, **initkwargs: Any) -> Any:
-        drf_view = super().as_view(**initkwargs)
-        renderer = JSONRenderer()
-
-        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            meta = request.META
-            if (
-                request.method == "POST"
-                and not meta.get("QUERY_STRING")
-                and meta.get("HTTP_ACCEPT", "*/*") in ("*/*", "application/json")
-                and (user := token_user(meta.get("HTTP_AUTHORIZATION", ""))) is not None
-                and has_role(user, Role.ANNOTATOR)
-            ):
-                try:
-                    answer = cls.answer(request, user)
-                except (AnnotationError, DjangoValidationError) as exc:
-                    return cls._error(request, exc, args, kwargs)
-                if answer is not None:
-                    status_code, data = answer
-                    response = HttpResponse(
-                        renderer.render(data) if data is not None else b"", status=status_code
-                    )
-                    if data is None:  # as DRF: an empty body has no Content-Type
-                        del response["Content-Type"]
-                    else:
-                        response["Content-Type"] = renderer.media_type
-                    response["Allow"] = "POST, OPTIONS"
-                    return response
-            return drf_view(request, *args, **kwargs)
-
-        functools.update_wrapper(view, drf_view)  # keeps cls, initkwargs, view_class, csrf_exempt
-        return view
-
-    @classmethod
-    def answer(cls, request: HttpRequest, user: User) -> tuple[int, Any] | None:
-        """(status, data) of the request, or None to hand it to the DRF view (nothing written yet)."""
-        raise NotImplementedError
-
-    @classmethod
-    def _error(cls, request: HttpRequest, exc: Exception, args: Any, kwargs: Any) -> HttpResponse:
-        # The DRF view's own error handling and rendering, without running the request again.
-        view = cls()
-        view.args, view.kwargs = args, kwargs
-        drf_request = view.initialize_request(request, *args, **kwargs)
-        view.request, view.headers = drf_request, view.default_response_headers
-        view.format_kwarg = view.get_format_suffix(**kwargs)
-        drf_request.accepted_renderer, drf_request.accepted_media_type = view.perform_content_negotiation(
-            drf_request
-        )
-        response = view.finalize_response(drf_request, view.handle_exception(exc), *args, **kwargs)
-        response.render()
-        return response
-
-
-class NextTaskApi(TokenHotPath):
     @extend_schema(
         operation_id="annotate_next",
+        summary="Lease your next item",
         request=None,
         responses={
             200: AssignmentOut,
@@ -308,17 +194,13 @@ class NextTaskApi(TokenHotPath):
         assignment = services.lease_next_task(annotator=self.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(assignment_out(assignment))
-
-    @classmethod
-    def answer(cls, request: HttpRequest, user: User) -> tuple[int, Any] | None:
-        assignment = services.lease_next_task(annotator=user)
-        if assignment is None:
-            return status.HTTP_204_NO_CONTENT, None
-        return status.HTTP_200_OK, assignment_out(assignment)
+        return Response(AssignmentOut(assignment).data)
 
 
-class SubmitApi(TokenHotPath):
+class SubmitApi(AnnotationApi):
+    permission_classes = [IsAnnotator]
+    renderer_classes = [JSONRenderer]
+
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "SubmitInput"
@@ -345,6 +227,7 @@ class SubmitApi(TokenHotPath):
 
     @extend_schema(
         operation_id="annotate_submit",
+        summary="Answer your live item",
         request=InputSerializer,
         responses={200: AnnotationOut, 400: ERROR, 404: ERROR, 409: ERROR},
         description="Accept, correct (with a price) or reject (with a codebook reason) your live item.",
@@ -353,63 +236,7 @@ class SubmitApi(TokenHotPath):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         annotation = services.annotation_submit(annotator=self.user, **data.validated_data)
-        return Response(annotation_out(annotation))
-
-    @classmethod
-    def answer(cls, request: HttpRequest, user: User) -> tuple[int, Any] | None:
-        if request.content_type != "application/json" or request.content_params:
-            return None  # forms, multipart, other charsets: DRF's parsers
-        try:
-            body = json.loads(request.body.decode(), parse_constant=_strict_constant)
-        except ValueError:  # UnicodeDecodeError included: DRF answers with its parse error
-            return None
-        validated = submit_input_plain(body)
-        if validated is None:
-            data = cls.InputSerializer(data=body)
-            if not data.is_valid():
-                return None  # DRF answers 400 naming the fields
-            validated = data.validated_data
-        annotation = services.annotation_submit(annotator=user, **validated)
-        return status.HTTP_200_OK, annotation_out(annotation)
-
-
-_PLAIN_PRICE = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
-
-
-def submit_input_plain(body: Any) -> dict[str, Any] | None:
-    """``SubmitApi.InputSerializer``'s ``validated_data`` for the plainest bodies (what scripts send),
-    without building the serializer (0.4 ms of CPU per submit); None for anything else, which the
-    serializer then validates. A test checks that both agree."""
-    if type(body) is not dict:
-        return None
-    assignment_id, verdict = body.get("assignment_id"), body.get("verdict")
-    if type(assignment_id) is not int or not 1 <= assignment_id <= MAX_ID:
-        return None
-    if type(verdict) is not str or verdict not in Verdict.values:
-        return None
-    data: dict[str, Any] = {"assignment_id": assignment_id, "verdict": verdict}
-    if "corrected_price" in body:
-        price = body["corrected_price"]
-        if price is not None and not (type(price) is str and _PLAIN_PRICE.fullmatch(price)):
-            return None
-        data["corrected_price"] = None if price is None else Decimal(price)
-    for name in ("reason_code", "client_token"):
-        text = body.get(name, "")
-        # the serializer strips whitespace and refuses NUL and lone surrogates (none in plain ASCII)
-        if type(text) is not str or len(text) > 64 or text != text.strip() or not text.isascii():
-            return None
-        if "\x00" in text:
-            return None
-        data[name] = text
-    seconds = body.get("seconds_spent", 0.0)
-    if type(seconds) not in (int, float) or not (math.isfinite(seconds) and 0 <= seconds <= 86_400):
-        return None
-    data["seconds_spent"] = float(seconds)
-    confirm = body.get("confirm_price", False)
-    if type(confirm) is not bool:  # "true", 1, …: the serializer's BooleanField decides
-        return None
-    data["confirm_price"] = confirm
-    return data
+        return Response(AnnotationOut(annotation).data)
 
 
 class AssignmentInput(serializers.Serializer):
@@ -421,6 +248,7 @@ class SkipApi(AnnotationApi):
 
     @extend_schema(
         operation_id="annotate_skip",
+        summary="Skip your live item",
         request=AssignmentInput,
         responses={200: SkipOut, 400: ERROR, 404: ERROR, 409: ERROR},
         description="Give the item back; it comes back to you after every fresh item.",
@@ -437,6 +265,7 @@ class UndoApi(AnnotationApi):
 
     @extend_schema(
         operation_id="annotate_undo",
+        summary="Undo your last annotation",
         request=None,
         responses={200: UndoOut, 409: ERROR},
         description="Take back your last annotation (within the undo window, while its label is not final).",
@@ -449,18 +278,33 @@ class UndoApi(AnnotationApi):
 class ProgressApi(AnnotationApi):
     permission_classes = [IsAnnotator]
 
-    @extend_schema(operation_id="annotate_progress", responses={200: ProgressOut})
+    @extend_schema(
+        operation_id="annotate_progress",
+        summary="Your progress",
+        description=(
+            "Items done today, items left for you (a lower bound past 10,000) and your accuracy on check "
+            "(gold) items."
+        ),
+        responses={200: ProgressOut},
+    )
     def get(self, request: Request) -> Response:
         return Response(ProgressOut(selectors.annotator_progress(annotator=self.user)).data)
 
 
-class MyAnnotationsApi(AnnotationApi):
+class MyAnnotationsApi(ListApi):
     permission_classes = [IsAnnotator]
 
-    @extend_schema(operation_id="annotate_my_annotations", responses={200: AnnotationOut(many=True)})
+    @extend_schema(
+        operation_id="annotate_my_annotations",
+        summary="Your recent annotations",
+        description=(
+            "Your annotations, newest first (paginated), with the verdict, price, flag and the codebook "
+            "version each was made under."
+        ),
+        responses={200: AnnotationOut(many=True)},
+    )
     def get(self, request: Request) -> Response:
-        rows = selectors.annotations_of(annotator=self.user)[:100]
-        return Response(AnnotationOut(rows, many=True).data)
+        return self.page_of(selectors.annotations_of(annotator=self.user), AnnotationOut)
 
 
 class CodebookCurrentApi(AnnotationApi):
@@ -468,6 +312,11 @@ class CodebookCurrentApi(AnnotationApi):
 
     @extend_schema(
         operation_id="annotate_codebook",
+        summary="Current codebook",
+        description=(
+            "The codebook version in force, rendered, with its reason codes and whether you have "
+            "acknowledged it; 204 before the first version is published."
+        ),
         responses={200: CodebookCurrentOut, 204: OpenApiResponse(description="no codebook published yet")},
     )
     def get(self, request: Request) -> Response:
@@ -489,15 +338,24 @@ class CodebookAckApi(AnnotationApi):
 
     @extend_schema(
         operation_id="annotate_codebook_ack",
+        summary="Acknowledge a codebook version",
+        description=(
+            "Record that you have read this codebook version; until you acknowledge the current one, next"
+            " answers 409 codebook_ack_required."
+        ),
         request=InputSerializer,
         responses={
             200: inline_serializer("CodebookAckOut", {"version": serializers.IntegerField()}),
             400: ERROR,
+            404: OpenApiResponse(ERROR, description="no codebook version with this number"),
         },
     )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        number = data.validated_data["version"]
+        if selectors.codebook_get(number=number) is None:
+            raise exceptions.NotFound(f"There is no codebook v{number}.")
         ack = services.codebook_acknowledge(
             annotator=self.user, version_number=data.validated_data["version"]
         )
@@ -507,7 +365,7 @@ class CodebookAckApi(AnnotationApi):
 # --- reviewers -----------------------------------------------------------------------------------------
 
 
-class CodebookVersionsApi(AnnotationApi):
+class CodebookVersionsApi(ListApi):
     permission_classes = [IsReviewer]
 
     class InputSerializer(serializers.Serializer):
@@ -523,12 +381,19 @@ class CodebookVersionsApi(AnnotationApi):
             help_text="what changed and why; required for every version after the first",
         )
 
-    @extend_schema(operation_id="codebook_versions_list", responses={200: CodebookOut(many=True)})
+    @extend_schema(
+        operation_id="codebook_versions_list",
+        summary="Codebook versions",
+        description="Every published codebook version, newest first (paginated), with its reason codes and "
+        "author.",
+        responses={200: CodebookOut(many=True)},
+    )
     def get(self, request: Request) -> Response:
-        return Response(CodebookOut(selectors.codebook_versions(), many=True).data)
+        return self.page_of(selectors.codebook_versions(), CodebookOut)
 
     @extend_schema(
         operation_id="codebook_publish",
+        summary="Publish a codebook version",
         request=InputSerializer,
         responses={201: CodebookOut, 400: ERROR},
         description="Publish the next version; annotators must acknowledge it before their next item.",
@@ -544,29 +409,43 @@ class CodebookVersionsApi(AnnotationApi):
         return Response(CodebookOut(version).data, status=status.HTTP_201_CREATED)
 
 
+# "from" is a Python keyword: the query serializer is built from a dict of its fields.
+CodebookDiffQuery = type(
+    "CodebookDiffQuery",
+    (serializers.Serializer,),
+    {
+        "from": serializers.IntegerField(
+            min_value=1, max_value=MAX_ID, required=False, help_text="older version number (omit: empty)"
+        ),
+        "to": serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="newer version number"),
+    },
+)
+
+
 class CodebookDiffApi(AnnotationApi):
     permission_classes = [IsReviewer | IsAnnotator]
 
     @extend_schema(
         operation_id="codebook_diff",
-        parameters=[
-            OpenApiParameter("from", int, description="older version number (omit: empty)"),
-            OpenApiParameter("to", int, required=True, description="newer version number"),
-        ],
-        responses={200: inline_serializer("CodebookDiffOut", {"diff": serializers.CharField()}), 400: ERROR},
+        summary="Compare two codebook versions",
+        description=(
+            "A unified diff of the markdown between two published versions (from omitted: against an "
+            "empty text)."
+        ),
+        parameters=[CodebookDiffQuery],
+        responses={
+            200: inline_serializer("CodebookDiffOut", {"diff": serializers.CharField()}),
+            400: OpenApiResponse(ERROR, description="from or to is not a version number (fields names it)"),
+            404: OpenApiResponse(ERROR, description="no such codebook version"),
+        },
     )
     def get(self, request: Request) -> Response:
-        numbers = {}
-        for key in ("from", "to"):
-            raw = request.query_params.get(key, "")
-            if raw and not raw.isdigit():
-                raise exceptions.ValidationError({key: [f"{raw!r} is not a version number."]})
-            numbers[key] = int(raw) if raw else None
-        if numbers["to"] is None:
-            raise exceptions.ValidationError({"to": ["Give the version to compare, e.g. ?from=1&to=2."]})
+        query = CodebookDiffQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        numbers = query.validated_data
         new = selectors.codebook_get(number=numbers["to"])
-        old = selectors.codebook_get(number=numbers["from"]) if numbers["from"] else None
-        if new is None or (numbers["from"] and old is None):
+        old = selectors.codebook_get(number=numbers["from"]) if "from" in numbers else None
+        if new is None or ("from" in numbers and old is None):
             raise exceptions.NotFound("No such codebook version.")
         return Response({"diff": selectors.codebook_diff(old, new)})
 
@@ -596,12 +475,20 @@ class ResolvedLabelOut(serializers.Serializer):
     n_annotations = serializers.IntegerField()
 
 
-class AdjudicationQueueApi(AnnotationApi):
+class AdjudicationQueueApi(ListApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="adjudications_list", responses={200: AdjudicationOut(many=True)})
+    @extend_schema(
+        operation_id="adjudications_list",
+        summary="Items awaiting adjudication",
+        description=(
+            "Tasks whose annotations disagree beyond the tolerance, oldest first (paginated), with every "
+            "annotation and the model's guess."
+        ),
+        responses={200: AdjudicationOut(many=True)},
+    )
     def get(self, request: Request) -> Response:
-        return Response(AdjudicationOut(selectors.adjudication_queue()[:200], many=True).data)
+        return self.page_of(selectors.adjudication_queue(), AdjudicationOut)
 
 
 class AdjudicationResolveApi(AnnotationApi):
@@ -617,6 +504,11 @@ class AdjudicationResolveApi(AnnotationApi):
 
     @extend_schema(
         operation_id="adjudication_resolve",
+        summary="Adjudicate an item",
+        description=(
+            "Set the final price of a task that needs adjudication (null: no price, rejected); the label "
+            "is final and cannot be undone by annotators."
+        ),
         request=InputSerializer,
         responses={200: ResolvedLabelOut, 400: ERROR, 404: ERROR, 409: ERROR},
     )
@@ -639,19 +531,31 @@ class AnnotatorStatusOut(serializers.Serializer):
     gold_accuracy = serializers.FloatField(allow_null=True)
 
 
-class PausedAnnotatorsApi(AnnotationApi):
+class PausedAnnotatorsApi(ListApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="annotators_paused", responses={200: AnnotatorStatusOut(many=True)})
+    @extend_schema(
+        operation_id="annotators_paused",
+        summary="Paused annotators",
+        description=(
+            "Annotators paused for low gold accuracy or by a reviewer, with the reason and their check-"
+            "item figures."
+        ),
+        responses={200: AnnotatorStatusOut(many=True)},
+    )
     def get(self, request: Request) -> Response:
-        return Response(AnnotatorStatusOut(selectors.annotators_paused(), many=True).data)
+        return self.page_of(selectors.annotators_paused(), AnnotatorStatusOut)
 
 
 class UnpauseApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
     @extend_schema(
-        operation_id="annotator_unpause", request=None, responses={200: AnnotatorStatusOut, 404: ERROR}
+        operation_id="annotator_unpause",
+        summary="Unpause an annotator",
+        description="Let a paused annotator work again; their gold accuracy is judged afresh from now on.",
+        request=None,
+        responses={200: AnnotatorStatusOut, 404: ERROR},
     )
     def post(self, request: Request, user_id: int) -> Response:
         annotator = get_object_or_404(User, id=user_id)
@@ -689,14 +593,18 @@ class QuarantineDecisionOut(serializers.Serializer):
     )
 
 
-class QuarantineListApi(AnnotationApi):
+class QuarantineListApi(ListApi):
     """Annotators whose labels are held out of training (paused, or paused once and not yet decided)."""
 
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="quarantine_list", responses={200: QuarantineRowOut(many=True)})
+    @extend_schema(
+        operation_id="quarantine_list",
+        summary="Quarantined labels",
+        responses={200: QuarantineRowOut(many=True)},
+    )
     def get(self, request: Request) -> Response:
-        return Response(QuarantineRowOut(quarantine.quarantine_summary(), many=True).data)
+        return self.page_of(quarantine.quarantine_summary(), QuarantineRowOut)
 
 
 class QuarantineReleaseApi(AnnotationApi):
@@ -705,7 +613,10 @@ class QuarantineReleaseApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
     @extend_schema(
-        operation_id="quarantine_release", request=None, responses={200: QuarantineDecisionOut, 404: ERROR}
+        operation_id="quarantine_release",
+        summary="Release an annotator's held labels",
+        request=None,
+        responses={200: QuarantineDecisionOut, 404: ERROR},
     )
     def post(self, request: Request, user_id: int) -> Response:
         decision = quarantine.quarantine_release(reviewer=self.user, annotator=_annotator_or_404(user_id))
@@ -718,7 +629,10 @@ class QuarantineDropApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
     @extend_schema(
-        operation_id="quarantine_drop", request=None, responses={200: QuarantineDecisionOut, 404: ERROR}
+        operation_id="quarantine_drop",
+        summary="Drop an annotator's held labels",
+        request=None,
+        responses={200: QuarantineDecisionOut, 404: ERROR},
     )
     def post(self, request: Request, user_id: int) -> Response:
         decision = quarantine.quarantine_drop(reviewer=self.user, annotator=_annotator_or_404(user_id))
@@ -794,6 +708,11 @@ class GoldApi(AnnotationApi, generics.GenericAPIView):
 
     @extend_schema(
         operation_id="gold_list",
+        summary="Gold items",
+        description=(
+            "Check items with their true price and tolerance, newest first (paginated), with how often "
+            "annotators got each right and the pool's health."
+        ),
         responses={
             200: inline_serializer(
                 "GoldPage",
@@ -817,6 +736,11 @@ class GoldApi(AnnotationApi, generics.GenericAPIView):
 
     @extend_schema(
         operation_id="gold_create",
+        summary="Add gold items",
+        description=(
+            "Add one gold item or a list of them: a catalogue product (id) or a new one (title and text),"
+            " with its true price and tolerance."
+        ),
         request=PolymorphicProxySerializer(
             "GoldCreateInput",
             serializers=[GoldIn, GoldIn(many=True)],
@@ -854,7 +778,15 @@ class GoldApi(AnnotationApi, generics.GenericAPIView):
 class AgreementApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="annotation_agreement", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="annotation_agreement",
+        summary="Agreement between annotators",
+        description=(
+            "Krippendorff's alpha on log price and the share of answers within tolerance, over resolved "
+            "tasks with several annotations."
+        ),
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request) -> Response:
         return Response(selectors.agreement_report())
 
@@ -862,7 +794,15 @@ class AgreementApi(AnnotationApi):
 class BlindVsShownApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="annotation_blind_vs_shown", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="annotation_blind_vs_shown",
+        summary="Anchoring report",
+        description=(
+            "How answers differ when the model's guess was shown versus hidden (blind items): a measure "
+            "of anchoring on the guess."
+        ),
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request) -> Response:
         return Response(selectors.blind_vs_shown_report())
 
@@ -870,7 +810,15 @@ class BlindVsShownApi(AnnotationApi):
 class QueueStatsApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="annotation_queue_stats", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="annotation_queue_stats",
+        summary="Queue statistics",
+        description=(
+            "Task counts by state, live and overdue leases, annotations in total and today, paused "
+            "annotators."
+        ),
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request) -> Response:
         return Response(selectors.queue_stats())
 
@@ -884,39 +832,48 @@ class ExportApi(AnnotationApi):
     permission_classes = [IsClientOrReviewer]
     throttle_classes = [ApiUserThrottle]
 
+    class Query(serializers.Serializer):
+        class Meta:
+            ref_name = "AnnotationExportQuery"
+
+        output = serializers.ChoiceField(
+            choices=["jsonl", "json"], default="jsonl", help_text="jsonl (streamed) or json (a list)"
+        )
+        since_id = serializers.IntegerField(
+            min_value=0, max_value=MAX_ID, default=0, help_text="only annotations with a larger id"
+        )
+        limit = serializers.IntegerField(
+            min_value=1, max_value=MAX_ID, required=False, help_text="at most this many (json: max 10000)"
+        )
+
     @extend_schema(
         operation_id="annotations_export",
-        parameters=[
-            OpenApiParameter("output", str, enum=["jsonl", "json"], description="default jsonl"),
-            OpenApiParameter("since_id", int, description="only annotations with a larger id"),
-            OpenApiParameter("limit", int, description="at most this many (json: default and max 10000)"),
-        ],
+        summary="Export annotations",
+        parameters=[Query],
         responses={
             (200, "application/x-ndjson"): OpenApiTypes.STR,
-            (200, "application/json"): OpenApiTypes.OBJECT,
+            # One object per annotation (the fields a caller's role may see), oldest first.
+            (200, "application/json"): OpenApiResponse(
+                {"type": "array", "items": {"type": "object"}}, description="a list, oldest first"
+            ),
+            400: OpenApiResponse(ERROR, description="a query parameter is invalid (fields names it)"),
         },
     )
     def get(self, request: Request) -> Any:
-        params: dict[str, int | None] = {}
-        for key in ("since_id", "limit"):
-            raw = request.query_params.get(key, "")
-            if raw and not raw.isdigit():
-                raise exceptions.ValidationError({key: [f"{raw!r} is not a whole number."]})
-            params[key] = int(raw) if raw else None
-        output = request.query_params.get("output", "jsonl")
-        if output not in ("jsonl", "json"):
-            raise exceptions.ValidationError({"output": [f"{output!r}: use jsonl or json."]})
-        since_id = params["since_id"] or 0
+        query = self.Query(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        since_id = params["since_id"]
         # Clients read labels, not who made them, how fast, or which items were gold (webapp/visibility.py).
         shown = (lambda row: row) if sees_everything(request.user) else public_export_row
-        if output == "json":
-            limit = min(params["limit"] or 10_000, 10_000)
+        if params["output"] == "json":
+            limit = min(params.get("limit") or 10_000, 10_000)
             return Response(
                 [shown(row) for row in selectors.annotations_export(since_id=since_id, limit=limit)]
             )
 
         def lines() -> Iterator[str]:
-            for row in selectors.annotations_export(since_id=since_id, limit=params["limit"]):
+            for row in selectors.annotations_export(since_id=since_id, limit=params.get("limit")):
                 yield json.dumps(shown(row)) + "\n"
 
         response = StreamingHttpResponse(lines(), content_type="application/x-ndjson")

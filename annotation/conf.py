@@ -29,6 +29,7 @@ class AnnotationConfig:
     tolerance_rel: Decimal
     routing: str
     confirm_factor: Decimal
+    prefetch: bool
 
 
 def annotation_config() -> AnnotationConfig:
@@ -46,6 +47,7 @@ def annotation_config() -> AnnotationConfig:
         tolerance_rel=Decimal(str(settings.ANNOTATION_TOLERANCE_REL)),
         routing=str(settings.ANNOTATION_ROUTING),
         confirm_factor=Decimal(str(settings.ANNOTATION_CONFIRM_FACTOR)),
+        prefetch=bool(settings.ANNOTATION_PREFETCH),
     )
     if cfg.overlap < 1:
         raise ImproperlyConfigured(f"ANNOTATION_OVERLAP={cfg.overlap} must be 1 or more.")

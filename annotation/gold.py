@@ -264,7 +264,7 @@ def gold_items() -> QuerySet[Task]:
 
 def gold_correct_counts(tasks: list[Task]) -> dict[int, int]:
     """Per gold task id: how many of its answers were right (within its tolerance)."""
-    from annotation.services import _gold_correct
+    from annotation.submission import gold_correct
 
     by_id = {t.pk: t for t in tasks}
     counts = dict.fromkeys(by_id, 0)
@@ -272,7 +272,7 @@ def gold_correct_counts(tasks: list[Task]) -> dict[int, int]:
         "task_id", "verdict", "corrected_price"
     )
     for task_id, verdict, price in answers:
-        counts[task_id] += int(_gold_correct(by_id[task_id], verdict, price))
+        counts[task_id] += int(gold_correct(by_id[task_id], verdict, price))
     return counts
 
 

@@ -164,6 +164,13 @@ class AssignmentStatus(models.TextChoices):
     RELEASED = "released"  # taken back (annotator paused, or replaced by an undone item)
     SKIPPED = "skipped"
     EXPIRED = "expired"
+    # Leased for the annotator as the item after their live one (the page's pre-fetch): claimed, with a
+    # TTL, like a live lease; the next "next" makes it live. At most one per annotator.
+    AHEAD = "ahead"
+
+
+# A lease that holds its task's claim until it is done, given back or expires.
+HELD = (AssignmentStatus.LIVE, AssignmentStatus.AHEAD)
 
 
 class Assignment(models.Model):
@@ -171,7 +178,8 @@ class Assignment(models.Model):
 
     One row per (task, annotator): a skipped, expired or released lease is re-used when the item comes
     back to the same annotator, so nobody can hold or complete the same task twice. At most one live
-    lease per annotator (partial unique constraint).
+    lease per annotator (partial unique constraint), and at most one lease ``ahead`` (the pre-fetched
+    next item of the annotator page).
     """
 
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
@@ -188,10 +196,16 @@ class Assignment(models.Model):
             models.UniqueConstraint(
                 fields=["annotator"], condition=models.Q(status="live"), name="assignment_one_live_lease"
             ),
+            models.UniqueConstraint(
+                fields=["annotator"], condition=models.Q(status="ahead"), name="assignment_one_ahead_lease"
+            ),
         ]
         indexes = [
             models.Index(
                 fields=["expires_at"], name="assignment_live_expiry", condition=models.Q(status="live")
+            ),
+            models.Index(
+                fields=["expires_at"], name="assignment_ahead_expiry", condition=models.Q(status="ahead")
             ),
             models.Index(fields=["annotator", "status", "updated"], name="assignment_annotator_status"),
         ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import Exists, F, Model, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Mod
 from django.utils import timezone
 
@@ -30,6 +30,7 @@ from annotation.exceptions import (
     UndoNotAllowed,
 )
 from annotation.models import (
+    HELD,
     Annotation,
     AnnotatorStatus,
     Assignment,
@@ -38,7 +39,6 @@ from annotation.models import (
     CodebookVersion,
     Guess,
     Product,
-    ResolvedLabel,
     Task,
     TaskStatus,
 )
@@ -107,9 +107,9 @@ def _status_with_live_sql(vendor: str) -> str:
     lock = " FOR UPDATE OF s" if connection.features.has_select_for_update_of else ""
     live = (
         "NULL"
-        if _single_statement_writes()
+        if single_statement_writes()
         else f"(SELECT a.id FROM {Assignment._meta.db_table} a WHERE a.annotator_id = %(user)s "  # noqa: S608
-        f"AND a.status = {_choice(AssignmentStatus.LIVE)} LIMIT 1)"
+        f"AND {_held_sql('a')} ORDER BY a.status = {_choice(AssignmentStatus.LIVE)} DESC LIMIT 1)"
     )
     return (
         f"SELECT {_columns(AnnotatorStatus, 's')}, {live} AS live_id, ({current}) AS codebook_id, "  # noqa: S608
@@ -117,6 +117,11 @@ def _status_with_live_sql(vendor: str) -> str:
         f"AND k.version_id = ({current})) AS codebook_acked "
         f"FROM {AnnotatorStatus._meta.db_table} s WHERE s.user_id = %(user)s{lock}"
     )
+
+
+def _held_sql(alias: str) -> str:
+    """SQL: the lease ``alias`` is live or ahead (the live one is preferred where both exist)."""
+    return f"{alias}.status IN ({_choice(AssignmentStatus.LIVE)}, {_choice(AssignmentStatus.AHEAD)})"
 
 
 def _status_with_live(annotator: User) -> AnnotatorStatus | None:
@@ -215,7 +220,7 @@ def _choice(value: str) -> str:
     return f"'{value}'"
 
 
-def _single_statement_writes() -> bool:
+def single_statement_writes() -> bool:
     """Whether the hot path may write with data-modifying ``WITH … UPDATE/INSERT … RETURNING``.
 
     PostgreSQL only: SQLite has no data-modifying CTEs, so it runs the same steps one statement at a
@@ -242,9 +247,14 @@ def _lease_new_sql(*, gold: bool, vendor: str) -> str:
         Assignment._meta.db_table,
         AnnotatorStatus._meta.db_table,
     )
+    # The live lease, else the lease ahead (the page's pre-fetched item), which becomes the live one.
+    # The status condition is repeated outside the subquery: after waiting for an expirer's row lock,
+    # PostgreSQL re-checks it on the row's new version (an expired lease is not revived).
+    is_live = _choice(AssignmentStatus.LIVE)
     live = (
-        f"live AS (UPDATE {assign_t} a SET expires_at = %(expires)s WHERE a.annotator_id = %(user)s "  # noqa: S608
-        f"AND a.status = {_choice(AssignmentStatus.LIVE)} RETURNING a.id)"
+        f"live AS (UPDATE {assign_t} a SET expires_at = %(expires)s, status = {is_live} "  # noqa: S608
+        f"WHERE a.id = (SELECT h.id FROM {assign_t} h WHERE h.annotator_id = %(user)s AND {_held_sql('h')} "
+        f"ORDER BY h.status = {is_live} DESC LIMIT 1) AND {_held_sql('a')} RETURNING a.id)"
     )
     unless = "NOT EXISTS(SELECT 1 FROM live) AND "
     insert = (
@@ -287,7 +297,7 @@ def _lease_new(
 ) -> Assignment | None:
     """The annotator's live lease, renewed, if they have one; else a new live lease on the next gold
     (``gold=True``) or fresh task, in one statement; ``None`` when there is neither. Only with
-    ``_single_statement_writes()``; the caller holds the status lock."""
+    ``single_statement_writes()``; the caller holds the status lock."""
     params: dict[str, Any] = {
         "user": annotator.id,
         "live": AssignmentStatus.LIVE.value,
@@ -335,7 +345,8 @@ def _pick_returned(annotator: User) -> Assignment | None:
 def lease_next_task(*, annotator: User) -> Assignment | None:
     """The annotator's current lease, or a new one on the next task; ``None`` when nothing is left.
 
-    Idempotent: while a lease is live, every call returns that same lease (and renews its TTL).
+    Idempotent: while a lease is live, every call returns that same lease (and renews its TTL). Without
+    a live lease, the lease ahead (``lease_ahead``) becomes the live one.
     Raises ``CodebookAckRequired`` when a codebook version is unacknowledged and ``AnnotatorPaused``
     when gold accuracy paused the annotator. The returned assignment has ``task``, ``task.product`` and
     ``task.guess`` loaded.
@@ -352,18 +363,17 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
         if status.paused:
             raise AnnotatorPaused(status.paused_reason)
         if status.live_id is not None:  # type: ignore[attr-defined]  # SQLite (PostgreSQL: _lease_new)
-            renewed = Assignment.objects.filter(id=status.live_id, status=AssignmentStatus.LIVE).update(  # type: ignore[attr-defined]
-                expires_at=expires_at
+            renewed = Assignment.objects.filter(id=status.live_id, status__in=HELD).update(  # type: ignore[attr-defined]
+                expires_at=expires_at, status=AssignmentStatus.LIVE
             )
             if renewed:  # else the expirer took it back a moment ago: lease afresh
                 return _live_loaded(status.live_id)  # type: ignore[attr-defined]
 
-        gold_due = _gold_due(status, cfg)
-        task = None
-        if _single_statement_writes():
+        if single_statement_writes():
             # Live lease renewed, or pick + insert + counters (+ claim), as one statement each; same
             # picks, locks and guards. Past this point the annotator has no live lease: the statement
             # read that after the status lock was held, and every path to a live lease takes that lock.
+            gold_due = _gold_due(status, cfg)
             leased = (
                 _lease_new(annotator, status, gold=True, expires_at=expires_at, now=now) if gold_due else None
             )
@@ -371,47 +381,93 @@ def lease_next_task(*, annotator: User) -> Assignment | None:
                 leased = _lease_new(annotator, status, gold=False, expires_at=expires_at, now=now)
             if leased is not None:
                 return leased
-        else:
-            task = _pick_gold(annotator) if gold_due else None
-            if task is None:
-                task = _pick_fresh(annotator)
-        if task is not None:
-            assignment = Assignment.objects.create(
-                task=task,
-                annotator=annotator,
-                status=AssignmentStatus.LIVE,
-                expires_at=expires_at,
-                updated=now,
-            )
-            AnnotatorStatus.objects.filter(id=status.id).update(
-                leases_total=F("leases_total") + 1, gold_leases=F("gold_leases") + int(task.is_gold)
-            )
-        else:
-            returned = _pick_returned(annotator)
-            if returned is None:
-                return None
-            assignment, task = returned, returned.task
-            Assignment.objects.filter(id=assignment.id, status__in=RETURNABLE).update(
-                status=AssignmentStatus.LIVE, expires_at=expires_at, updated=now
-            )
-            assignment.status, assignment.expires_at, assignment.updated = (
-                AssignmentStatus.LIVE,
-                expires_at,
-                now,
-            )
-        if not task.is_gold:
-            # The row is locked; the condition is the database-side guard.
-            claimed = Task.objects.filter(id=task.id, claimed_count__lt=F("overlap")).update(
-                claimed_count=F("claimed_count") + 1
-            )
-            if claimed != 1:  # pragma: no cover - only reachable if the locks above were bypassed
-                raise LeaseLost("The item was taken meanwhile; ask for the next one.")
-            task.claimed_count += 1
-        assignment.task = task
-        return assignment
+            # Neither gold nor fresh: only an item that came back may be left.
+            return _lease_picked(annotator, status, lease_status=AssignmentStatus.LIVE, fresh=False, now=now)
+        return _lease_picked(annotator, status, lease_status=AssignmentStatus.LIVE, fresh=True, now=now)
 
 
-def _assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
+def lease_ahead(*, annotator: User) -> Assignment | None:
+    """The item after the annotator's live one, leased for them ``ahead`` (the annotator page's
+    pre-fetch, so that the next item shows without a round trip); the next ``lease_next_task`` makes it
+    live. Same picks, locks, claims and TTL as a live lease, and like one it expires (``leases_expire``)
+    when the page is abandoned. Idempotent: an existing lease ahead is renewed and returned.
+
+    None when the annotator holds no live lease, must acknowledge the codebook, is paused, or nothing
+    else is left. The returned assignment has ``task``, ``task.product`` and ``task.guess`` loaded.
+    """
+    cfg = annotation_config()
+    now = timezone.now()
+    with transaction.atomic():
+        status = annotator_status_locked(annotator=annotator)
+        if status.paused or codebook_unacknowledged(annotator=annotator) is not None:
+            return None
+        held = dict(
+            Assignment.objects.filter(annotator=annotator, status__in=HELD).values_list("status", "id")
+        )
+        if AssignmentStatus.LIVE not in held:
+            return None  # nothing is ahead of no item
+        ahead_id = held.get(AssignmentStatus.AHEAD)
+        if ahead_id is not None:
+            renewed = Assignment.objects.filter(id=ahead_id, status=AssignmentStatus.AHEAD).update(
+                expires_at=now + timedelta(seconds=cfg.lease_ttl_s)
+            )
+            if renewed:
+                return _live_loaded(ahead_id)
+        # Only a gold or fresh item: one the annotator skipped stays at the end of their queue (and its
+        # skip can still be undone) until nothing else is left.
+        return _lease_picked(
+            annotator, status, lease_status=AssignmentStatus.AHEAD, fresh=True, returned=False, now=now
+        )
+
+
+def _lease_picked(
+    annotator: User,
+    status: AnnotatorStatus,
+    *,
+    lease_status: str,
+    fresh: bool,
+    returned: bool = True,
+    now: datetime,
+) -> Assignment | None:
+    """Lease the next gold or fresh task (``fresh``), else (``returned``) one of the annotator's own
+    returned items, with ``lease_status`` (live or ahead), and claim it; None when there is none. The
+    caller holds the status lock (``annotator_status_locked``)."""
+    cfg = annotation_config()
+    expires_at = now + timedelta(seconds=cfg.lease_ttl_s)
+    task = None
+    if fresh:
+        task = _pick_gold(annotator) if _gold_due(status, cfg) else None
+        if task is None:
+            task = _pick_fresh(annotator)
+    if task is not None:
+        assignment = Assignment.objects.create(
+            task=task, annotator=annotator, status=lease_status, expires_at=expires_at, updated=now
+        )
+        AnnotatorStatus.objects.filter(id=status.id).update(
+            leases_total=F("leases_total") + 1, gold_leases=F("gold_leases") + int(task.is_gold)
+        )
+    else:
+        back = _pick_returned(annotator) if returned else None
+        if back is None:
+            return None
+        assignment, task = back, back.task
+        Assignment.objects.filter(id=assignment.id, status__in=RETURNABLE).update(
+            status=lease_status, expires_at=expires_at, updated=now
+        )
+        assignment.status, assignment.expires_at, assignment.updated = lease_status, expires_at, now
+    if not task.is_gold:
+        # The row is locked; the condition is the database-side guard.
+        claimed = Task.objects.filter(id=task.id, claimed_count__lt=F("overlap")).update(
+            claimed_count=F("claimed_count") + 1
+        )
+        if claimed != 1:  # pragma: no cover - only reachable if the locks above were bypassed
+            raise LeaseLost("The item was taken meanwhile; ask for the next one.")
+        task.claimed_count += 1
+    assignment.task = task
+    return assignment
+
+
+def assignment_locked(*, annotator: User, assignment_id: int) -> Assignment:
     """The annotator's assignment with its task (both locked) and the task's guess, plus the current
     codebook version (``current_codebook_id``, ``current_codebook_number``); one query.
 
@@ -459,82 +515,11 @@ def _assignment_locked_sql(vendor: str) -> str:
     )
 
 
-def _insert_values(obj: Model, *, skip: tuple[str, ...] = ()) -> tuple[str, str, list[Any]]:
-    """(columns, typed placeholders, values) to insert the unsaved ``obj`` as the ORM would (``pre_save``
-    fills ``auto_now_add``; values prepared per field). A NULL gets its column's type, which
-    ``INSERT … SELECT`` needs; other values keep theirs, so an oversized one still fails as it would."""
-    quote = connection.ops.quote_name
-    fields = [f for f in obj._meta.concrete_fields if not f.primary_key and f.name not in skip]
-    columns = ", ".join(quote(str(f.column)) for f in fields)
-    values = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
-    placeholders = ", ".join(
-        "%s" if value is not None else f"CAST(%s AS {f.cast_db_type(connection)})"
-        for f, value in zip(fields, values, strict=True)
-    )
-    return columns, placeholders, values
-
-
-def annotation_record(
-    *,
-    assignment: Assignment,
-    annotation: Annotation,
-    label: ResolvedLabel | None,
-    task_status: str | None,
-    now: datetime,
-) -> bool:
-    """Submit's writes in one statement (only with ``_single_statement_writes()``, the lease and task
-    locked by ``_assignment_locked``): for a non-gold task, the compare-and-set that counts the
-    annotation (``status = open and completed_count < overlap``; ``task_status`` set when this one
-    completes it), then the lease done, the annotation and the label, each only if the step before
-    it happened. False, with nothing written, when the task already had its annotations."""
-    task = assignment.task
-    ann_cols, ann_marks, ann_values = _insert_values(annotation, skip=("assignment", "task"))
-    assign_t = Assignment._meta.db_table
-    params: list[Any] = []
-    sql = "WITH "
-    gate = ""
-    if not task.is_gold:  # gold keeps no counts: everyone answers it once
-        sql += (
-            f"counted AS (UPDATE {Task._meta.db_table} t SET completed_count = t.completed_count + 1, "  # noqa: S608
-            f"status = %s, resolved_at = CASE WHEN %s THEN %s ELSE t.resolved_at END "
-            f"WHERE t.id = %s AND t.status = %s AND t.completed_count < t.overlap RETURNING t.id), "
-        )
-        finishing = task_status is not None
-        params += [task_status or TaskStatus.OPEN.value, finishing, now if label else None]
-        params += [task.id, TaskStatus.OPEN.value]
-        gate = " AND EXISTS(SELECT 1 FROM counted)"
-    sql += (
-        f"done AS (UPDATE {assign_t} a SET status = %s, updated = %s WHERE a.id = %s{gate} RETURNING a.id), "  # noqa: S608
-        f"noted AS (INSERT INTO {Annotation._meta.db_table} (task_id, assignment_id, {ann_cols}) "
-        f"SELECT %s, done.id, {ann_marks} FROM done RETURNING id)"
-    )
-    params += [AssignmentStatus.DONE.value, now, assignment.id, task.id, *ann_values]
-    if label is not None:
-        label_cols, label_marks, label_values = _insert_values(label, skip=("task",))
-        sql += (
-            f", labelled AS (INSERT INTO {ResolvedLabel._meta.db_table} (task_id, {label_cols}) "  # noqa: S608
-            f"SELECT counted.id, {label_marks} FROM counted RETURNING id)"
-        )
-        params += label_values
-    sql += " SELECT (SELECT id FROM noted)" + (", (SELECT id FROM labelled)" if label is not None else "")  # noqa: S608
-    row = fetch_one(sql, params)
-    if row is None or row[0] is None:
-        return False
-    annotation.id = row[0]
-    annotation.assignment, annotation.task = assignment, task
-    annotation._state.adding, annotation._state.db = False, connection.alias
-    if label is not None:
-        label.id = row[1]
-        label._state.adding, label._state.db = False, connection.alias
-    assignment.status = AssignmentStatus.DONE
-    return True
-
-
 def assignment_skip(*, annotator: User, assignment_id: int) -> Assignment:
     """Give the item back; it returns to the end of this annotator's own queue (after fresh items)."""
     now = timezone.now()
     with transaction.atomic():
-        assignment = _assignment_locked(annotator=annotator, assignment_id=assignment_id)
+        assignment = assignment_locked(annotator=annotator, assignment_id=assignment_id)
         changed = Assignment.objects.filter(id=assignment.id, status=AssignmentStatus.LIVE).update(
             status=AssignmentStatus.SKIPPED, updated=now
         )
@@ -575,7 +560,7 @@ def assignment_unskip_last(*, annotator: User) -> Assignment | None:
             return None  # an annotation came after the skip: that is what "undo" takes back
         live = Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE)
         others = list(live.values_list("id", flat=True))
-        _release(others, new_status=AssignmentStatus.RELEASED)  # before: one live lease per annotator
+        leases_release(others, new_status=AssignmentStatus.RELEASED)  # before: one live lease per annotator
         task = Task.objects.select_for_update().get(id=skipped.task_id)
         if task.status != TaskStatus.OPEN or (not task.is_gold and task.claimed_count >= task.overlap):
             raise UndoNotAllowed("Others finished the item you skipped meanwhile: it cannot come back.")
@@ -587,8 +572,8 @@ def assignment_unskip_last(*, annotator: User) -> Assignment | None:
         return _live_loaded(skipped.id)
 
 
-def _release(assignment_ids: list[int], *, new_status: str, only_expired_before: object = None) -> int:
-    """Compare-and-set ``live → new_status`` for each id, then give each task its claim back once.
+def leases_release(assignment_ids: list[int], *, new_status: str, only_expired_before: object = None) -> int:
+    """Compare-and-set ``live/ahead → new_status`` for each id, then give each task its claim back once.
 
     The rows are locked first, so the claims given back are exactly those of the rows changed here,
     even if an expirer or a submit races for the same leases (they wait, then find them no longer live).
@@ -596,7 +581,7 @@ def _release(assignment_ids: list[int], *, new_status: str, only_expired_before:
     if not assignment_ids:
         return 0
     now = timezone.now()
-    rows = Assignment.objects.filter(id__in=assignment_ids, status=AssignmentStatus.LIVE)
+    rows = Assignment.objects.filter(id__in=assignment_ids, status__in=HELD)
     if only_expired_before is not None:
         rows = rows.filter(expires_at__lt=only_expired_before)
     locked = list(rows.select_for_update(of=("self",)).values_list("id", "task_id", "task__is_gold"))
@@ -615,7 +600,7 @@ def _release(assignment_ids: list[int], *, new_status: str, only_expired_before:
 
 
 def leases_expire(*, limit: int = 5000) -> int:
-    """Return expired live leases to the queue, each exactly once; the number returned.
+    """Return expired live and ahead leases to the queue, each exactly once; the number returned.
 
     Two expirers running at once take disjoint rows (SKIP LOCKED) and each row's ``live → expired``
     is a compare-and-set, so no task gets its claim back twice.
@@ -623,20 +608,24 @@ def leases_expire(*, limit: int = 5000) -> int:
     now = timezone.now()
     with transaction.atomic():
         ids = list(
-            Assignment.objects.filter(status=AssignmentStatus.LIVE, expires_at__lt=now)
+            # One condition per status: each matches its partial index (assignment_*_expiry).
+            Assignment.objects.filter(
+                Q(status=AssignmentStatus.LIVE, expires_at__lt=now)
+                | Q(status=AssignmentStatus.AHEAD, expires_at__lt=now)
+            )
             .order_by("expires_at")
             .select_for_update(skip_locked=True)
             .values_list("id", flat=True)[:limit]
         )
-        return _release(ids, new_status=AssignmentStatus.EXPIRED, only_expired_before=now)
+        return leases_release(ids, new_status=AssignmentStatus.EXPIRED, only_expired_before=now)
 
 
 def leases_release_for_annotator(*, annotator: User) -> int:
-    """Take back every live lease of ``annotator`` (paused); their items return to the queue."""
+    """Take back every live and ahead lease of ``annotator`` (paused); their items return to the queue."""
     with transaction.atomic():
         ids = list(
-            Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.LIVE)
+            Assignment.objects.filter(annotator=annotator, status__in=HELD)
             .select_for_update()
             .values_list("id", flat=True)
         )
-        return _release(ids, new_status=AssignmentStatus.RELEASED)
+        return leases_release(ids, new_status=AssignmentStatus.RELEASED)

@@ -56,8 +56,11 @@ def annotator_progress(*, annotator: User) -> dict[str, Any]:
     )
     capped = fresh > REMAINING_CAP
     fresh = min(fresh, REMAINING_CAP)
+    # Returned items, and the item leased ahead (pre-fetch): still to do, though no longer fresh.
     returned = Assignment.objects.filter(
-        annotator=annotator, status__in=RETURNABLE, task__status=TaskStatus.OPEN, task__is_gold=False
+        Q(status__in=RETURNABLE, task__status=TaskStatus.OPEN) | Q(status=AssignmentStatus.AHEAD),
+        annotator=annotator,
+        task__is_gold=False,
     ).count()
     status = AnnotatorStatus.objects.filter(user=annotator).first()
     return {
@@ -340,6 +343,7 @@ def annotations_export(*, since_id: int = 0, limit: int | None = None) -> Iterat
             "guess_shown",
             "task__guess__price",
             "task__guess__source",
+            "task__guess__model_version__number",
             "task__is_gold",
             "created",
         )
@@ -361,6 +365,8 @@ def annotations_export(*, since_id: int = 0, limit: int | None = None) -> Iterat
             "guess_shown": row["guess_shown"],
             "guess_price": str(row["task__guess__price"]) if row["task__guess__price"] is not None else None,
             "guess_source": row["task__guess__source"],
+            # the model version whose guess the item carried (null: a baseline's guess, or none)
+            "guess_model_version": row["task__guess__model_version__number"],
             "gold": row["task__is_gold"],
             "created": row["created"].isoformat(),
         }

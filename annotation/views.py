@@ -34,7 +34,7 @@ from annotation.forms import (
     VerdictForm,
     first_error,
 )
-from annotation.models import PriceFlag, Verdict
+from annotation.models import Assignment, PriceFlag, Verdict
 from annotation.page_selectors import codebook_changes_html, codebook_panel, codebook_previous
 from webapp.roles import Role, role_required
 
@@ -73,16 +73,21 @@ def _workspace_context(
     flash_level: str = "info",
     price_value: str = "",
     price_unconfirmed: bool = False,
+    refused: bool = False,
 ) -> dict[str, Any]:
-    """What the workspace shows now: the codebook to acknowledge, a pause notice, nothing, or one item.
+    """What the workspace shows now: the codebook to acknowledge, a pause notice, nothing, or one item
+    (and, with ``ANNOTATION_PREFETCH``, the next one, leased ahead for the page's script).
 
     ``price_value`` fills the price box: the price of an undone correction, or a correction the service
     refused as unusual (``price_unconfirmed``), which then waits for the annotator's confirmation (y).
+    ``refused``: the action that led here was not carried out (the flash says why); the page's script
+    names the item whose answer it sent in the background.
     """
     cfg = annotation_config()
     context: dict[str, Any] = {
         "flash": flash,
         "flash_level": flash_level,
+        "refused": refused,
         "price_value": price_value,
         "price_unconfirmed": price_unconfirmed,
         # The script asks for a confirmation by the same rules as services.price_unusual.
@@ -100,17 +105,10 @@ def _workspace_context(
         if assignment is None:
             context["state"] = "empty"
         else:
-            task = assignment.task
-            context.update(
-                state="item",
-                assignment=assignment,
-                product=task.product,
-                guess_shown=not task.is_blind and task.guess is not None,
-                guess_price=task.guess.price if task.guess is not None else None,
-                # New per render: a double submit of this very form is recognised and counted once.
-                client_token=secrets.token_urlsafe(16),
-                shown_at=f"{time.time():.3f}",
-            )
+            context.update(state="item", shown_at=f"{time.time():.3f}", **_item_context(assignment))
+            ahead = services.lease_ahead(annotator=user) if cfg.prefetch else None
+            if ahead is not None:
+                context["ahead"] = _item_context(ahead)
     codebook = codebook_panel(annotator=user)
     context.update(
         codebook=codebook,
@@ -120,6 +118,18 @@ def _workspace_context(
     return context
 
 
+def _item_context(assignment: Assignment) -> dict[str, Any]:
+    task = assignment.task
+    return {
+        "assignment": assignment,
+        "product": task.product,
+        "guess_shown": not task.is_blind and task.guess is not None,
+        "guess_price": task.guess.price if task.guess is not None else None,
+        # New per render: a double submit of this very form is recognised and counted once.
+        "client_token": secrets.token_urlsafe(16),
+    }
+
+
 def _workspace_response(
     request: HttpRequest,
     *,
@@ -127,6 +137,7 @@ def _workspace_response(
     flash_level: str = "info",
     price_value: str = "",
     price_unconfirmed: bool = False,
+    refused: bool = False,
 ) -> HttpResponse:
     """htmx: the fresh fragment. Plain browser: back to the page (post/redirect/get), notice as a message."""
     if _is_htmx(request):
@@ -136,6 +147,7 @@ def _workspace_response(
             flash_level=flash_level,
             price_value=price_value,
             price_unconfirmed=price_unconfirmed,
+            refused=refused,
         )
         return render(request, "annotation/_fragment.html", context)
     if flash:
@@ -169,7 +181,7 @@ def _seconds_spent(data: dict[str, Any]) -> float:
 def submit(request: HttpRequest) -> HttpResponse:
     form = VerdictForm(request.POST)
     if not form.is_valid():
-        return _workspace_response(request, flash=first_error(form), flash_level="error")
+        return _workspace_response(request, flash=first_error(form), flash_level="error", refused=True)
     data = form.cleaned_data
     try:
         annotation = services.annotation_submit(
@@ -185,14 +197,14 @@ def submit(request: HttpRequest) -> HttpResponse:
     except ValidationError as exc:
         reason = _unconfirmed_reason(exc)
         if reason is None:
-            return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+            return _workspace_response(request, flash=_error_text(exc), flash_level="error", refused=True)
         flash = f"{reason} If it is right, press y to save it anyway (or tick “The price is right”)."
         typed = f"{data['corrected_price']:.2f}"
         return _workspace_response(
-            request, flash=flash, flash_level="error", price_value=typed, price_unconfirmed=True
+            request, flash=flash, flash_level="error", price_value=typed, price_unconfirmed=True, refused=True
         )
     except AnnotationError as exc:
-        return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+        return _workspace_response(request, flash=_error_text(exc), flash_level="error", refused=True)
     feedback = getattr(annotation, "gold_feedback", None)  # a check item answered wrongly: say so
     if feedback:
         return _workspace_response(
@@ -220,11 +232,11 @@ def _unconfirmed_reason(exc: ValidationError) -> str | None:
 def skip(request: HttpRequest) -> HttpResponse:
     form = AssignmentForm(request.POST)
     if not form.is_valid():
-        return _workspace_response(request, flash=first_error(form), flash_level="error")
+        return _workspace_response(request, flash=first_error(form), flash_level="error", refused=True)
     try:
         services.assignment_skip(annotator=_user(request), assignment_id=form.cleaned_data["assignment_id"])
     except (AnnotationError, ValidationError) as exc:
-        return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+        return _workspace_response(request, flash=_error_text(exc), flash_level="error", refused=True)
     return _workspace_response(request, flash="Skipped: the item moved to the end of your queue.")
 
 
@@ -237,7 +249,7 @@ def undo(request: HttpRequest) -> HttpResponse:
             return _workspace_response(request, flash="Undone: the item you skipped is back.")
         undone = services.annotation_undo_last(annotator=_user(request))
     except (AnnotationError, ValidationError) as exc:
-        return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+        return _workspace_response(request, flash=_error_text(exc), flash_level="error", refused=True)
     if undone.verdict == Verdict.CORRECT and undone.corrected_price is not None:
         price = f"{undone.corrected_price:.2f}"
         flash = f"Undone: your last item is back with your price ${price} in the box (Esc leaves it)."
@@ -251,12 +263,12 @@ def undo(request: HttpRequest) -> HttpResponse:
 def acknowledge(request: HttpRequest) -> HttpResponse:
     form = AcknowledgeForm(request.POST)
     if not form.is_valid():
-        return _workspace_response(request, flash=first_error(form), flash_level="error")
+        return _workspace_response(request, flash=first_error(form), flash_level="error", refused=True)
     number = form.cleaned_data["version_number"]
     try:
         services.codebook_acknowledge(annotator=_user(request), version_number=number)
     except (AnnotationError, ValidationError) as exc:
-        return _workspace_response(request, flash=_error_text(exc), flash_level="error")
+        return _workspace_response(request, flash=_error_text(exc), flash_level="error", refused=True)
     return _workspace_response(request, flash=f"Codebook v{number} acknowledged.")
 
 

@@ -68,6 +68,7 @@ TABLE: dict[str, dict[str, Any]] = {
     "GET runs/<int:run_id>": row(DENY, 404, 404),
     "GET runs/<int:run_id>/progress": row(DENY, 404, 404),
     "POST runs/<int:run_id>/cancel": row(DENY, 404, DENY),
+    "POST runs/<int:run_id>/retry": row(DENY, 404, DENY),
     "GET batches": row(DENY, 200, 200),
     "POST batches/create": row(DENY, 409, DENY),  # no resolved labels to batch
     "GET batches/<int:batch_id>": row(DENY, 404, 404),

@@ -31,13 +31,18 @@ def _database_url() -> str:
 
 @contextmanager
 def celery_worker(
-    *, queues: str = "default,train", extra_env: dict[str, str] | None = None, log_name: str = LOG
+    *,
+    queues: str = "default,train",
+    extra_env: dict[str, str] | None = None,
+    log_name: str = LOG,
+    beat: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``celery worker`` on the test database; stop it (and its children) on exit.
 
     Use with ``pytest.mark.django_db(transaction=True)`` so that the worker sees committed rows. Two
     workers at once need two ``log_name``s (the log lies in the test's data dir; ``wait_for`` shows its
     tail, and every ``test-worker*.log``'s when there are several).
+    ``beat=True`` embeds the beat scheduler (``-B``), so the periodic jobs (recovery) run too.
     """
     env = dict(os.environ)
     env.update(
@@ -52,6 +57,7 @@ def celery_worker(
     )
     env.update(extra_env or {})
     log = open(settings.DATA_DIR / log_name, "wb")  # noqa: SIM115 - closed below
+    schedule = settings.DATA_DIR / f"test-beat-{time.monotonic_ns()}"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -68,6 +74,7 @@ def celery_worker(
             "--without-mingle",
             "-l",
             "INFO",
+            *(["-B", "-s", str(schedule)] if beat else []),
         ],
         cwd=ROOT,
         env=env,

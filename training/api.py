@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import reverse
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -29,8 +30,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from training import run_settings, selectors, storage
+from training import pipeline, run_settings, selectors, storage
 from training.checks import batch_checks, checks_passed
+from training.filters import BatchFilter, RunFilter, VersionFilter
 from training.models import (
     AuditAction,
     AuditEvent,
@@ -111,8 +113,8 @@ class VersionOut(ClientVisibleSerializer):
     name = serializers.CharField()
     number = serializers.IntegerField()
     status = serializers.ChoiceField(choices=VersionStatus.choices)
-    base_model = serializers.CharField()
-    base_revision = serializers.CharField()
+    base_model = serializers.CharField(source="base_label", help_text="hub id, or a local base's folder name")
+    base_revision = serializers.CharField(help_text="hub commit, or sha256: of a local base's file manifest")
     parent = serializers.CharField(source="parent.name", allow_null=True, default=None)  # type: ignore[assignment]
     metrics = serializers.DictField(help_text="Tester metrics on the test split (empty until scored)")
     sha256 = serializers.CharField(source="artifact_sha256", help_text="sha256 of the download archive")
@@ -196,12 +198,16 @@ class RunOut(ClientVisibleSerializer):
     recipe = serializers.ChoiceField(choices=Recipe.choices)
     recipe_name = serializers.CharField()
     hyperparameters = serializers.DictField()
-    base_model = serializers.CharField()
+    base_model = serializers.CharField(source="base_label", help_text="hub id, or a local base's folder name")
     parent = serializers.CharField(source="parent.name", allow_null=True, default=None)  # type: ignore[assignment]
     status = serializers.ChoiceField(choices=RunStatus.choices)
     stage = serializers.CharField()
     cancel_requested = serializers.BooleanField()
     attempts = serializers.IntegerField()
+    retries = serializers.IntegerField(help_text="automatic retries after a lost worker")
+    base_revision = serializers.CharField(
+        help_text="hub commit of the base, or sha256: of a local base's manifest"
+    )
     candidate = serializers.CharField(source="candidate.name", allow_null=True, default=None)
     gate = serializers.DictField()
     result = serializers.DictField()
@@ -301,35 +307,31 @@ class BatchDetailOut(BatchOut):
 # --- versions -----------------------------------------------------------------------------------------
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter(
-            "status", str, enum=VersionStatus.values, description="only versions in this status"
-        ),
-        OpenApiParameter("base_model", str, description="only versions on this base model"),
-    ],
-)
+@extend_schema(summary="Model versions")
 class VersionListApi(TrainingApi, generics.ListAPIView):
     """Every model version, newest first (paginated)."""
 
     permission_classes = [IsClientOrReviewer]
     serializer_class = VersionOut
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = VersionFilter
 
     def get_queryset(self) -> Any:
-        state = self.request.query_params.get("status") or None
-        if state is not None and state not in VersionStatus.values:
-            raise exceptions.ValidationError(
-                {"status": [f"{state!r}: use one of {', '.join(VersionStatus.values)}."]}
-            )
-        return selectors.versions_list(
-            status=state, base_model=self.request.query_params.get("base_model") or None
-        )
+        return selectors.versions_list()
 
 
 class VersionDetailApi(TrainingApi):
     permission_classes = [IsClientOrReviewer]
 
-    @extend_schema(operation_id="versions_retrieve", responses={200: VersionDetailOut, 404: ERROR})
+    @extend_schema(
+        operation_id="versions_retrieve",
+        summary="One model version",
+        description=(
+            "A version with its base model, lineage, training batch, dataset fingerprint, metrics on the "
+            "test split and adapter checksum."
+        ),
+        responses={200: VersionDetailOut, 404: ERROR},
+    )
     def get(self, request: Request, number: int) -> Response:
         version = selectors.version_get(number=number)
         if version is None:
@@ -340,7 +342,12 @@ class VersionDetailApi(TrainingApi):
 class ChampionApi(TrainingApi):
     permission_classes = [IsClientOrReviewer]
 
-    @extend_schema(operation_id="versions_champion", responses={200: VersionDetailOut, 404: ERROR})
+    @extend_schema(
+        operation_id="versions_champion",
+        summary="The champion version",
+        description="The version serving now (exactly one at any time), as the version detail.",
+        responses={200: VersionDetailOut, 404: ERROR},
+    )
     def get(self, request: Request) -> Response:
         version = selectors.champion_get()
         if version is None:
@@ -355,6 +362,32 @@ class VersionDownloadApi(TrainingApi):
 
     @extend_schema(
         operation_id="versions_download",
+        summary="Download a version's adapter",
+        parameters=[
+            OpenApiParameter(
+                "If-None-Match",
+                str,
+                OpenApiParameter.HEADER,
+                description="the ETag of a copy you hold: 304 if it is still current",
+            ),
+            OpenApiParameter(
+                "X-Checksum-SHA256",
+                str,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description="sha256 of the archive (hex): check the download against it",
+            ),
+            OpenApiParameter(
+                "ETag", str, OpenApiParameter.HEADER, response=[200, 304], description="the sha256, quoted"
+            ),
+            OpenApiParameter(
+                "Content-Disposition",
+                str,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description='attachment; filename="priceloop-v<N>.tar"',
+            ),
+        ],
         responses={
             (200, "application/x-tar"): OpenApiResponse(OpenApiTypes.BINARY, description="the tar archive"),
             304: OpenApiResponse(description="the client's copy (If-None-Match) is current"),
@@ -415,6 +448,7 @@ class VersionRollbackApi(TrainingApi):
 
     @extend_schema(
         operation_id="versions_rollback",
+        summary="Roll back to a version",
         request=RollbackIn,
         responses={200: VersionDetailOut, 400: ERROR, 404: ERROR, 409: ERROR},
     )
@@ -436,20 +470,17 @@ class VersionRollbackApi(TrainingApi):
 # --- runs ---------------------------------------------------------------------------------------------
 
 
-@extend_schema(parameters=[OpenApiParameter("status", str, enum=RunStatus.values)])
+@extend_schema(summary="Training runs")
 class RunListApi(TrainingApi, generics.ListAPIView):
     """Every training run, newest first (paginated)."""
 
     permission_classes = [IsClientOrReviewer]
     serializer_class = RunOut
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = RunFilter
 
     def get_queryset(self) -> Any:
-        state = self.request.query_params.get("status") or None
-        if state is not None and state not in RunStatus.values:
-            raise exceptions.ValidationError(
-                {"status": [f"{state!r}: use one of {', '.join(RunStatus.values)}."]}
-            )
-        return selectors.runs_list(status=state)
+        return selectors.runs_list()
 
 
 def _run_or_404(run_id: int) -> TrainingRun:
@@ -462,9 +493,20 @@ def _run_or_404(run_id: int) -> TrainingRun:
 class RunDetailApi(TrainingApi):
     permission_classes = [IsClientOrReviewer]
 
-    @extend_schema(operation_id="runs_retrieve", responses={200: RunDetailOut, 404: ERROR})
+    @extend_schema(
+        operation_id="runs_retrieve",
+        summary="One training run",
+        description="A run with its recipe, status, progress, logs, candidate version and gate decision.",
+        responses={200: RunDetailOut, 404: ERROR},
+    )
     def get(self, request: Request, run_id: int) -> Response:
         return Response(RunDetailOut(_run_or_404(run_id), context=self.get_serializer_context()).data)
+
+
+class RunProgressQuery(serializers.Serializer):
+    after_step = serializers.IntegerField(
+        min_value=0, max_value=2**63 - 1, required=False, help_text="only points with a larger step"
+    )
 
 
 class RunProgressApi(TrainingApi):
@@ -474,15 +516,14 @@ class RunProgressApi(TrainingApi):
 
     @extend_schema(
         operation_id="runs_progress",
-        parameters=[OpenApiParameter("after_step", int, description="only points with a larger step")],
+        summary="Training progress points",
+        parameters=[RunProgressQuery],
         responses={200: RunProgressOut, 400: ERROR, 404: ERROR},
     )
     def get(self, request: Request, run_id: int) -> Response:
-        raw = request.query_params.get("after_step", "")
-        try:
-            after = int(raw) if raw else -1
-        except ValueError:
-            raise exceptions.ValidationError({"after_step": [f"{raw!r} is not a whole number."]}) from None
+        query = RunProgressQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after = query.validated_data.get("after_step", -1)
         run = _run_or_404(run_id)
         points = selectors.run_points(run_id=run.pk, after_step=after)
         return Response(
@@ -496,30 +537,48 @@ class RunProgressApi(TrainingApi):
 class RunCancelApi(TrainingApi):
     permission_classes = [IsReviewer]
 
-    @extend_schema(operation_id="runs_cancel", request=None, responses={200: RunOut, 404: ERROR, 409: ERROR})
+    @extend_schema(
+        operation_id="runs_cancel",
+        summary="Cancel a training run",
+        description="Cancel a queued or running run; a finished run answers 409.",
+        request=None,
+        responses={200: RunOut, 404: ERROR, 409: ERROR},
+    )
     def post(self, request: Request, run_id: int) -> Response:
         _run_or_404(run_id)
         run = run_services.run_cancel(reviewer=_reviewer(request), run_id=run_id)
         return Response(RunOut(run, context=self.get_serializer_context()).data)
 
 
+class RunRetryApi(TrainingApi):
+    """Start a failed or cancelled run again from its last step (a trained run resumes from its last
+    checkpoint); audited. 503 when the broker is down: the retry is recorded and starts by itself."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        operation_id="runs_retry", request=None, responses={200: RunOut, 404: ERROR, 409: ERROR, 503: ERROR}
+    )
+    def post(self, request: Request, run_id: int) -> Response:
+        _run_or_404(run_id)
+        run = run_services.run_retry(reviewer=_reviewer(request), run_id=run_id)
+        return Response(RunOut(run).data)
+
+
 # --- batches ------------------------------------------------------------------------------------------
 
 
-@extend_schema(parameters=[OpenApiParameter("status", str, enum=BatchStatus.values)])
+@extend_schema(summary="Retrain batches")
 class BatchListApi(TrainingApi, generics.ListAPIView):
     """Every retrain batch, newest first (paginated)."""
 
     permission_classes = [IsClientOrReviewer]
     serializer_class = BatchOut
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = BatchFilter
 
     def get_queryset(self) -> Any:
-        state = self.request.query_params.get("status") or None
-        if state is not None and state not in BatchStatus.values:
-            raise exceptions.ValidationError(
-                {"status": [f"{state!r}: use one of {', '.join(BatchStatus.values)}."]}
-            )
-        return selectors.batches_list(status=state)
+        return selectors.batches_list()
 
 
 class BatchCreateIn(serializers.Serializer):
@@ -534,6 +593,7 @@ class BatchCreateApi(TrainingApi):
 
     @extend_schema(
         operation_id="batches_create",
+        summary="Create a retrain batch",
         request=BatchCreateIn,
         responses={201: BatchDetailOut, 400: ERROR, 409: ERROR},
     )
@@ -560,7 +620,12 @@ def _batch_or_404(batch_id: int) -> RetrainBatch:
 class BatchDetailApi(TrainingApi):
     permission_classes = [IsClientOrReviewer]
 
-    @extend_schema(operation_id="batches_retrieve", responses={200: BatchDetailOut, 404: ERROR})
+    @extend_schema(
+        operation_id="batches_retrieve",
+        summary="One retrain batch",
+        description="A batch with its stats, quality checks, status and the run its approval started.",
+        responses={200: BatchDetailOut, 404: ERROR},
+    )
     def get(self, request: Request, batch_id: int) -> Response:
         return Response(BatchDetailOut(_batch_or_404(batch_id), context=self.get_serializer_context()).data)
 
@@ -612,14 +677,17 @@ class BatchApproveApi(TrainingApi):
     """Approve: exactly one training run per batch, however often or concurrently this is called.
 
     A batch whose quality checks fail answers 409 ``quality_checks_failed`` unless the body carries an
-    ``override_reason``; the audit row records the override and the reason."""
+    ``override_reason``; the audit row records the override and the reason. Approving a batch whose run
+    failed retries that run. With the broker down it answers 503 ``broker_unavailable``: the approval
+    and its run are committed, and the run starts by itself once the broker is back."""
 
     permission_classes = [IsReviewer]
 
     @extend_schema(
         operation_id="batches_approve",
+        summary="Approve a retrain batch",
         request=ApproveIn,
-        responses={200: RunOut, 400: ERROR, 404: ERROR, 409: ERROR},
+        responses={200: RunOut, 400: ERROR, 404: ERROR, 409: ERROR, 503: ERROR},
     )
     def post(self, request: Request, batch_id: int) -> Response:
         data = ApproveIn(data=request.data)
@@ -658,6 +726,7 @@ class BatchItemOut(serializers.Serializer):
 
 
 @extend_schema(
+    summary="A batch's items",
     parameters=[
         OpenApiParameter("annotator", str, description="username or user id of one of the item's annotators"),
         OpenApiParameter("verdict", str, enum=list(selectors.ITEM_VERDICTS)),
@@ -709,6 +778,7 @@ class BatchExcludeApi(TrainingApi):
 
     @extend_schema(
         operation_id="batches_exclude",
+        summary="Exclude items from a batch",
         request=ExcludeIn,
         responses={200: BatchDetailOut, 400: ERROR, 404: ERROR, 409: ERROR},
     )
@@ -732,6 +802,7 @@ class BatchRestoreApi(TrainingApi):
 
     @extend_schema(
         operation_id="batches_restore",
+        summary="Restore excluded batch items",
         request=RestoreIn,
         responses={200: BatchDetailOut, 400: ERROR, 404: ERROR, 409: ERROR},
     )
@@ -754,6 +825,8 @@ class BatchRejectApi(TrainingApi):
 
     @extend_schema(
         operation_id="batches_reject",
+        summary="Reject a retrain batch",
+        description="Refuse a pending batch with a reason; its labels return to the pool for a later batch.",
         request=RejectIn,
         responses={200: BatchDetailOut, 400: ERROR, 404: ERROR, 409: ERROR},
     )
@@ -804,6 +877,7 @@ class ProductImportApi(TrainingApi):
 
     @extend_schema(
         operation_id="products_import",
+        summary="Import products",
         request={"multipart/form-data": ImportIn},
         responses={200: ImportOut, 400: ERROR},
     )
@@ -825,11 +899,9 @@ class ProductImportApi(TrainingApi):
         except (CatalogueFormatError, ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ValidationError({"file": [str(exc)]}) from None
         guessing = False
-        if result.created and selectors.champion_get() is not None:
-            from training.services.registry import enqueue_guess
-
-            champion = selectors.champion_get()
-            enqueue_guess(champion.pk)  # type: ignore[union-attr]
+        champion = selectors.champion_get() if result.created else None
+        if champion is not None:
+            pipeline.guess_send(champion.pk)
             guessing = True
         body = {
             "created": result.created,
@@ -874,6 +946,7 @@ class AuditEventOut(serializers.Serializer):
 
 
 @extend_schema(
+    summary="Audit trail",
     parameters=[
         OpenApiParameter("actor", str, description='username, or "system" for decisions no person made'),
         OpenApiParameter("action", str, enum=AuditAction.values),

@@ -18,6 +18,7 @@ urlpatterns = [
     path("runs/<int:run_id>", api.RunDetailApi.as_view(), name="api-run"),
     path("runs/<int:run_id>/progress", api.RunProgressApi.as_view(), name="api-run-progress"),
     path("runs/<int:run_id>/cancel", api.RunCancelApi.as_view(), name="api-run-cancel"),
+    path("runs/<int:run_id>/retry", api.RunRetryApi.as_view(), name="api-run-retry"),
     # retrain batches
     path("batches", api.BatchListApi.as_view(), name="api-batches"),
     path("batches/create", api.BatchCreateApi.as_view(), name="api-batches-create"),

@@ -51,3 +51,9 @@ class RunSettingsInvalid(TrainingError):  # noqa: N818 - the API's code names it
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class BrokerUnavailable(TrainingError):  # noqa: N818 - the API's code names it
+    """The task queue refused a message. What was decided is committed; the recovery beat sends it later."""
+
+    code = "broker_unavailable"

@@ -59,6 +59,13 @@ class ModelVersion(models.Model):
     def name(self) -> str:
         return f"v{self.number}"
 
+    @property
+    def base_label(self) -> str:
+        """The base as lineage names it (hub id, or a local folder's name): never a server path."""
+        from training.engine.model_io import base_label
+
+        return base_label(self.base_model)
+
 
 class BatchStatus(models.TextChoices):
     PENDING_REVIEW = "pending_review"
@@ -188,6 +195,15 @@ class TrainingRun(models.Model):
     cancel_requested = models.BooleanField(default=False)
     celery_task_id = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="training starts (a retry adds one)")
+    retries = models.PositiveIntegerField(
+        default=0, help_text="automatic retries after a lost worker (at most RUN_MAX_RETRIES)"
+    )
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the task of the current step was last sent to the broker"
+    )
+    base_revision = models.CharField(
+        max_length=100, blank=True, help_text="hub commit of the base, or sha256 of a local base's manifest"
+    )
     candidate = models.OneToOneField(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="run"
     )
@@ -208,6 +224,13 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk} ({self.status})"
+
+    @property
+    def base_label(self) -> str:
+        """The base as lineage names it (hub id, or a local folder's name): never a server path."""
+        from training.engine.model_io import base_label
+
+        return base_label(self.base_model)
 
 
 class ProgressPoint(models.Model):
@@ -305,6 +328,7 @@ class AuditAction(models.TextChoices):
     BATCH_RESTORE = "batch_restore"
     RUN_CANCEL = "run_cancel"
     RUN_FAIL = "run_fail"
+    RUN_RETRY = "run_retry"
     PROMOTE = "promote"
     REJECT = "reject"
     ROLLBACK = "rollback"

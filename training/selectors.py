@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import F, Prefetch, Q, QuerySet
 
 from training.models import (
     AuditAction,
@@ -32,7 +32,8 @@ def versions_list(*, status: str | None = None, base_model: str | None = None) -
     if status:
         qs = qs.filter(status=status)
     if base_model:
-        qs = qs.filter(base_model=base_model)
+        # Clients know a local base by its folder name (lineage never shows server paths).
+        qs = qs.filter(Q(base_model=base_model) | Q(base_model__endswith=f"/{base_model}"))
     return qs
 
 
@@ -100,7 +101,7 @@ def version_lineage(version: ModelVersion) -> dict[str, Any]:
             else None
         ),
         "parent": version.parent.name if version.parent else None,
-        "base": {"model": version.base_model, "revision": version.base_revision},
+        "base": {"model": version.base_label, "revision": version.base_revision},
     }
 
 

@@ -20,6 +20,7 @@ urlpatterns = [
     path("review/runs/", views.run_list, name="runs"),
     path("review/runs/<int:run_id>/", views.run_detail, name="run"),
     path("review/runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path("review/runs/<int:run_id>/retry/", views.run_retry, name="run_retry"),
     path("review/versions/", views.leaderboard, name="versions"),
     path("review/versions/podium.png", views.podium, name="podium"),
     path("review/versions/baselines/", views.baselines_score, name="baselines_score"),

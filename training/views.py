@@ -26,6 +26,7 @@ from training.checks import batch_checks, checks_passed
 from training.exceptions import TrainingError
 from training.models import AuditAction, BatchStatus, Recipe, VersionStatus
 from training.services import batches as batch_services
+from training.services import evaluation as evaluation_services
 from training.services import registry as registry_services
 from training.services import runs as run_services
 from webapp.roles import Role, role_required
@@ -269,6 +270,14 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     return redirect("training:run", run_id=run_id)
 
 
+@reviewer_only
+@require_POST
+def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
+    if _domain_errors(request, lambda: run_services.run_retry(reviewer=_reviewer(request), run_id=run_id)):
+        messages.success(request, f"Run {run_id}: retry started.")
+    return redirect("training:run", run_id=run_id)
+
+
 # --- versions -----------------------------------------------------------------------------------------
 
 
@@ -315,7 +324,7 @@ def version_rollback(request: HttpRequest, number: int) -> HttpResponse:
 @reviewer_only
 @require_POST
 def baselines_score(request: HttpRequest) -> HttpResponse:
-    scored = registry_services.baselines_evaluate()
+    scored = evaluation_services.baselines_evaluate()
     messages.success(request, f"{len(scored)} baseline(s) scored on the test split.")
     return redirect("training:versions")
 

@@ -35,7 +35,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from annotation.exceptions import AnnotationError, CodebookAckRequired
-from training.exceptions import RunSettingsInvalid, TrainingError
+from training.exceptions import BrokerUnavailable, RunSettingsInvalid, TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ def _as_api_exception(exc: Exception) -> Exception:
         return mapped
     if isinstance(exc, RunSettingsInvalid):  # a training setting chosen at approval: that field's 400
         return exceptions.ValidationError({exc.field: [str(exc)]})
+    if isinstance(exc, BrokerUnavailable):  # what was decided is committed; the message says what happens
+        return ServiceUnavailable(detail=str(exc), code=exc.code)
     if isinstance(exc, TrainingError):
         mapped = exceptions.APIException(detail=str(exc), code=exc.code)
         mapped.status_code = status.HTTP_409_CONFLICT

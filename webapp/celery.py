@@ -39,10 +39,12 @@ BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "workers.pipeline.batch_resolved_labels",
         "schedule": float(settings.RETRAIN_BATCH_EVERY_S),
     },
-    # A run whose worker died (no heartbeat for RETRAIN_RUN_STALE_S) is marked failed.
-    "retrain-fail-stale-runs": {"task": "workers.pipeline.fail_stale_runs", "schedule": 60.0},
-    # An approved run whose task never reached the broker (it was down when the batch was approved) is sent.
-    "retrain-send-unsent-runs": {"task": "workers.pipeline.send_unsent_runs", "schedule": 60.0},
+    # Recovery (training/services/recovery.py): sends the step of every run that has no live task (an
+    # approval made while the broker was down, a lost message) and retries a run whose worker died.
+    "retrain-recover-runs": {
+        "task": "workers.pipeline.recover_runs",
+        "schedule": float(settings.RUN_RECOVER_EVERY_S),
+    },
     # Newly imported products get a champion guess (catches up any lost guess task).
     "guess-new-products": {"task": "workers.pipeline.guess_new_products", "schedule": 120.0},
     # LangSmith: send new guesses and annotation feedback (a no-op unless configured).

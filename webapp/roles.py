@@ -8,19 +8,15 @@ versions, runs and batches). A user outside all groups (the "outsider") gets not
 from __future__ import annotations
 
 import enum
-import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, User
-from django.db import connection
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest
-from rest_framework.authtoken.models import Token
 from rest_framework.permissions import BasePermission
-from rest_framework.request import Request
-from rest_framework.views import APIView
 
-from webapp.rawsql import columns, fetch_one, from_row
-from webapp.tokens import token_expired
+if TYPE_CHECKING:  # rest_framework.views loads the authentication classes, which import this module
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
 
 
 class Role(enum.StrEnum):
@@ -44,32 +40,6 @@ def has_role(user: AbstractBaseUser | AnonymousUser | None, *roles: Role) -> boo
     return bool(user_roles(user) & set(roles))
 
 
-def token_user(authorization: str) -> User | None:
-    """The active user that an ``Authorization: Token <key>`` header names, with their roles, in one
-    query (DRF's ``TokenAuthentication`` plus ``user_roles`` take two, and cost about 1.5 ms of CPU more
-    on the annotator queue's hot path: docs/perf-queue.md).
-
-    None for anything else: no such header, a malformed one, an unknown key, an inactive user, an
-    expired token (``API_TOKEN_TTL_DAYS``). The caller then goes through DRF, whose token
-    authentication answers those with its own errors. No cache: a deleted token or a deactivated user is
-    refused from the next request on.
-    """
-    parts = authorization.split()
-    if len(parts) != 2 or parts[0].lower() != "token":
-        return None
-    row = fetch_one(_token_user_sql(connection.vendor), [*(role.value for role in Role), parts[1]])
-    if row is None:
-        return None
-    values = iter(row)
-    user = from_row(User, values)
-    flags = [next(values) for _ in Role]
-    created = next(values)
-    if not user.is_active or token_expired(created):
-        return None
-    user._priceloop_roles = {role for role, flag in zip(Role, flags, strict=True) if flag}  # type: ignore[attr-defined]
-    return user
-
-
 def roles_context(request: HttpRequest) -> dict[str, Any]:
     roles = user_roles(getattr(request, "user", None))
     return {
@@ -77,21 +47,6 @@ def roles_context(request: HttpRequest) -> dict[str, Any]:
         "is_reviewer": Role.REVIEWER in roles,
         "is_client": Role.CLIENT in roles,
     }
-
-
-@functools.cache  # per database vendor: the text never changes
-def _token_user_sql(vendor: str) -> str:
-    users, groups = User._meta.db_table, Group._meta.db_table
-    through = User.groups.through._meta.db_table
-    role_flags = ", ".join(
-        f"EXISTS(SELECT 1 FROM {through} ug JOIN {groups} g ON g.id = ug.group_id "  # noqa: S608
-        f"WHERE ug.user_id = u.id AND g.name = %s)"
-        for _ in Role
-    )
-    return (
-        f"SELECT {columns(User, 'u')}, {role_flags}, t.created FROM {Token._meta.db_table} t "  # noqa: S608
-        f"JOIN {users} u ON u.id = t.user_id WHERE t.key = %s"
-    )
 
 
 class _RolePermission(BasePermission):

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our own static files, no CDN
     "axes",  # login lockout after repeated wrong passwords (login page and admin)
@@ -237,12 +238,12 @@ CONTENT_SECURITY_POLICY = {
 # --- REST API ---------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "webapp.tokens.ExpiringTokenAuthentication",
+        "webapp.authentication.TokenRolesAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_SCHEMA_CLASS": "webapp.schema.PriceLoopAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "webapp.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "webapp.api.exception_handler",
     # No default throttle classes: the registry and export views name theirs (webapp/tokens.py), the
@@ -345,6 +346,7 @@ ANNOTATION_TOLERANCE_REL = env_float("ANNOTATION_TOLERANCE_REL", 0.1)
 ANNOTATION_ROUTING = env_str("ANNOTATION_ROUTING", "entropy")
 ANNOTATION_CONFIRM_FACTOR = env_float("ANNOTATION_CONFIRM_FACTOR", 10.0)
 ANNOTATION_GOLD_POOL_MIN = env_int("ANNOTATION_GOLD_POOL_MIN", 20)
+ANNOTATION_PREFETCH = env_bool("ANNOTATION_PREFETCH", default=True)
 
 # --- retraining pipeline (training/services read these; see .env.example for what each means) ---------
 RETRAIN_MIN_BATCH_SIZE = env_int("RETRAIN_MIN_BATCH_SIZE", 20)
@@ -354,6 +356,14 @@ RETRAIN_RECIPE_OVERRIDES = env_str("RETRAIN_RECIPE_OVERRIDES", "")
 RETRAIN_REPLAY_SHARE = env_float("RETRAIN_REPLAY_SHARE", 0.0)
 RETRAIN_RUN_LEASE_S = env_int("RETRAIN_RUN_LEASE_S", 120)
 RETRAIN_RUN_STALE_S = env_int("RETRAIN_RUN_STALE_S", 900)
+# Recovery (training/services/recovery.py): how often the beat looks for runs whose step has no live
+# task, how old a sent task may get before it is sent again, and how often a run whose worker was lost
+# is retried from its last checkpoint before it stays failed (a reviewer can still retry it).
+RUN_RECOVER_EVERY_S = env_float("RUN_RECOVER_EVERY_S", 30.0)
+RUN_RESEND_AFTER_S = env_int("RUN_RESEND_AFTER_S", 600)
+RUN_MAX_RETRIES = env_int("RUN_MAX_RETRIES", 2)
+# Seconds to wait for the model hub before a base model that cannot be reached fails its run.
+HUB_TIMEOUT_S = env_float("HUB_TIMEOUT_S", 10.0)
 RETRAIN_EVAL_MAX_ITEMS = env_int("RETRAIN_EVAL_MAX_ITEMS", 0)
 # Training processes per run on a `train` worker (DDP through torchrun: one per GPU; gloo on CPU).
 RETRAIN_NPROC = env_int("RETRAIN_NPROC", 1)

@@ -1,19 +1,18 @@
-"""API tokens: expiry (``API_TOKEN_TTL_DAYS``) and the per-user throttle of token endpoints.
+"""API tokens: expiry (``API_TOKEN_TTL_DAYS``, enforced by ``webapp.authentication``) and the per-user
+throttle of the registry and export endpoints.
 
 A token is DRF's ``authtoken`` row (one per user). ``manage.py rotate_token USER`` makes a new one (the
 old key stops working at once), ``revoke_token USER`` deletes it, ``list_tokens`` shows who has one and
-when each expires. The annotators' lean path (``webapp.roles.token_user``) checks the same expiry.
+when each expires.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.utils import timezone
-from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.throttling import UserRateThrottle
 
 if TYPE_CHECKING:  # DRF's views import this module (DEFAULT_AUTHENTICATION_CLASSES) while loading
@@ -27,33 +26,21 @@ def token_expires(created: datetime) -> datetime | None:
     return created + timedelta(days=days) if days > 0 else None
 
 
-def token_expired(created: datetime | str) -> bool:
-    """Whether a token made at ``created`` (a raw SQLite column is text) no longer works."""
-    if not settings.API_TOKEN_TTL_DAYS:
-        return False
+def as_aware(created: datetime | str) -> datetime:
+    """A token's ``created`` as read raw (SQLite gives text, naive in UTC) as an aware datetime."""
     if isinstance(created, str):
         created = datetime.fromisoformat(created)
     if timezone.is_naive(created):
         created = created.replace(tzinfo=UTC)  # stored in UTC (USE_TZ)
-    expires = token_expires(created)
+    return created
+
+
+def token_expired(created: datetime | str) -> bool:
+    """Whether a token made at ``created`` no longer works."""
+    if not settings.API_TOKEN_TTL_DAYS:
+        return False
+    expires = token_expires(as_aware(created))
     return expires is not None and expires <= timezone.now()
-
-
-class ExpiringTokenAuthentication(TokenAuthentication):
-    """DRF's token authentication, refusing a token older than ``API_TOKEN_TTL_DAYS`` with a 401 that
-    says how to get a new one."""
-
-    def authenticate_credentials(self, key: str) -> Any:
-        user, token = super().authenticate_credentials(key)
-        expires = token_expires(token.created)
-        if expires is not None and expires <= timezone.now():
-            raise exceptions.AuthenticationFailed(
-                f"This API token expired on {expires:%Y-%m-%d %H:%M} UTC (API_TOKEN_TTL_DAYS="
-                f"{settings.API_TOKEN_TTL_DAYS}). Ask an operator for a new one: "
-                f"manage.py rotate_token {user.get_username()}.",
-                code="token_expired",
-            )
-        return user, token
 
 
 class ApiUserThrottle(UserRateThrottle):

@@ -7,9 +7,8 @@ Each task takes ids, calls one service, and states its failure policy:
   deterministic; a redelivery finds the step done and does nothing.
 - ``guess_products``: acknowledged early — guessing twice would record duplicate guesses; a lost
   delivery is caught up by the ``guess_new_products`` beat (products without a guess).
-- ``batch_resolved_labels``, ``fail_stale_runs``, ``guess_new_products``, ``send_unsent_runs``: beat
-  jobs, idempotent by construction (they act on what is pending now); early ack — the next beat repeats
-  them.
+- ``batch_resolved_labels``, ``recover_runs``, ``guess_new_products``: beat jobs, idempotent by
+  construction (they act on what is pending now); early ack — the next beat repeats them.
 - ``langsmith_sync``: early ack, retried with backoff on network errors; its cursor advances only
   after a successful send, so a retry resends the same rows (never blocks annotation).
 """
@@ -23,10 +22,11 @@ from django.conf import settings
 
 from training import langsmith_sync as langsmith
 from training.exceptions import NotEnoughLabelsError
-from training.services.batches import batch_create_from_resolved, runs_send_unsent
+from training.services.batches import batch_create_from_resolved
 from training.services.guesses import champion_guess_products
+from training.services.recovery import runs_recover
 from training.services.registry import run_evaluate_and_gate
-from training.services.runs import dataset_build, runs_fail_stale
+from training.services.runs import dataset_build
 
 
 @shared_task(
@@ -74,20 +74,9 @@ def batch_resolved_labels() -> int | None:
         return None
 
 
-@shared_task(
-    name="workers.pipeline.fail_stale_runs",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=60,
-    time_limit=90,
-)
-def fail_stale_runs() -> list[int]:
-    return runs_fail_stale()
-
-
-@shared_task(name="workers.pipeline.send_unsent_runs", soft_time_limit=60, time_limit=90)
-def send_unsent_runs() -> list[int]:
-    return runs_send_unsent()
+@shared_task(name="workers.pipeline.recover_runs", soft_time_limit=60, time_limit=90)
+def recover_runs() -> dict[str, list[int]]:
+    return runs_recover().to_dict()
 
 
 @shared_task(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
@@ -13,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from annotation import services
-from annotation.models import Annotation, Assignment, AssignmentStatus, Task
+from annotation.models import Annotation, Assignment, AssignmentStatus, Guess, Task
 from tests.annotation.queue_helpers import lease, make_tasks, submit
 from tests.conftest import client_for
 
@@ -105,11 +104,13 @@ def test_it_hides_another_annotators_assignment(annotator: User, annotator2: Use
 def test_it_lists_and_undoes_only_the_annotators_own_annotations(annotator: User, annotator2: User) -> None:
     make_tasks(2)
     theirs = submit(annotator2, lease(annotator2))
-    assert _call(annotator, "get", "/api/v1/annotate/annotations").json() == []
+    assert _call(annotator, "get", "/api/v1/annotate/annotations").json()["results"] == []
     response = _call(annotator, "post", "/api/v1/annotate/undo")
     assert response.status_code == 409
     assert Annotation.objects.filter(id=theirs.id).exists()
-    assert [a["id"] for a in _call(annotator2, "get", "/api/v1/annotate/annotations").json()] == [theirs.id]
+    assert [a["id"] for a in _call(annotator2, "get", "/api/v1/annotate/annotations").json()["results"]] == [
+        theirs.id
+    ]
 
 
 # --- the annotator loop over HTTP ---------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def test_it_answers_403_with_a_notice_to_a_paused_annotator(annotator: User, rev
     response = _call(annotator, "post", "/api/v1/annotate/next")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "annotator_paused"
-    paused = _call(reviewer, "get", "/api/v1/annotation/annotators/paused").json()
+    paused = _call(reviewer, "get", "/api/v1/annotation/annotators/paused").json()["results"]
     assert [p["username"] for p in paused] == ["alice"]
     assert _call(reviewer, "post", f"/api/v1/annotation/annotators/{annotator.id}/unpause").status_code == 200
     assert _call(annotator, "post", "/api/v1/annotate/next").status_code == 200
@@ -202,7 +203,7 @@ def test_it_lets_a_reviewer_adjudicate_over_http(reviewer: User, annotator: User
     (task,) = make_tasks(1, overlap=2)
     submit(annotator, lease(annotator), "correct", "20")
     submit(annotator2, lease(annotator2), "correct", "400")
-    queue = _call(reviewer, "get", "/api/v1/annotation/adjudications").json()
+    queue = _call(reviewer, "get", "/api/v1/annotation/adjudications").json()["results"]
     assert [q["task_id"] for q in queue] == [task.id]
     url = f"/api/v1/annotation/adjudications/{task.id}/resolve"
     assert _call(reviewer, "post", url, {"price": "abc"}).json()["error"]["fields"].keys() == {"price"}
@@ -217,14 +218,22 @@ def test_it_lets_a_reviewer_adjudicate_over_http(reviewer: User, annotator: User
 def test_it_exports_annotations_as_jsonl_and_json(
     api_client_user: User, reviewer: User, annotator: User
 ) -> None:
-    make_tasks(2)
-    submit(annotator, lease(annotator), "correct", "55")
+    from training.models import ModelVersion
+
+    tasks = make_tasks(2)
+    v3 = ModelVersion.objects.create(number=3, base_model="tiny")
+    Guess.objects.filter(id=tasks[0].guess_id).update(model_version=v3)  # the other: a baseline's guess
+    first = lease(annotator)
+    submit(annotator, first, "correct", "55")
     submit(annotator, lease(annotator), "accept")
     response = _call(api_client_user, "get", "/api/v1/annotations/export")
     assert response["Content-Type"] == "application/x-ndjson"
     rows = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
     assert [r["verdict"] for r in rows] == ["correct", "accept"]
     assert rows[0]["corrected_price"] == "55.00"
+    # each row names the model version whose guess was shown
+    by_task = {r["task_id"]: r["guess_model_version"] for r in rows}
+    assert by_task == {t.id: (3 if t.id == tasks[0].id else None) for t in tasks}
     as_list = _call(
         reviewer, "get", f"/api/v1/annotations/export?output=json&since_id={rows[0]['id']}"
     ).json()
@@ -343,7 +352,7 @@ def test_it_answers_next_and_submit_exactly_as_their_documented_serializers(
     assert any(a.task.is_blind for a in Annotation.objects.select_related("task"))
 
 
-# --- scripts with a token: the hot path (annotation/api.py TokenHotPath) -----------------------------------
+# --- scripts with a token: the same views as page sessions (TokenRolesAuthentication) -----------------------
 
 
 def _token_client(user: User) -> APIClient:
@@ -360,7 +369,7 @@ def _answer(response) -> tuple[int, object, str | None, str | None]:
 def test_it_answers_token_scripts_exactly_as_page_sessions(
     annotator: User, annotator2: User, reviewer
 ) -> None:
-    """Token requests take the lean path, session requests DRF's: same statuses, bodies and headers."""
+    """Token and session requests: same statuses, bodies and headers."""
     make_tasks(4, entropies=[4, 3, 2, 1])
     token, session = _token_client(annotator), client_for(annotator2)
 
@@ -450,7 +459,7 @@ def test_it_answers_token_scripts_exactly_as_page_sessions(
     assert empty[0] == (204, None, None, "POST, OPTIONS")
 
 
-def test_it_refuses_bad_tokens_and_other_roles_on_the_hot_path(annotator: User, reviewer: User) -> None:
+def test_it_refuses_bad_tokens_and_other_roles(annotator: User, reviewer: User) -> None:
     make_tasks(1)
     for header, status in (
         ("Token nope", 401),
@@ -485,103 +494,6 @@ def test_it_pins_the_queries_of_next_and_submit_with_a_token(annotator: User) ->
     # token + user + roles, lock lease + task + codebook, count + lease done + annotation + label
     queries = [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
     assert len(queries) == (3 if one_statement else 6), "\n".join(queries)
-
-
-@pytest.mark.parametrize(
-    ("body", "takes_plain"),
-    [
-        ({"assignment_id": 7, "verdict": "accept"}, True),
-        ({"assignment_id": 7, "verdict": "accept", "seconds_spent": 3, "client_token": "12-4"}, True),
-        (
-            {"assignment_id": 7, "verdict": "correct", "corrected_price": "00129.5", "seconds_spent": 2.5},
-            True,
-        ),
-        ({"assignment_id": 7, "verdict": "correct", "corrected_price": None, "extra": [1]}, True),
-        (
-            {
-                "assignment_id": 7,
-                "verdict": "reject",
-                "reason_code": "not-a-product",
-                "seconds_spent": 86_400,
-            },
-            True,
-        ),
-        ({"assignment_id": 7, "verdict": "correct", "corrected_price": "2000", "confirm_price": True}, True),
-        ({"assignment_id": 7, "verdict": "accept", "confirm_price": False}, True),
-        (
-            {"assignment_id": 7, "verdict": "correct", "corrected_price": "2000", "confirm_price": "true"},
-            False,
-        ),
-        ({"assignment_id": 7, "verdict": "correct", "corrected_price": "2000", "confirm_price": 1}, False),
-        ({"assignment_id": 7, "verdict": "correct", "corrected_price": " 12"}, False),
-        ({"assignment_id": 7, "verdict": "correct", "corrected_price": 12.5}, False),
-        ({"assignment_id": 7, "verdict": "correct", "corrected_price": "1e3"}, False),
-        ({"assignment_id": 7, "verdict": "reject", "reason_code": " dup "}, False),
-        ({"assignment_id": 7, "verdict": "reject", "reason_code": "é"}, False),
-        ({"assignment_id": 7, "verdict": "reject", "reason_code": "a\x00b"}, False),
-        ({"assignment_id": 7, "verdict": "accept", "client_token": "x" * 65}, False),
-        ({"assignment_id": 7, "verdict": "accept", "client_token": 5}, False),
-        ({"assignment_id": 7, "verdict": "accept", "seconds_spent": -1}, False),
-        ({"assignment_id": 7, "verdict": "accept", "seconds_spent": True}, False),
-        ({"assignment_id": 7, "verdict": "accept", "seconds_spent": "3"}, False),
-        ({"assignment_id": "7", "verdict": "accept"}, False),
-        ({"assignment_id": True, "verdict": "accept"}, False),
-        ({"assignment_id": 0, "verdict": "accept"}, False),
-        ({"assignment_id": 2**63, "verdict": "accept"}, False),
-        ({"assignment_id": 7, "verdict": "Accept"}, False),
-        ({"assignment_id": 7}, False),
-        ([{"assignment_id": 7, "verdict": "accept"}], False),
-    ],
-)
-def test_it_validates_plain_submit_bodies_as_the_documented_serializer(
-    body: object, takes_plain: bool
-) -> None:
-    """The hot path validates plain bodies itself (annotation/api.py): same data, and anything it does
-    not take is left to the serializer."""
-    from annotation.api import SubmitApi, submit_input_plain
-
-    serializer = SubmitApi.InputSerializer(data=body)
-    plain = submit_input_plain(body)
-    assert (plain is not None) == takes_plain
-    if plain is not None:
-        assert serializer.is_valid(), serializer.errors
-        assert plain == dict(serializer.validated_data)
-        assert {k: type(v) for k, v in plain.items()} == {
-            k: type(v) for k, v in serializer.validated_data.items()
-        }
-
-
-def test_it_takes_what_scripts_send_without_the_serializer() -> None:
-    from annotation.api import submit_input_plain
-
-    assert submit_input_plain(
-        {"assignment_id": 7, "verdict": "correct", "corrected_price": "89.50", "client_token": "3-1"}
-    ) == {
-        "assignment_id": 7,
-        "verdict": "correct",
-        "corrected_price": Decimal("89.50"),
-        "reason_code": "",
-        "client_token": "3-1",
-        "seconds_spent": 0.0,
-        "confirm_price": False,
-    }
-
-
-def test_the_token_hot_path_checks_the_same_role_as_its_views_and_nothing_it_would_skip() -> None:
-    """The lean path checks ``Role.ANNOTATOR`` by hand (annotation/api.py ``TokenHotPath``): if a view
-    ever declares other permissions or a throttle, the lean path must learn them first."""
-    from django.conf import settings
-    from rest_framework.settings import api_settings
-
-    from annotation.api import NextTaskApi, SubmitApi, TokenHotPath
-    from webapp.roles import IsAnnotator
-
-    assert TokenHotPath.__subclasses__() == [NextTaskApi, SubmitApi]
-    for view in (NextTaskApi, SubmitApi):
-        assert view.permission_classes == [IsAnnotator]
-        assert list(view.throttle_classes) == []
-    assert not api_settings.DEFAULT_THROTTLE_CLASSES
-    assert "DEFAULT_THROTTLE_CLASSES" not in settings.REST_FRAMEWORK
 
 
 # --- unusual prices: refused until confirmed ----------------------------------------------------------------

@@ -91,7 +91,7 @@ def test_a_reviewer_releases_held_labels_through_the_api_and_they_are_batched(
     services.annotator_pause(annotator=annotator, reason="gold accuracy 1/5.")
     client = client_for(reviewer)
 
-    listed = client.get("/api/v1/annotation/quarantine").json()
+    listed = client.get("/api/v1/annotation/quarantine").json()["results"]
     assert listed == [
         {
             "annotator_id": annotator.id,
@@ -119,7 +119,7 @@ def test_a_reviewer_releases_held_labels_through_the_api_and_they_are_batched(
         "requeued": 0,
         "withdrawn": 0,
     }
-    assert client.get("/api/v1/annotation/quarantine").json() == []
+    assert client.get("/api/v1/annotation/quarantine").json()["results"] == []
     batch_create_from_resolved(min_size=1)
     assert _batched_task_ids() == set(held)
     event = AuditEvent.objects.get(action="quarantine_release")

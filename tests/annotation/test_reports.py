@@ -199,8 +199,9 @@ def test_it_counts_the_remaining_items_up_to_a_cap_and_says_so_on_the_page(
     progress = selectors.annotator_progress(annotator=annotator)
     assert (progress["remaining"], progress["remaining_capped"]) == (3, True)
 
-    # The page leases the next item first: 3 fresh items are left, more than a cap of 2.
-    monkeypatch.setattr(selectors, "REMAINING_CAP", 2)
+    # The page leases the next item and the one after it (pre-fetch): 2 fresh items are left, more
+    # than a cap of 1, plus the one leased ahead, which is still to do.
+    monkeypatch.setattr(selectors, "REMAINING_CAP", 1)
     client = Client()
     client.force_login(annotator)
     assert '<dd id="remaining">2+</dd>' in client.get("/annotate/").content.decode()

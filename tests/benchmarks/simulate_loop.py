@@ -454,10 +454,21 @@ class Simulation:
             outcome = self.review_batch(summary["id"], round_no)
         return outcome
 
+    def _pages(self, url: str) -> list[dict[str, Any]]:
+        """Every row of a paginated list."""
+        rows: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = self.reviewer.get(f"{url}?page={page}")
+            rows += body["results"]
+            if not body.get("next"):
+                return rows
+            page += 1
+
     def review_batch(self, batch_id: int, round_no: int) -> dict[str, Any]:
         detail = self.reviewer.get(f"/api/v1/batches/{batch_id}")
         checks, passed = detail.get("checks"), detail.get("checks_passed")
-        paused = {row["username"] for row in self.reviewer.get("/api/v1/annotation/annotators/paused")}
+        paused = {row["username"] for row in self._pages("/api/v1/annotation/annotators/paused")}
         in_batch = {
             row["username"]: row["annotations"] for row in detail.get("stats", {}).get("annotators", [])
         }

@@ -39,6 +39,9 @@ XSS_TEXT = '<script>window.__xss=1</script> and <img src=x onerror="window.__xss
 @pytest.fixture(autouse=True)
 def _plain_queue(settings: Any) -> None:
     # Every item shows its guess and none is gold, so the order of items is known.
+    # These tests drive the page with one round trip per item (pre-fetch off, as with
+    # ANNOTATION_PREFETCH=0 or when nothing is ahead); test_prefetch.py drives it with pre-fetch on.
+    settings.ANNOTATION_PREFETCH = False
     settings.ANNOTATION_GOLD_RATE = 0.0
     settings.ANNOTATION_BLIND_SHARE = 0.0
     settings.ANNOTATION_OVERLAP = 1

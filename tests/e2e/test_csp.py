@@ -16,6 +16,7 @@ from playwright.sync_api import expect
 from annotation import services
 from annotation.models import Product
 from tests.e2e.conftest import CspWatch
+from training import pipeline
 from training.services import batches as batch_services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -26,7 +27,7 @@ def _plain_queue(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.ANNOTATION_GOLD_RATE = 0.0
     settings.ANNOTATION_BLIND_SHARE = 0.0
     settings.ANNOTATION_OVERLAP = 1
-    monkeypatch.setattr(batch_services, "_enqueue_dataset", lambda run_id: None)  # no worker here
+    monkeypatch.setattr(pipeline, "run_step_send", lambda run_id: None)  # no worker here
 
 
 def _labelled_batch_with_run(annotator: User, reviewer: User) -> tuple[int, int]:

@@ -15,8 +15,8 @@ from playwright.sync_api import expect
 
 from annotation import services
 from annotation.models import AnnotatorStatus, Product
+from training import pipeline
 from training.models import BatchStatus, RetrainBatch, TrainingRun
-from training.services import batches as batch_services
 from training.services.batches import batch_create_from_resolved
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -52,7 +52,7 @@ def _settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.ANNOTATION_GOLD_MIN_SEEN = 2
     settings.ANNOTATION_GOLD_ACCURACY_MIN = 0.6
     settings.ANNOTATION_GOLD_POOL_MIN = 2
-    monkeypatch.setattr(batch_services, "_enqueue_dataset", lambda run_id: None)  # no worker here
+    monkeypatch.setattr(pipeline, "run_step_send", lambda run_id: None)  # no worker here
 
 
 def _products(prefix: str, n: int, *, guess: float = 80.0) -> list[Product]:
@@ -263,7 +263,7 @@ def test_a_run_approved_with_8_bit_shows_its_settings_on_the_leaderboard(
     settings.RETRAIN_RECIPE_OVERRIDES = json.dumps({"train": {"max_steps": 2}})  # a smoke run, not a model
     settings.RETRAIN_REPLAY_SHARE = 0.0
     settings.RETRAIN_EVAL_MAX_ITEMS = 0
-    monkeypatch.setattr(registry, "enqueue_guess", lambda version_id: None)  # no worker here
+    monkeypatch.setattr(pipeline, "guess_send", lambda version_id: None)  # no worker here
     for i in range(6):  # the frozen test split the version is scored on
         Product.objects.create(
             external_id=f"test-{i}", title=f"t{i}", text="A plain thing.", price=40 + i, split="test"

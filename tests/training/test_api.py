@@ -106,10 +106,10 @@ def test_it_rolls_back_for_reviewers_only(versions: list[Any], reviewer: Any, ap
 def test_it_approves_a_batch_into_exactly_one_run(
     reviewer: Any, api_client_user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from training.services import batches
+    from training import pipeline
 
     sent: list[int] = []
-    monkeypatch.setattr(batches, "_enqueue_dataset", sent.append)  # count the broker sends (no worker)
+    monkeypatch.setattr(pipeline, "run_step_send", sent.append)  # count the broker sends (no worker)
     batch = RetrainBatch.objects.create(content_sha256="9" * 64, size=3, stats={"rows": 3})
     client = client_for(reviewer)
     first = client.post(  # no items, so no gold answers: the checks fail and need an override

@@ -1,7 +1,5 @@
 """The audit trail: every decision, made through the API as a reviewer would, leaves one row naming its
 actor and its object; ``/api/v1/audit`` filters and pages them (reviewers only); the Audit page pages.
-
-Not covered here: run retry (being added by another change; its row should join ``DECISIONS``).
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from annotation.models import AnnotatorStatus, Task
 from tests.annotation.queue_helpers import lease, make_products, make_tasks, submit
 from tests.conftest import client_for
 from tests.training.factories import make_version
+from training import pipeline
 from training.models import AuditAction, AuditEvent, RunStage, RunStatus, TrainingRun, VersionStatus
 from training.services import batches as batch_services
 from training.services.registry import _apply_decision
@@ -33,7 +32,7 @@ def _settings(settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     settings.ANNOTATION_BLIND_SHARE = 0.0
     settings.RETRAIN_RECIPE = "tiny"
     settings.RETRAIN_RECIPE_OVERRIDES = ""
-    monkeypatch.setattr(batch_services, "_enqueue_dataset", lambda run_id: None)  # no worker here
+    monkeypatch.setattr(pipeline, "run_step_send", lambda run_id: None)  # no worker here
 
 
 def _ok(response: Any) -> Any:
@@ -89,6 +88,8 @@ def _every_decision(reviewer: User, annotator: User, annotator2: User, tmp_path:
     # run cancel
     _ok(api.post(f"/api/v1/runs/{run['id']}/cancel"))
     objects["run_cancel"] = ("run", str(run["id"]))
+    _ok(api.post(f"/api/v1/runs/{run['id']}/retry"))  # a cancelled run started again (no worker here)
+    objects["run_retry"] = ("run", str(run["id"]))
 
     # promotion (the gate: no person) and rollback
     v1 = make_version(tmp_path, 1, status=VersionStatus.CHAMPION)
@@ -152,7 +153,12 @@ def test_the_audit_api_filters_by_object_and_since_and_refuses_bad_filters(
         r["action"]
         for r in _ok(api.get("/api/v1/audit", {"object_type": "batch", "object_id": batch_id}))["results"]
     ]
-    assert actions == ["batch_approve", "batch_exclude", "batch_create"]
+    assert actions == [
+        "run_retry",
+        "batch_approve",
+        "batch_exclude",
+        "batch_create",
+    ]  # the retry names its batch
     annotator_rows = _ok(api.get("/api/v1/audit", {"object_type": "annotator", "object_id": annotator2.pk}))
     assert {r["action"] for r in annotator_rows["results"]} >= {
         "annotator_pause",

@@ -16,6 +16,7 @@ from django.urls import reverse
 from annotation.models import AnnotatorStatus
 from tests.annotation.queue_helpers import lease, make_tasks, submit
 from tests.conftest import client_for
+from training import pipeline
 from training.models import AuditAction, AuditEvent, BatchItem, RetrainBatch
 from training.services import batches as batch_services
 from training.services.batches import batch_create_from_resolved
@@ -30,7 +31,7 @@ def _settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.ANNOTATION_BLIND_SHARE = 0.0
     settings.RETRAIN_GOLD_ACCURACY_MIN = 0.5
     settings.RETRAIN_OUT_OF_RANGE_MAX_SHARE = 0.0
-    monkeypatch.setattr(batch_services, "_enqueue_dataset", lambda run_id: None)  # no worker here
+    monkeypatch.setattr(pipeline, "run_step_send", lambda run_id: None)  # no worker here
 
 
 def _batch(annotator: User, annotator2: User) -> RetrainBatch:

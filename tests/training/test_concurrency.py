@@ -12,6 +12,7 @@ import pytest
 from django.db import connection, connections
 
 from tests.training.factories import make_version
+from training import pipeline
 from training.models import ModelVersion, RetrainBatch, TrainingRun, VersionStatus
 from training.services import batches as batch_services
 from training.services.registry import version_rollback
@@ -56,7 +57,7 @@ def test_it_creates_one_run_when_two_reviewers_approve_at_once(
     other, _ = user_create_with_role(username="rex", role=Role.REVIEWER, password="x" * 12)
     enqueued: list[int] = []
     # Count the broker sends instead of making them (no worker runs here): exactly one is expected.
-    monkeypatch.setattr(batch_services, "_enqueue_dataset", enqueued.append)
+    monkeypatch.setattr(pipeline, "run_step_send", enqueued.append)
     for attempt in range(5):
         batch = RetrainBatch.objects.create(content_sha256=f"{attempt:064d}", size=0)
         results = _in_threads(

@@ -112,10 +112,10 @@ def test_it_rejects_a_batch_only_with_a_reason(registry: dict[str, Any], reviewe
 def test_it_approves_a_batch_once_and_shows_the_run(
     registry: dict[str, Any], reviewer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from training.services import batches
+    from training import pipeline
 
     sent: list[int] = []
-    monkeypatch.setattr(batches, "_enqueue_dataset", sent.append)  # no worker here: count the sends
+    monkeypatch.setattr(pipeline, "run_step_send", sent.append)  # no worker here: count the sends
     client = _client(reviewer)
     batch = registry["batch"]
     # The registry's batch has no gold answers behind it: its checks fail, so approve with a reason.

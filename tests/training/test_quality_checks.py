@@ -11,8 +11,8 @@ from annotation import services
 from annotation.models import AnnotatorStatus
 from tests.annotation.queue_helpers import lease, make_tasks, submit
 from tests.conftest import client_for
+from training import pipeline
 from training.models import AuditEvent, RetrainBatch, TrainingRun
-from training.services import batches as batch_services
 from training.services.batches import batch_create_from_resolved
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +26,7 @@ def _settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.ANNOTATION_GOLD_ACCURACY_MIN = 0.6
     settings.RETRAIN_GOLD_ACCURACY_MIN = 0.7
     settings.RETRAIN_OUT_OF_RANGE_MAX_SHARE = 0.02
-    monkeypatch.setattr(batch_services, "_enqueue_dataset", lambda run_id: None)  # no worker here
+    monkeypatch.setattr(pipeline, "run_step_send", lambda run_id: None)  # no worker here
 
 
 def _gold_record(user: User, correct: int, seen: int) -> None:

@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from tests.conftest import client_for
 from tests.training.factories import make_version
+from training import pipeline
 from training.models import (
     AuditAction,
     AuditEvent,
@@ -26,7 +27,7 @@ from training.models import (
 )
 from training.recipes import version_predictor_settings
 from training.services import batches as batch_services
-from training.services.registry import evaluation_of_version, split_fingerprint
+from training.services.evaluation import evaluation_of_version, split_fingerprint
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,7 @@ def _settings(settings: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     settings.RETRAIN_RECIPE = "tiny"
     settings.RETRAIN_RECIPE_OVERRIDES = ""
     settings.BASE_MODEL = "no-such-base"  # not loaded: approval only builds the recipe
-    monkeypatch.setattr(batch_services, "_enqueue_dataset", lambda run_id: None)  # no worker here
+    monkeypatch.setattr(pipeline, "run_step_send", lambda run_id: None)  # no worker here
     # Quality checks are another test's business: pass them.
     monkeypatch.setattr(batch_services, "batch_checks", lambda batch: [])
 

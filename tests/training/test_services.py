@@ -22,7 +22,8 @@ from training.models import (
     TrainingRun,
 )
 from training.services.batches import batch_approve, batch_create_from_resolved, batch_reject
-from training.services.runs import dataset_build, run_cancel, run_train, runs_fail_stale
+from training.services.recovery import runs_recover
+from training.services.runs import dataset_build, run_cancel, run_train
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_it_cancels_a_queued_run_at_once(reviewer: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_it_fails_runs_whose_worker_died_and_leaves_waiting_runs_alone() -> None:
+def test_it_fails_a_bootstrap_run_whose_worker_died_and_leaves_waiting_runs_alone() -> None:
     old = timezone.now() - timedelta(hours=1)
     dead = TrainingRun.objects.create(
         recipe_name="tiny", base_model="b", status=RunStatus.RUNNING, stage=RunStage.TRAIN, heartbeat=old
@@ -102,7 +103,7 @@ def test_it_fails_runs_whose_worker_died_and_leaves_waiting_runs_alone() -> None
     waiting = TrainingRun.objects.create(
         recipe_name="tiny", base_model="b", status=RunStatus.RUNNING, stage=RunStage.TRAIN, started=old
     )
-    assert runs_fail_stale(stale_after_s=60) == [dead.pk]
+    assert runs_recover(stale_after_s=60).failed == [dead.pk]
     dead.refresh_from_db()
     waiting.refresh_from_db()
     assert dead.status == RunStatus.FAILED

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,12 +23,15 @@ from annotation.models import (
     Verdict,
 )
 from annotation.quarantine import BLOCKING as QUARANTINE_BLOCKING
+from training import pipeline
 from training.checks import batch_checks
 from training.exceptions import (
     BatchStateError,
+    BrokerUnavailable,
     NotEnoughLabelsError,
     QualityChecksFailed,
     RunSettingsInvalid,
+    RunStateError,
 )
 from training.models import (
     AuditAction,
@@ -42,6 +44,7 @@ from training.models import (
     TrainingRun,
 )
 from training.run_settings import RunSettings, run_settings_check
+from training.services.runs import run_retry
 from training.stats import AnnotationFact, batch_stats
 from webapp.roles import Role, has_role
 
@@ -382,6 +385,10 @@ def batch_approve(
 
     Idempotent and safe under concurrency: the batch row is locked, an approved batch returns its
     existing run, and ``TrainingRun.batch`` is unique, so two reviewers approving at once get one run.
+    Approving a batch whose run failed or was cancelled retries that run (``run_retry``).
+
+    ``BrokerUnavailable`` after the commit: the approval and its run are recorded and the recovery
+    beat sends the run's first step once the broker is back.
     """
     _require_reviewer(reviewer)
     run_settings = run_settings or RunSettings()
@@ -393,6 +400,15 @@ def batch_approve(
     override_reason = (override_reason or "").strip()
     if len(override_reason) > MAX_OVERRIDE_REASON:
         raise BatchStateError(f"the override reason is limited to {MAX_OVERRIDE_REASON} characters.")
+    ended = TrainingRun.objects.filter(
+        batch_id=batch_id, status__in=[RunStatus.FAILED, RunStatus.CANCELLED]
+    ).first()
+    if ended is not None:
+        # Approving again restarts its run: a failed run never locks its batch's labels out of training.
+        try:
+            return run_retry(reviewer=reviewer, run_id=ended.pk)
+        except RunStateError:
+            return TrainingRun.objects.get(pk=ended.pk)  # another reviewer restarted it just now
     try:
         with transaction.atomic():
             batch = RetrainBatch.objects.select_for_update().get(pk=batch_id)
@@ -449,39 +465,17 @@ def batch_approve(
                 },
                 message=override_reason if failed else "",
             )
-            transaction.on_commit(lambda: _enqueue_dataset(run.pk))
+            transaction.on_commit(lambda: pipeline.run_step_send(run.pk))
     except IntegrityError:
         # The other reviewer's transaction created the run first (unique batch): that run is the one.
         return TrainingRun.objects.get(batch_id=batch_id)
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(
+            f"batch {batch_id} is approved and run {run.pk} is recorded, but {exc}; the run starts by "
+            "itself once it is back (GET /healthz shows each component's state)."
+        ) from exc
     logger.info("batch %s approved by %s: run %s queued", batch_id, reviewer, run.pk)
     return run
-
-
-def _enqueue_dataset(run_id: int) -> None:
-    from workers.pipeline import build_dataset
-
-    result = build_dataset.delay(run_id)
-    TrainingRun.objects.filter(pk=run_id, celery_task_id="").update(celery_task_id=result.id or "")
-
-
-def runs_send_unsent(*, older_than_s: int = 120) -> list[int]:
-    """Send the approved runs whose task never reached the broker, and return their ids.
-
-    An approval commits its run, then sends the task; with the broker down the send fails (the API
-    answered 503) and the run would wait forever. Such a run is queued, has a batch and no Celery task
-    id; one younger than ``older_than_s`` may still be in its approval's send, so it is left for the
-    next pass. Sending twice is harmless: ``dataset_build`` claims the run by compare-and-set.
-    """
-    cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    unsent = list(
-        TrainingRun.objects.filter(
-            status=RunStatus.QUEUED, celery_task_id="", batch__isnull=False, created__lt=cutoff
-        ).values_list("pk", flat=True)
-    )
-    for run_id in unsent:
-        logger.warning("run %s was approved but never sent to the broker: sending it now", run_id)
-        _enqueue_dataset(run_id)
-    return unsent
 
 
 def batch_reject(*, reviewer: User, batch_id: int, reason: str) -> RetrainBatch:

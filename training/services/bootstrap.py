@@ -219,6 +219,8 @@ def version_bootstrap_v1(
         raise RunStateError(f"bootstrap training ended {outcome}: {run.error[:500]}")
     run_evaluate_and_gate(run_id=run.pk)
     run.refresh_from_db()
+    if run.status == RunStatus.FAILED:
+        raise RunStateError(f"bootstrap evaluation failed: {run.error}")
     version = run.candidate
     assert version is not None
     version.refresh_from_db()

@@ -1,4 +1,6 @@
-"""The model registry: register verified versions, score them, the promotion gate, rollback.
+"""The model registry: register verified versions, the promotion gate, the champion swap, rollback.
+
+Scoring (evaluations, baselines, charts) is in ``training/services/evaluation.py``.
 
 One champion at every instant: a promotion demotes the old champion and promotes the new one inside
 one transaction, with both rows locked (in primary-key order, so two swaps cannot deadlock), after
@@ -8,12 +10,10 @@ constraint ``one_champion_at_most`` makes the database refuse a second champion 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -25,9 +25,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from annotation.models import PriceFlag, Product, Split
-from training import paths, storage
-from training.engine.artifacts import ArtifactError, tar_digest
+from annotation.models import Product
+from training import paths, pipeline, storage
+from training.engine.artifacts import ArtifactError, read_version, tar_digest
 from training.exceptions import (
     RollbackNeedsOverride,
     RunStateError,
@@ -44,13 +44,12 @@ from training.models import (
     TrainingRun,
     VersionStatus,
 )
-from training.recipes import make_predictor, predictor_settings_of, version_predictor_settings
+from training.recipes import predictor_settings_of
+from training.services.evaluation import baselines_evaluate, evaluation_of_version, test_products
+from training.services.run_log import append_log, failure_cause, run_fail
 from webapp.roles import Role, has_role
 
 logger = logging.getLogger(__name__)
-
-BASELINES = ("training_mean", "tfidf_ridge")
-_EVAL_CHUNK = 256  # products per predictor call; the run's lease is renewed between calls
 
 
 # --- registration ---------------------------------------------------------------------------------
@@ -69,19 +68,21 @@ def version_register(
     exists, so a listed version always has complete files. A folder left by a crashed attempt is
     reused when it verifies and replaced when it does not.
     """
-    from training.engine.artifacts import ArtifactError, read_version, write_version
+    from training.engine.artifacts import ArtifactError, write_version
 
     run = TrainingRun.objects.select_related("parent", "dataset").get(pk=run_id)
     if run.candidate_id is not None:
         return run.candidate  # type: ignore[return-value]
     dest = paths.version_dir(f"run-{run_id}")
     dataset = getattr(run, "dataset", None)
+    revision = run.base_revision or _base_revision(run.base_model)
     manifest = {
-        "base_model": run.base_model,
-        "base_revision": "",
+        # The base named exactly (hub id + commit, or a local folder's name + its manifest's sha256).
+        "base_model": run.base_label,
+        "base_revision": revision,
         "recipe_name": run.recipe_name,
         "method": run.recipe,
-        "recipe": recipe.to_dict(),
+        "recipe": _recipe_without_paths(recipe.to_dict(), base=run.base_label, revision=revision),
         "hyperparameters": run.hyperparameters,
         "dataset": {
             "sha256": dataset.sha256 if dataset else "",
@@ -115,6 +116,7 @@ def version_register(
                 version = ModelVersion.objects.create(
                     number=number,
                     base_model=run.base_model,
+                    base_revision=revision,
                     parent=run.parent,
                     status=VersionStatus.CANDIDATE,
                     artifact_path=name,
@@ -130,165 +132,27 @@ def version_register(
                 if moved != 1:
                     raise RunStateError(f"run {run_id} is no longer training; its version is not registered.")
                 if enqueue_next:
-                    transaction.on_commit(lambda: _enqueue_evaluate(run_id))
+                    transaction.on_commit(lambda: pipeline.run_step_send_quietly(run_id))
             return version
         except IntegrityError:
             time.sleep(0.05)  # another version took this number: take the next one
     raise RunStateError(f"could not allocate a version number for run {run_id}")
 
 
-def _enqueue_evaluate(run_id: int) -> None:
-    from training.services.runs import enqueue_evaluate
-
-    enqueue_evaluate(run_id)
-
-
-# --- evaluation -----------------------------------------------------------------------------------
+def _recipe_without_paths(recipe: dict[str, Any], *, base: str, revision: str) -> dict[str, Any]:
+    """The recipe as the manifest keeps it: its base named as lineage names it, not by a server path."""
+    model = {**recipe.get("model", {}), "base": base, "revision": revision or None}
+    return {**recipe, "model": model}
 
 
-def test_products() -> list[Product]:
-    """The frozen test split with a usable true price, lowest ids first (capped by RETRAIN_EVAL_MAX_ITEMS)."""
-    qs = Product.objects.filter(split=Split.TEST, price__isnull=False, price_flag=PriceFlag.OK).order_by("id")
-    limit = int(settings.RETRAIN_EVAL_MAX_ITEMS)
-    return list(qs[:limit] if limit > 0 else qs)
+def _base_revision(base_model: str) -> str:
+    """For a run whose dataset step did not record it (v1's bootstrap run)."""
+    from training.engine.model_io import BaseModelError, base_ref
 
-
-def split_fingerprint(products: list[Product], predictor: dict[str, Any], extra: str = "") -> str:
-    blob = json.dumps(
-        {
-            "ids": [p.external_id for p in products],
-            "truths": [str(p.price) for p in products],
-            "p": predictor,
-            "x": extra,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _store_evaluation(
-    *,
-    version: ModelVersion | None,
-    baseline: str,
-    fingerprint: str,
-    predictor: dict[str, Any],
-    products: list[Product],
-    guesses: list[float],
-    seconds: float,
-    title: str,
-) -> Evaluation:
-    from training.engine.charts import scatter_chart
-    from training.engine.evaluator import evaluate
-
-    truths = [float(p.price or 0) for p in products]
-    metrics = evaluate(truths, guesses).to_dict()
-    chart = paths.chart_dir() / f"{(version.name if version else baseline)}-{fingerprint[:12]}.png"
     try:
-        scatter_chart(truths, guesses, chart, title=title)
-        chart_path = storage.file_publish(chart)
-    except Exception:
-        logger.exception("scatter chart for %s failed", title)
-        chart_path = ""
-    try:
-        with transaction.atomic():
-            return Evaluation.objects.create(
-                version=version,
-                baseline=baseline,
-                split_fingerprint=fingerprint,
-                predictor_settings=predictor,
-                product_ids=[p.external_id for p in products],
-                truths=truths,
-                guesses=guesses,
-                metrics=metrics,
-                chart_path=chart_path,
-                seconds=seconds,
-            )
-    except IntegrityError:  # a concurrent evaluation of the same thing stored it first
-        if version is not None:
-            return Evaluation.objects.get(version=version, split_fingerprint=fingerprint)
-        return Evaluation.objects.get(version__isnull=True, baseline=baseline, split_fingerprint=fingerprint)
-
-
-def evaluation_of_version(
-    *,
-    version: ModelVersion,
-    products: list[Product],
-    predictor: dict[str, Any] | None = None,
-    on_chunk: Callable[[], None] | None = None,
-) -> Evaluation:
-    """The version's predictions and metrics on ``products``; computed once per split and settings
-    (by default the version's own settings: ``version_predictor_settings``)."""
-    predictor = predictor or version_predictor_settings(version)
-    fingerprint = split_fingerprint(products, predictor)
-    cached = Evaluation.objects.filter(version=version, split_fingerprint=fingerprint).first()
-    if cached is not None:
-        return cached
-    started = time.monotonic()
-    model = make_predictor(
-        base_model=version.base_model,
-        adapter_dir=storage.version_local(version.artifact_path, manifest=version.manifest),
-        predictor=predictor,
-    )
-    guesses: list[float] = []
-    for start in range(0, len(products), _EVAL_CHUNK):
-        chunk = products[start : start + _EVAL_CHUNK]
-        guesses.extend(float(p.price) for p in model.predict([p.text for p in chunk]))
-        if on_chunk is not None:
-            on_chunk()
-    return _store_evaluation(
-        version=version,
-        baseline="",
-        fingerprint=fingerprint,
-        predictor=predictor,
-        products=products,
-        guesses=guesses,
-        seconds=time.monotonic() - started,
-        title=f"{version.name}: guess vs truth",
-    )
-
-
-def baselines_evaluate(*, products: list[Product] | None = None) -> list[Evaluation]:
-    """Training-mean and TF-IDF ridge baselines fitted on the pool's known prices, on the test split."""
-    from training.engine.baselines import mean_baseline, tfidf_ridge
-
-    products = test_products() if products is None else products
-    if not products:
-        return []
-    train = list(
-        Product.objects.filter(split=Split.POOL, price__isnull=False, price_flag=PriceFlag.OK)
-        .order_by("id")
-        .values_list("text", "price")
-    )
-    if not train:
-        return []
-    marker = f"train={len(train)}:{train[-1][1]}"
-    out = []
-    for name in BASELINES:
-        fingerprint = split_fingerprint(products, {"baseline": name}, marker)
-        cached = Evaluation.objects.filter(
-            version__isnull=True, baseline=name, split_fingerprint=fingerprint
-        ).first()
-        if cached is not None:
-            out.append(cached)
-            continue
-        started = time.monotonic()
-        texts = [t for t, _ in train]
-        prices = [float(p or 0) for _, p in train]
-        model = mean_baseline(prices) if name == "training_mean" else tfidf_ridge(texts, prices)
-        guesses = [float(g) for g in model.predict([p.text for p in products])]
-        out.append(
-            _store_evaluation(
-                version=None,
-                baseline=name,
-                fingerprint=fingerprint,
-                predictor={"baseline": name},
-                products=products,
-                guesses=guesses,
-                seconds=time.monotonic() - started,
-                title=f"{model.name}: guess vs truth",
-            )
-        )
-    return out
+        return base_ref(base_model, timeout=float(settings.HUB_TIMEOUT_S)).revision
+    except BaseModelError:
+        return ""
 
 
 # --- the gate and the champion swap ---------------------------------------------------------------
@@ -337,9 +201,8 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
     """Score the candidate and the champion on the test split, apply the gate, promote or reject.
 
     Returns the gate decision (``None`` when there was nothing to do: a redelivery or an ended run).
+    Any error fails the run at once with its cause (the trace goes to the server log).
     """
-    from training.engine.evaluator import compare_paired, gate_decide
-
     # Exclusive like training: a second delivery waits for the first one's lease to lapse.
     now = timezone.now()
     claimed = (
@@ -351,14 +214,22 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
     )
     if not claimed:
         return None
+    try:
+        return _evaluate_and_gate(run_id)
+    except Exception as exc:  # noqa: BLE001 - any error (time limit included) ends the run, named
+        run_fail(run_id=run_id, error=f"evaluation failed: {failure_cause(exc)}", exc_info=exc)
+        return None
+
+
+def _evaluate_and_gate(run_id: int) -> dict[str, Any] | None:
+    from training.engine.evaluator import compare_paired, gate_decide
+
     run = TrainingRun.objects.select_related("candidate").get(pk=run_id)
     candidate = run.candidate
     if candidate is None:
         raise RunStateError(f"run {run_id} is evaluating but has no candidate version")
     products = test_products()
     if not products:
-        from training.services.runs import run_fail
-
         run_fail(run_id=run_id, error="the test split has no product with a price: nothing to score against")
         return None
 
@@ -392,12 +263,8 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
         decision["candidate"] = candidate.name
         decision["candidate_metrics"] = candidate_eval.metrics
         if _apply_decision(run_id=run_id, candidate=candidate, champion=champion, decision=decision):
-            from training.services.runs import _append_log
-
             verdict = "promoted" if decision["promote"] else "rejected"
-            _append_log(
-                run_id, f"gate: {candidate.name} {verdict}; " + "; ".join(decision.get("reasons", []))
-            )
+            append_log(run_id, f"gate: {candidate.name} {verdict}; " + "; ".join(decision.get("reasons", [])))
             _baselines_quietly(products)
             return decision
     raise RunStateError(f"run {run_id}: the champion kept changing during the gate; try again")
@@ -405,10 +272,8 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
 
 def _run_log(run_id: int, what: str, evaluation: Evaluation) -> None:
     """An evaluation line in the run's log: the numbers the gate is about to compare."""
-    from training.services.runs import _append_log
-
     m, p = evaluation.metrics, evaluation.predictor_settings
-    _append_log(
+    append_log(
         run_id,
         f"{what} on {m.get('n')} test items ({p.get('quantization')}, prompt {p.get('prompt_style')}): "
         f"MAE ${m.get('mae', 0):.2f}, RMSLE {m.get('rmsle', 0):.3f}, hits {m.get('hit_rate', 0):.0%}",
@@ -464,7 +329,7 @@ def _apply_decision(
                 message="; ".join(decision.get("reasons", [])),
             )
             if decision["promote"]:
-                transaction.on_commit(lambda: enqueue_guess(candidate.pk))
+                transaction.on_commit(lambda: pipeline.guess_send(candidate.pk))
     except IntegrityError:
         return False  # a concurrent promotion won; decide again against the new champion
     logger.info(
@@ -475,12 +340,6 @@ def _apply_decision(
         champion.name if champion else "none",
     )
     return True
-
-
-def enqueue_guess(version_id: int) -> None:
-    from workers.pipeline import guess_products
-
-    guess_products.delay(version_id=version_id)
 
 
 def version_files_check(version: ModelVersion) -> None:

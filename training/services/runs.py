@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from annotation.models import Product, SeedLabel, Split
-from training import paths, storage
-from training.exceptions import RunStateError
+from training import paths, pipeline, storage
+from training.exceptions import BrokerUnavailable, RunStateError
 from training.models import (
     RUN_FINAL_STATES,
     AuditAction,
@@ -39,33 +38,12 @@ from training.models import (
     VersionStatus,
 )
 from training.recipes import run_recipe
+from training.services.registry import version_register
+from training.services.run_log import append_log as _append_log
+from training.services.run_log import failure_cause, run_fail
+from webapp.roles import Role, has_role
 
 logger = logging.getLogger(__name__)
-
-_LOG_LIMIT = 20_000  # characters of log kept on a run
-
-
-def _append_log(run_id: int, line: str) -> None:
-    stamp = timezone.now().strftime("%H:%M:%S")
-    run = TrainingRun.objects.only("logs").get(pk=run_id)
-    logs = (run.logs + f"[{stamp}] {line}\n")[-_LOG_LIMIT:]
-    TrainingRun.objects.filter(pk=run_id).update(logs=logs)
-
-
-def run_fail(*, run_id: int, error: str) -> bool:
-    """Mark a run failed unless it already ended; returns whether this call ended it."""
-    with transaction.atomic():
-        ended = (
-            TrainingRun.objects.filter(pk=run_id)
-            .exclude(status__in=RUN_FINAL_STATES)
-            .update(status=RunStatus.FAILED, error=error[-5000:], finished=timezone.now())
-        )
-        if ended:
-            AuditEvent.objects.create(action=AuditAction.RUN_FAIL, run_id=run_id, message=error[-2000:])
-    if ended:
-        _append_log(run_id, f"failed: {error.splitlines()[0] if error else ''}")
-        logger.warning("run %s failed: %s", run_id, error.splitlines()[0] if error else "")
-    return bool(ended)
 
 
 def _finish_cancelled(run_id: int) -> bool:
@@ -147,6 +125,9 @@ def _test_ids() -> set[str]:
 def _load_tokenizer(base_model: str) -> Any:
     from transformers import AutoTokenizer
 
+    from training.engine.model_io import base_check
+
+    base_check(base_model, timeout=float(settings.HUB_TIMEOUT_S))  # an unreachable hub id fails in seconds
     return AutoTokenizer.from_pretrained(base_model)
 
 
@@ -156,6 +137,7 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
     Refusals (a test-split product, nothing trainable) fail the run with the engine's message.
     """
     from training.engine.datasets import BUILDERS, EmptyDatasetError, TestSplitLeak, mix_replay
+    from training.engine.model_io import BaseModelError, base_ref
     from training.engine.prompts import COMPLETION_RESERVE
 
     claimed = TrainingRun.objects.filter(pk=run_id, status=RunStatus.QUEUED, cancel_requested=False).update(
@@ -172,6 +154,9 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
         raise RunStateError(f"run {run_id} has no batch; bootstrap runs build their dataset themselves.")
     _append_log(run_id, f"building the {run.recipe} dataset of batch {run.batch_id}")
     try:
+        # The base first: lineage names it exactly, and a base that cannot be used fails the run now.
+        base = base_ref(run.base_model, timeout=float(settings.HUB_TIMEOUT_S))
+        TrainingRun.objects.filter(pk=run_id).update(base_revision=base.revision)
         recipe = run_recipe(
             recipe_name=run.recipe_name,
             method=run.recipe,
@@ -202,8 +187,11 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
             max_prompt_tokens=recipe.train.max_length - COMPLETION_RESERVE,
             style=recipe.model.prompt_style,
         )
-    except (TestSplitLeak, EmptyDatasetError, ValueError) as exc:
+    except (TestSplitLeak, EmptyDatasetError, BaseModelError, ValueError) as exc:
         run_fail(run_id=run_id, error=f"dataset refused: {exc}")
+        return None
+    except Exception as exc:  # noqa: BLE001 - any other cause ends the run at once, named, with its trace logged
+        run_fail(run_id=run_id, error=f"dataset build failed: {type(exc).__name__}: {exc}", exc_info=exc)
         return None
     with transaction.atomic():
         dataset, _ = TrainingDataset.objects.update_or_create(
@@ -222,22 +210,9 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
             pk=run_id, status=RunStatus.RUNNING, stage=RunStage.DATASET
         ).update(stage=RunStage.TRAIN, heartbeat=None)
         if moved:
-            transaction.on_commit(lambda: enqueue_train(run_id))
+            transaction.on_commit(lambda: pipeline.run_step_send_quietly(run_id))
     _append_log(run_id, f"dataset ready: {manifest.rows} rows, sha256 {manifest.sha256[:12]}…")
     return dataset
-
-
-def enqueue_train(run_id: int) -> None:
-    from workers.training import train_run
-
-    result = train_run.delay(run_id)
-    TrainingRun.objects.filter(pk=run_id).update(celery_task_id=result.id or "")
-
-
-def enqueue_evaluate(run_id: int) -> None:
-    from workers.pipeline import evaluate_run
-
-    evaluate_run.delay(run_id)
 
 
 class _Heartbeat:
@@ -287,7 +262,6 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
     ``skipped`` (nothing to do: done or ended), ``cancelled`` or ``failed``.
     """
     from training.engine.trainer import TrainingCancelled, train
-    from training.services.registry import version_register
 
     now = timezone.now()
     lease_cutoff = now - timedelta(seconds=settings.RETRAIN_RUN_LEASE_S)
@@ -370,11 +344,8 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
     except TrainingCancelled:
         _finish_cancelled(run_id)
         return "cancelled"
-    except Exception as exc:  # any error (time limit included) ends the run as failed
-        # The whole trace goes to the worker's log and to the run (reviewers read it); API clients read
-        # its first line only (webapp/visibility.py).
-        logger.exception("run %s failed in training", run_id)
-        run_fail(run_id=run_id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+    except Exception as exc:  # noqa: BLE001 - any error (time limit included) ends the run as failed
+        run_fail(run_id=run_id, error=f"training failed: {failure_cause(exc)}", exc_info=exc)
         return "failed"
     _append_log(
         run_id,
@@ -384,22 +355,62 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
     return "trained"
 
 
-def runs_fail_stale(*, stale_after_s: int | None = None) -> list[int]:
-    """Fail running runs whose worker stopped renewing its lease (it died; e.g. ``kill -9``).
+def run_retry(*, reviewer: User, run_id: int) -> TrainingRun:
+    """Start a failed or cancelled run again from where it stopped (audited).
 
-    Only runs a worker is working on hold a heartbeat; a run waiting in a queue has none and is left alone.
+    A run with a candidate version is evaluated again; one with a dataset trains again, resuming from
+    its last checkpoint; any other builds its dataset again. So a failed run never locks its batch's
+    labels out of training. The automatic retry budget (``RUN_MAX_RETRIES``) starts afresh.
+    ``BrokerUnavailable`` after the commit means the retry is recorded and starts once the broker is back.
     """
-    stale_after_s = settings.RETRAIN_RUN_STALE_S if stale_after_s is None else stale_after_s
-    cutoff = timezone.now() - timedelta(seconds=stale_after_s)
-    stale = list(
-        TrainingRun.objects.filter(status=RunStatus.RUNNING)
-        .filter(heartbeat__lt=cutoff)
-        .values_list("pk", flat=True)
+    if not has_role(reviewer, Role.REVIEWER):
+        raise PermissionError("only reviewers may retry training runs.")
+    try:
+        with transaction.atomic():
+            run = _run_reset_for_retry(reviewer=reviewer, run_id=run_id)
+            transaction.on_commit(lambda: pipeline.run_step_send(run_id))
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(
+            f"the retry of run {run_id} is recorded, but {exc}; it starts by itself once it is back "
+            "(GET /healthz shows each component's state)."
+        ) from exc
+    run.refresh_from_db()
+    return run
+
+
+def _run_reset_for_retry(*, reviewer: User, run_id: int) -> TrainingRun:
+    run = TrainingRun.objects.select_for_update().get(pk=run_id)
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise RunStateError(f"run {run_id} is {run.status}; only a failed or cancelled run can be retried.")
+    if run.batch_id is None:
+        raise RunStateError(
+            f"run {run_id} is the bootstrap run of v1; run `manage.py bootstrap_champion` again instead."
+        )
+    if run.candidate_id is not None:
+        status, stage = RunStatus.RUNNING, RunStage.EVALUATE
+    elif TrainingDataset.objects.filter(run_id=run_id).exists():
+        status, stage = RunStatus.RUNNING, RunStage.TRAIN
+    else:
+        status, stage = RunStatus.QUEUED, RunStage.DATASET
+    previous_error = run.error
+    TrainingRun.objects.filter(pk=run_id).update(
+        status=status,
+        stage=stage,
+        error="",
+        finished=None,
+        cancel_requested=False,
+        heartbeat=None,
+        enqueued_at=None,
+        retries=0,
     )
-    ended = []
-    for run_id in stale:
-        if run_fail(
-            run_id=run_id, error=f"no sign of life from its worker for {stale_after_s} s (worker lost)"
-        ):
-            ended.append(run_id)
-    return ended
+    AuditEvent.objects.create(
+        action=AuditAction.RUN_RETRY,
+        actor=reviewer,
+        run=run,
+        batch_id=run.batch_id,
+        subject=f"run:{run_id}",
+        numbers={"from_status": run.status, "stage": stage},
+        message=f"retried after: {previous_error}" if previous_error else "retried",
+    )
+    _append_log(run_id, f"retried by {reviewer.get_username()} from the {stage} step")
+    return run

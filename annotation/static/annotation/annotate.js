@@ -7,6 +7,13 @@
  * correction that looks like a slip (outside the trainable range, or the codebook's factor away from
  * the shown guess) until the annotator confirms it with y. The server applies the same rules
  * (services.price_unusual) and refuses an unconfirmed one.
+ *
+ * Pre-fetch (ANNOTATION_PREFETCH): the fragment also holds the next item, leased ahead for this
+ * annotator, in <template id="ahead">. Answering an item (a form marked data-advance) shows that next
+ * item at once and sends the answer in the background; the server's reply (the same fragment) makes the
+ * shown item the live one and brings the item after it. A refused answer is shown in #sync-error, naming
+ * the item; if the server still has that item live (a price to confirm, …) it comes back. Every other
+ * action waits for an answer in flight, so an undo always takes back the newest one.
  */
 (function () {
   "use strict";
@@ -14,6 +21,7 @@
   let shownAt = performance.now();
   let rejectMode = false;
   let pendingPrice = null; // the typed correction waiting for its confirmation (y)
+  let inflight = null; // the answer sent in the background (a Promise), until its reply is applied
 
   const $ = (selector) => document.querySelector(selector);
 
@@ -120,6 +128,100 @@
     input.value = digit;
   }
 
+  // The page shows a new item (from the server or from the template ahead): restart the clock and put
+  // focus where the keyboard needs it.
+  function itemShown() {
+    shownAt = performance.now();
+    rejectMode = false;
+    clearConfirmation();
+    announce(""); // a key notice ("no guess to accept", …) was about the item that left
+    // The server refused a correction as unusual (its reason is the notice above): y confirms it.
+    const refused = $("#correct-form[data-unconfirmed]");
+    if (refused) {
+      pendingPrice = $("#id_corrected_price").value;
+      showConfirm("Press y to save it anyway, or change the price.");
+    }
+    // htmx moves the focus to the new element with the old one's id (the price box): the keys would
+    // then type into it. A fresh item starts with nothing focused, unless it asks for it (autofocus).
+    const autofocus = document.querySelector("#workspace [autofocus]");
+    const active = document.activeElement;
+    if (autofocus) autofocus.focus();
+    else if (active instanceof HTMLElement && active.closest("#workspace")) active.blur();
+  }
+
+  function syncError(text) {
+    const box = $("#sync-error");
+    if (!box) return;
+    box.textContent = text;
+    box.hidden = !text;
+  }
+
+  // Show the item ahead now and send ``form`` (the answer to the item that leaves) in the background.
+  // False when the page holds no item ahead: the form then goes the usual way (one round trip).
+  function advance(form) {
+    const workspace = $("#workspace");
+    const ahead = workspace && workspace.querySelector("template#ahead");
+    if (!ahead) return false;
+    const body = new FormData(form);
+    const title = ($("#item-title") || {}).textContent || "the previous item";
+    syncError(""); // the annotator has seen it: they act again
+    const active = document.activeElement;
+    if (active instanceof HTMLElement && active.closest("#workspace")) active.blur();
+    workspace.replaceChildren(ahead.content.cloneNode(true));
+    if (window.htmx) window.htmx.process(workspace);
+    itemShown();
+    inflight = fetch(form.action, { method: "POST", body, headers: { "HX-Request": "true" }, credentials: "same-origin" })
+      .then((response) => {
+        if (!response.ok) throw new Error(`the server answered ${response.status}`);
+        return response.text();
+      })
+      .then((html) => applyReply(html, title))
+      .catch((error) => {
+        syncError(`Your answer on “${title}” was not saved (${error.message}). It is back in your queue.`);
+        if (window.htmx) window.htmx.ajax("GET", workspace.dataset.refresh, { target: "#workspace" });
+      })
+      .finally(() => {
+        inflight = null;
+      });
+    return true;
+  }
+
+  // The reply to an answer sent in the background: the server's fragment.
+  function applyReply(html, title) {
+    const reply = document.createElement("template");
+    reply.innerHTML = html;
+    for (const panel of reply.content.querySelectorAll("[hx-swap-oob]")) {
+      panel.removeAttribute("hx-swap-oob");
+      const old = document.getElementById(panel.id);
+      if (old) old.replaceWith(panel);
+    }
+    const refused = reply.content.querySelector(".flash[data-refused]");
+    if (refused) syncError(`Your answer on “${title}” was not saved: ${refused.textContent}`);
+    const workspace = $("#workspace");
+    const shown = $("#workspace #item");
+    const served = reply.content.querySelector("#item");
+    if (shown && served && served.dataset.assignment === shown.dataset.assignment) {
+      // The item on screen is the live one now: keep it as it is (a price being typed stays) and
+      // take the next item ahead.
+      const old = workspace.querySelector("template#ahead");
+      if (old) old.remove();
+      const ahead = reply.content.querySelector("template#ahead");
+      if (ahead) workspace.append(ahead);
+      // A notice about the saved answer ("flagged: outside …", a check item's true price) stays in view.
+      const notice = reply.content.querySelector(".flash:not([data-refused])");
+      const oldNotice = workspace.querySelector(":scope > .flash");
+      if (oldNotice) oldNotice.remove();
+      if (notice) workspace.prepend(notice);
+      return;
+    }
+    // Something else is current (the refused item is back, a new codebook, nothing left, …): show it.
+    const active = document.activeElement;
+    if (active instanceof HTMLElement && active.closest("#workspace")) active.blur();
+    workspace.replaceChildren(reply.content);
+    if (window.htmx) window.htmx.process(workspace);
+    itemShown();
+  }
+
   function toggleHelp() {
     const help = $("#help");
     if (!help) return;
@@ -198,8 +300,27 @@
           return;
         }
       }
-      const field = form.querySelector && form.querySelector("input[name=seconds_spent]");
+      if (!(form instanceof HTMLFormElement) || !form.closest("#workspace")) return;
+      if (inflight) {
+        // An answer is still on its way: this action waits for it (an undo then takes back that one).
+        event.preventDefault();
+        event.stopImmediatePropagation();
+        const id = form.id;
+        const assignment = form.querySelector("input[name=assignment_id]");
+        const on = assignment ? assignment.value : null;
+        inflight.then(() => {
+          const again = document.getElementById(id);
+          const still = again && again.querySelector("input[name=assignment_id]");
+          if (again && (on === null || (still && still.value === on))) again.requestSubmit();
+        });
+        return;
+      }
+      const field = form.querySelector("input[name=seconds_spent]");
       if (field) field.value = ((performance.now() - shownAt) / 1000).toFixed(3);
+      if (form.hasAttribute("data-advance") && advance(form)) {
+        event.preventDefault();
+        event.stopImmediatePropagation();
+      }
     },
     true,
   );
@@ -222,22 +343,7 @@
   // A new fragment means a new item: restart the clock and put focus where the keyboard needs it.
   document.addEventListener("htmx:afterSwap", (event) => {
     if (!event.target || event.target.id !== "workspace") return;
-    shownAt = performance.now();
-    rejectMode = false;
-    clearConfirmation();
-    announce(""); // a key notice ("no guess to accept", …) was about the item that left
-    // The server refused a correction as unusual (its reason is the notice above): y confirms it.
-    const refused = $("#correct-form[data-unconfirmed]");
-    if (refused) {
-      pendingPrice = $("#id_corrected_price").value;
-      showConfirm("Press y to save it anyway, or change the price.");
-    }
-    // htmx moves the focus to the new element with the old one's id (the price box): the keys would
-    // then type into it. A fresh item starts with nothing focused, unless it asks for it (autofocus).
-    const autofocus = document.querySelector("#workspace [autofocus]");
-    const active = document.activeElement;
-    if (autofocus) autofocus.focus();
-    else if (active instanceof HTMLElement && active.closest("#workspace")) active.blur();
+    itemShown();
   });
 
   // htmx "settles" a swap about 20 ms later by putting back the new fragment's class attributes, which
