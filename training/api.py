@@ -218,7 +218,7 @@ class RunOut(ClientVisibleSerializer):
 
     client_plain = frozenset(
         {"id", "batch_id", "recipe", "recipe_name", "parent", "status", "stage", "cancel_requested"}
-        | {"attempts", "candidate", "created", "started", "finished"}
+        | {"attempts", "retries", "base_revision", "candidate", "created", "started", "finished"}
     )
     client_view = {
         "hyperparameters": public_json,
