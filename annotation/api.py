@@ -35,6 +35,8 @@ from annotation.models import Annotation, Assignment, CodebookVersion, Task, Ver
 from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.pagination import Pagination
 from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
+from webapp.tokens import ApiUserThrottle
+from webapp.visibility import public_export_row, sees_everything
 
 MAX_ID = 2**63 - 1  # larger ids are a 400, not a database error
 
@@ -828,6 +830,7 @@ class ExportApi(AnnotationApi):
     """Every annotation as JSON Lines (default, streamed) or a JSON list, oldest first."""
 
     permission_classes = [IsClientOrReviewer]
+    throttle_classes = [ApiUserThrottle]
 
     class Query(serializers.Serializer):
         class Meta:
@@ -861,13 +864,17 @@ class ExportApi(AnnotationApi):
         query.is_valid(raise_exception=True)
         params = query.validated_data
         since_id = params["since_id"]
+        # Clients read labels, not who made them, how fast, or which items were gold (webapp/visibility.py).
+        shown = (lambda row: row) if sees_everything(request.user) else public_export_row
         if params["output"] == "json":
             limit = min(params.get("limit") or 10_000, 10_000)
-            return Response(list(selectors.annotations_export(since_id=since_id, limit=limit)))
+            return Response(
+                [shown(row) for row in selectors.annotations_export(since_id=since_id, limit=limit)]
+            )
 
         def lines() -> Iterator[str]:
             for row in selectors.annotations_export(since_id=since_id, limit=params.get("limit")):
-                yield json.dumps(row) + "\n"
+                yield json.dumps(shown(row)) + "\n"
 
         response = StreamingHttpResponse(lines(), content_type="application/x-ndjson")
         response["Content-Disposition"] = 'attachment; filename="annotations.jsonl"'

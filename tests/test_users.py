@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -13,14 +14,17 @@ from webapp.roles import Role, has_role
 
 
 @pytest.mark.django_db
-def test_it_creates_a_reviewer_who_can_log_in() -> None:
+def test_it_creates_a_reviewer_who_can_log_in(tmp_path: Path) -> None:
     out = StringIO()
-    call_command("create_user", "rita", "--role", "reviewer", "--password", "s3cret-pass", stdout=out)
+    (tmp_path / "pw").write_text("s3cret-pass-phrase\n")
+    call_command(
+        "create_user", "rita", "--role", "reviewer", "--password-file", str(tmp_path / "pw"), stdout=out
+    )
     user = User.objects.get(username="rita")
     assert has_role(user, Role.REVIEWER)
     assert not has_role(user, Role.ANNOTATOR)
     client = Client()
-    response = client.post("/login/", {"username": "rita", "password": "s3cret-pass"})
+    response = client.post("/login/", {"username": "rita", "password": "s3cret-pass-phrase"})
     assert response.status_code == 302
     assert client.get("/").status_code == 200
 
@@ -51,7 +55,8 @@ def test_it_shows_an_error_for_a_wrong_password(annotator: User) -> None:
 @pytest.mark.django_db
 def test_it_logs_out_with_a_post(annotator: User) -> None:
     client = Client()
-    assert client.login(username=annotator.username, password=PASSWORD)
+    # through the login page: django-axes checks every password login, so it needs the request
+    assert client.post("/login/", {"username": annotator.username, "password": PASSWORD}).status_code == 302
     response = client.post("/logout/")
     assert response.status_code == 302
     assert client.get("/").status_code == 302  # back to the login page

@@ -8,6 +8,7 @@ project's error shape (``TrainingError`` → 409 with its ``code``); a missing o
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,19 @@ from training.services import registry as registry_services
 from training.services import runs as run_services
 from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.roles import IsClientOrReviewer, IsReviewer
+from webapp.tokens import ApiUserThrottle
+from webapp.visibility import (
+    HIDE,
+    ClientVisibleSerializer,
+    one_line_error,
+    public_batch_stats,
+    public_checks,
+    public_json,
+    sees_everything,
+    strip_paths,
+)
+
+log = logging.getLogger(__name__)
 
 
 class Conflict(exceptions.APIException):
@@ -58,7 +72,17 @@ class Conflict(exceptions.APIException):
 
 class TrainingApi(APIView):
     """Base of the registry endpoints. Domain errors (``TrainingError`` → 409 with its code,
-    ``PermissionError`` → 403) become the API's error shape in ``webapp.api.exception_handler``."""
+    ``PermissionError`` → 403) become the API's error shape in ``webapp.api.exception_handler``; each
+    user's requests are throttled (``API_THROTTLE_RATE``)."""
+
+    throttle_classes = [ApiUserThrottle]
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        """``full``: the reader is a reviewer and reads every field (webapp/visibility.py)."""
+        parent = getattr(super(), "get_serializer_context", None)
+        context: dict[str, Any] = parent() if parent is not None else {"request": self.request}
+        context["full"] = sees_everything(self.request.user)
+        return context
 
 
 def _reviewer(request: Request) -> User:
@@ -85,7 +109,7 @@ class MetricsOut(serializers.Serializer):
     mae_ci95 = serializers.ListField(child=serializers.FloatField())
 
 
-class VersionOut(serializers.Serializer):
+class VersionOut(ClientVisibleSerializer):
     name = serializers.CharField()
     number = serializers.IntegerField()
     status = serializers.ChoiceField(choices=VersionStatus.choices)
@@ -99,6 +123,12 @@ class VersionOut(serializers.Serializer):
     promoted_at = serializers.DateTimeField(allow_null=True)
     url = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
+
+    client_plain = frozenset(
+        {"name", "number", "status", "base_revision", "parent", "metrics", "sha256", "size", "created"}
+        | {"promoted_at", "url", "download_url"}
+    )
+    client_view = {"base_model": strip_paths}
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_url(self, obj: ModelVersion) -> str:
@@ -129,6 +159,15 @@ class VersionDetailOut(VersionOut):
         help_text="the training settings it was trained and is scored with: kind, quantization, prompt "
         "style, epochs or max_steps, learning rate, LoRA rank"
     )
+    client_plain = VersionOut.client_plain | {"dataset_fingerprint"}
+    client_view = {
+        **VersionOut.client_view,
+        "hyperparameters": public_json,
+        "manifest": public_json,
+        "lineage": public_json,
+        "gate": public_json,
+        "settings": public_json,
+    }
 
     @extend_schema_field(LineageOut)
     def get_lineage(self, obj: ModelVersion) -> dict[str, Any]:
@@ -153,7 +192,7 @@ class PointOut(serializers.Serializer):
     at = serializers.DateTimeField()
 
 
-class RunOut(serializers.Serializer):
+class RunOut(ClientVisibleSerializer):
     id = serializers.IntegerField()
     batch_id = serializers.IntegerField(allow_null=True)
     recipe = serializers.ChoiceField(choices=Recipe.choices)
@@ -172,34 +211,58 @@ class RunOut(serializers.Serializer):
     candidate = serializers.CharField(source="candidate.name", allow_null=True, default=None)
     gate = serializers.DictField()
     result = serializers.DictField()
-    error = serializers.CharField()
+    error = serializers.CharField(help_text="clients read its one-line summary, reviewers the whole trace")
     created = serializers.DateTimeField()
     started = serializers.DateTimeField(allow_null=True)
     finished = serializers.DateTimeField(allow_null=True)
 
+    client_plain = frozenset(
+        {"id", "batch_id", "recipe", "recipe_name", "parent", "status", "stage", "cancel_requested"}
+        | {"attempts", "retries", "base_revision", "candidate", "created", "started", "finished"}
+    )
+    client_view = {
+        "hyperparameters": public_json,
+        "base_model": strip_paths,
+        "gate": public_json,
+        "result": public_json,
+        "error": one_line_error,  # the summary line; reviewers read the traceback
+    }
+
 
 class RunDetailOut(RunOut):
-    logs = serializers.CharField()
+    logs = serializers.CharField(required=False, help_text="reviewers only")
     points = PointOut(many=True)
 
+    client_plain = RunOut.client_plain | {"points"}
+    client_view = {**RunOut.client_view, "logs": HIDE}
 
-class RunProgressOut(serializers.Serializer):
+
+class RunProgressOut(ClientVisibleSerializer):
     status = serializers.ChoiceField(choices=RunStatus.choices)
     stage = serializers.CharField()
     points = PointOut(many=True)
 
+    client_plain = frozenset({"status", "stage", "points"})
 
-class BatchOut(serializers.Serializer):
+
+class BatchOut(ClientVisibleSerializer):
     id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=BatchStatus.choices)
     recipe = serializers.ChoiceField(choices=Recipe.choices)
     size = serializers.IntegerField()
     content_sha256 = serializers.CharField()
-    reviewer = serializers.CharField(source="reviewer.username", allow_null=True, default=None)
+    reviewer = serializers.CharField(
+        source="reviewer.username", allow_null=True, default=None, help_text="reviewers only"
+    )
     reviewed_at = serializers.DateTimeField(allow_null=True)
     reason = serializers.CharField()
     created = serializers.DateTimeField()
     run_id = serializers.SerializerMethodField()
+
+    client_plain = frozenset(
+        {"id", "status", "recipe", "size", "content_sha256", "reviewed_at", "created", "run_id"}
+    )
+    client_view = {"reviewer": HIDE, "reason": strip_paths}
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_run_id(self, obj: RetrainBatch) -> int | None:
@@ -218,9 +281,12 @@ class QualityCheckOut(serializers.Serializer):
 
 
 class BatchDetailOut(BatchOut):
-    stats = serializers.DictField()
+    stats = serializers.DictField(help_text="clients read no per-annotator table")
     checks = serializers.SerializerMethodField(help_text="quality checks, read live (training/checks.py)")
     checks_passed = serializers.SerializerMethodField(help_text="false: approving needs an override_reason")
+
+    client_plain = BatchOut.client_plain | {"checks_passed"}
+    client_view = {**BatchOut.client_view, "stats": public_batch_stats, "checks": public_checks}
 
     def _checks(self, obj: RetrainBatch) -> list[Any]:
         # Both fields read the same checks: computed once per batch and serializer.
@@ -270,7 +336,7 @@ class VersionDetailApi(TrainingApi):
         version = selectors.version_get(number=number)
         if version is None:
             raise _not_found(f"version v{number}")
-        return Response(VersionDetailOut(version).data)
+        return Response(VersionDetailOut(version, context=self.get_serializer_context()).data)
 
 
 class ChampionApi(TrainingApi):
@@ -286,7 +352,7 @@ class ChampionApi(TrainingApi):
         version = selectors.champion_get()
         if version is None:
             raise _not_found("a champion (no version has been promoted yet)")
-        return Response(VersionDetailOut(version).data)
+        return Response(VersionDetailOut(version, context=self.get_serializer_context()).data)
 
 
 class VersionDownloadApi(TrainingApi):
@@ -343,8 +409,13 @@ class VersionDownloadApi(TrainingApi):
         try:  # files complete and checksums matching in the store, or no download
             info = storage.version_verify(version.artifact_path)
         except (ArtifactError, OSError) as exc:
+            log.warning("download of %s refused: its files fail verification: %s", version.name, exc)
+            # The reason names files on the server: reviewers read it, clients are told where it went.
+            reason = str(exc) if sees_everything(request.user) else "details are in the server log"
             raise Conflict(
-                detail=f"the files of {version.name} fail verification: {exc}", code="artifact_invalid"
+                detail=f"the files of {version.name} fail verification ({reason}); a reviewer can "
+                "roll back to a version whose files verify.",
+                code="artifact_invalid",
             ) from None
         response = StreamingHttpResponse(
             storage.version_stream(version.artifact_path, prefix=version.name, info=info),
@@ -393,7 +464,7 @@ class VersionRollbackApi(TrainingApi):
             reason=data.validated_data["reason"],
             override_reason=data.validated_data["override_reason"],
         )
-        return Response(VersionDetailOut(version).data)
+        return Response(VersionDetailOut(version, context=self.get_serializer_context()).data)
 
 
 # --- runs ---------------------------------------------------------------------------------------------
@@ -429,7 +500,7 @@ class RunDetailApi(TrainingApi):
         responses={200: RunDetailOut, 404: ERROR},
     )
     def get(self, request: Request, run_id: int) -> Response:
-        return Response(RunDetailOut(_run_or_404(run_id)).data)
+        return Response(RunDetailOut(_run_or_404(run_id), context=self.get_serializer_context()).data)
 
 
 class RunProgressQuery(serializers.Serializer):
@@ -455,7 +526,12 @@ class RunProgressApi(TrainingApi):
         after = query.validated_data.get("after_step", -1)
         run = _run_or_404(run_id)
         points = selectors.run_points(run_id=run.pk, after_step=after)
-        return Response(RunProgressOut({"status": run.status, "stage": run.stage, "points": points}).data)
+        return Response(
+            RunProgressOut(
+                {"status": run.status, "stage": run.stage, "points": points},
+                context=self.get_serializer_context(),
+            ).data
+        )
 
 
 class RunCancelApi(TrainingApi):
@@ -471,7 +547,7 @@ class RunCancelApi(TrainingApi):
     def post(self, request: Request, run_id: int) -> Response:
         _run_or_404(run_id)
         run = run_services.run_cancel(reviewer=_reviewer(request), run_id=run_id)
-        return Response(RunOut(run).data)
+        return Response(RunOut(run, context=self.get_serializer_context()).data)
 
 
 class RunRetryApi(TrainingApi):
@@ -529,7 +605,9 @@ class BatchCreateApi(TrainingApi):
             recipe=data.validated_data["recipe"],
             actor=_reviewer(request),
         )
-        return Response(BatchDetailOut(batch).data, status=status.HTTP_201_CREATED)
+        return Response(
+            BatchDetailOut(batch, context=self.get_serializer_context()).data, status=status.HTTP_201_CREATED
+        )
 
 
 def _batch_or_404(batch_id: int) -> RetrainBatch:
@@ -549,7 +627,7 @@ class BatchDetailApi(TrainingApi):
         responses={200: BatchDetailOut, 404: ERROR},
     )
     def get(self, request: Request, batch_id: int) -> Response:
-        return Response(BatchDetailOut(_batch_or_404(batch_id)).data)
+        return Response(BatchDetailOut(_batch_or_404(batch_id), context=self.get_serializer_context()).data)
 
 
 class ApproveIn(serializers.Serializer):
@@ -624,7 +702,7 @@ class BatchApproveApi(TrainingApi):
             override_reason=data.validated_data["override_reason"],
             run_settings=run_settings.run_settings_parse(chosen),
         )
-        return Response(RunOut(run).data)
+        return Response(RunOut(run, context=self.get_serializer_context()).data)
 
 
 class BatchItemOut(serializers.Serializer):
@@ -714,7 +792,7 @@ class BatchExcludeApi(TrainingApi):
             item_ids=data.validated_data["item_ids"],
             reason=data.validated_data["reason"],
         )
-        return Response(BatchDetailOut(batch).data)
+        return Response(BatchDetailOut(batch, context=self.get_serializer_context()).data)
 
 
 class BatchRestoreApi(TrainingApi):
@@ -735,7 +813,7 @@ class BatchRestoreApi(TrainingApi):
         batch = batch_services.batch_items_restore(
             reviewer=_reviewer(request), batch_id=batch_id, item_ids=data.validated_data["item_ids"]
         )
-        return Response(BatchDetailOut(batch).data)
+        return Response(BatchDetailOut(batch, context=self.get_serializer_context()).data)
 
 
 class RejectIn(serializers.Serializer):
@@ -759,7 +837,7 @@ class BatchRejectApi(TrainingApi):
         batch = batch_services.batch_reject(
             reviewer=_reviewer(request), batch_id=batch_id, reason=data.validated_data["reason"]
         )
-        return Response(BatchDetailOut(batch).data)
+        return Response(BatchDetailOut(batch, context=self.get_serializer_context()).data)
 
 
 # --- products import ----------------------------------------------------------------------------------

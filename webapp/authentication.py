@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.utils.translation import gettext_lazy as _
@@ -13,6 +14,7 @@ from rest_framework.authtoken.models import Token
 
 from webapp.rawsql import columns, fetch_one, from_row
 from webapp.roles import Role
+from webapp.tokens import as_aware, token_expired, token_expires
 
 
 def token_key_user(key: str) -> User | None:
@@ -24,7 +26,9 @@ def token_key_user(key: str) -> User | None:
         return None
     values = iter(row)
     user = from_row(User, values)
-    user._priceloop_roles = {role for role, flag in zip(Role, values, strict=True) if flag}  # type: ignore[attr-defined]
+    flags = [next(values) for _role in Role]
+    user._priceloop_roles = {role for role, flag in zip(Role, flags, strict=True) if flag}  # type: ignore[attr-defined]
+    user._priceloop_token_created = next(values)  # type: ignore[attr-defined]
     return user
 
 
@@ -39,6 +43,15 @@ class TokenRolesAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        created = user._priceloop_token_created  # type: ignore[attr-defined]
+        if token_expired(created):
+            expires = token_expires(as_aware(created))
+            raise exceptions.AuthenticationFailed(
+                f"This API token expired on {expires:%Y-%m-%d %H:%M} UTC (API_TOKEN_TTL_DAYS="
+                f"{settings.API_TOKEN_TTL_DAYS}). Ask an operator for a new one: "
+                f"manage.py rotate_token {user.get_username()}.",
+                code="token_expired",
+            )
         return user, key
 
 
@@ -52,6 +65,6 @@ def _token_user_sql(vendor: str) -> str:
         for _role in Role
     )
     return (
-        f"SELECT {columns(User, 'u')}, {role_flags} FROM {Token._meta.db_table} t "  # noqa: S608
+        f"SELECT {columns(User, 'u')}, {role_flags}, t.created FROM {Token._meta.db_table} t "  # noqa: S608
         f"JOIN {users} u ON u.id = t.user_id WHERE t.key = %s"
     )

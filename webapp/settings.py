@@ -7,6 +7,8 @@ filesystem Celery broker under ``PRICELOOP_DATA_DIR``. Point ``DATABASE_URL`` at
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our own static files, no CDN
+    "axes",  # login lockout after repeated wrong passwords (login page and admin)
     "webapp",
     "annotation",
     "training",
@@ -61,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its 429 page
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -99,9 +103,37 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Every password set through PriceLoop (create_user, changepassword, the admin) passes these.
+PASSWORD_MIN_LENGTH = env_int("PASSWORD_MIN_LENGTH", 12)
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": PASSWORD_MIN_LENGTH},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes checks every password login (login page, admin) before Django does: after
+# LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that pair is refused (429,
+# even with the right password) for LOGIN_COOLOFF_MINUTES, or until `manage.py axes_reset_username`
+# when 0. Attempts are kept in the database, so every web process sees the same count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+_cooloff_minutes = env_int("LOGIN_COOLOFF_MINUTES", 15)
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes) if _cooloff_minutes > 0 else None
+# One username from one address: a guesser elsewhere cannot lock a colleague out of every desk.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a right password before the limit starts the count again
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# The address is REMOTE_ADDR, or with TRUSTED_PROXY=1 the one the proxy appended to X-Forwarded-For: a
+# client-written header never decides it (webapp/lockout.py).
+AXES_CLIENT_IP_CALLABLE = "webapp.lockout.client_address"
+if AXES_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured(f"LOGIN_FAILURE_LIMIT={AXES_FAILURE_LIMIT}: use 1 or more wrong passwords.")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -114,6 +146,16 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request when it is missing
+# The default cache holds the API throttles' counts: shared by every web process with redis://…;
+# without it (local memory) each process counts on its own.
+CACHE_URL = env_str("CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 # This process's local artifact folder: the store itself by default; with object storage, where a worker
 # stages what it publishes and caches what it fetches (training/storage.py).
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts"))).resolve()
@@ -204,7 +246,22 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "webapp.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "webapp.api.exception_handler",
+    # No default throttle classes: the registry and export views name theirs (webapp/tokens.py), the
+    # annotators' loop (next/submit) has none.
 }
+# Requests per client or reviewer (per user) on the registry and export endpoints, e.g. 600/minute;
+# "off" turns it off. Counted in the default cache (CACHE_URL).
+API_THROTTLE_RATE = env_str("API_THROTTLE_RATE", "600/minute")
+if API_THROTTLE_RATE != "off" and not re.fullmatch(
+    r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", API_THROTTLE_RATE
+):
+    raise ImproperlyConfigured(
+        f"API_THROTTLE_RATE={API_THROTTLE_RATE!r}: use N/second, N/minute, N/hour, N/day or off."
+    )
+# Days an API token is valid after it was made (manage.py rotate_token makes a new one); 0: forever.
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 0)
+if API_TOKEN_TTL_DAYS < 0:
+    raise ImproperlyConfigured(f"API_TOKEN_TTL_DAYS={API_TOKEN_TTL_DAYS}: use 0 (never expire) or more days.")
 SPECTACULAR_SETTINGS = {
     "TITLE": "PriceLoop API",
     "DESCRIPTION": "Model versions, training runs, batches, products and annotations.",

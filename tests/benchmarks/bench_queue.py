@@ -165,12 +165,12 @@ def setup_people(n: int) -> list[str]:
     from webapp.roles import Role
     from webapp.services import user_create_with_role
 
-    reviewer, _ = user_create_with_role(username="bench-reviewer", role=Role.REVIEWER)
+    reviewer, _ = user_create_with_role(username="bench-reviewer", role=Role.REVIEWER, exist_ok=True)
     services.codebook_publish(author=reviewer, markdown=CODEBOOK)
     tokens = []
     for i in range(n):
         user, token = user_create_with_role(
-            username=f"bench-annotator-{i}", role=Role.ANNOTATOR, with_token=True
+            username=f"bench-annotator-{i}", role=Role.ANNOTATOR, with_token=True, exist_ok=True
         )
         services.codebook_acknowledge(annotator=user, version_number=1)
         tokens.append(token)

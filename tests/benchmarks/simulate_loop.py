@@ -186,7 +186,16 @@ class Simulation:
         """``create_user NAME --role ROLE --token`` for each person, at once (each command boots Django)."""
         procs = {
             name: subprocess.Popen(
-                [sys.executable, "manage.py", "create_user", name, "--role", role, "--token"],
+                [
+                    sys.executable,
+                    "manage.py",
+                    "create_user",
+                    name,
+                    "--role",
+                    role,
+                    "--token",
+                    "--no-password",
+                ],
                 cwd=ROOT,
                 env=self.server.env,
                 stdout=subprocess.PIPE,

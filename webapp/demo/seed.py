@@ -44,7 +44,12 @@ def seed_users() -> dict[str, str]:
     tokens = {}
     for login in DEMO_LOGINS:
         _, token = user_create_with_role(
-            username=login.username, role=login.role, password=login.password, with_token=True
+            username=login.username,
+            role=login.role,
+            password=login.password,
+            with_token=True,
+            exist_ok=True,  # the demo seeds the same data dir again
+            demo_password=True,  # published demo logins, shorter than the validators ask
         )
         tokens[login.username] = token or ""
     return tokens
