@@ -551,18 +551,21 @@ class RunCancelApi(TrainingApi):
 
 
 class RunRetryApi(TrainingApi):
-    """Start a failed or cancelled run again from its last step (a trained run resumes from its last
-    checkpoint); audited. 503 when the broker is down: the retry is recorded and starts by itself."""
-
     permission_classes = [IsReviewer]
 
     @extend_schema(
-        operation_id="runs_retry", request=None, responses={200: RunOut, 404: ERROR, 409: ERROR, 503: ERROR}
+        operation_id="runs_retry",
+        summary="Retry a failed or cancelled run",
+        description="Start a failed or cancelled run again from its last step (a trained run resumes from "
+        "its last checkpoint); audited. A run still going answers 409. 503 when the broker is down: the "
+        "retry is recorded and starts by itself once it is back.",
+        request=None,
+        responses={200: RunOut, 404: ERROR, 409: ERROR, 503: ERROR},
     )
     def post(self, request: Request, run_id: int) -> Response:
         _run_or_404(run_id)
         run = run_services.run_retry(reviewer=_reviewer(request), run_id=run_id)
-        return Response(RunOut(run).data)
+        return Response(RunOut(run, context=self.get_serializer_context()).data)
 
 
 # --- batches ------------------------------------------------------------------------------------------
