@@ -124,6 +124,17 @@ class AnnotationOut(serializers.Serializer):
         return getattr(obj, "gold_feedback", None)
 
 
+class MyAnnotationOut(AnnotationOut):
+    product_title = serializers.CharField(source="task.product.title")
+    editable = serializers.SerializerMethodField(
+        help_text="true while the item is unresolved: POST annotate/annotations/{id} may change it; "
+        "false once it resolved, went to a reviewer or is a check item (final)"
+    )
+
+    def get_editable(self, obj: Annotation) -> bool:
+        return services.annotation_editable(obj)
+
+
 class ProgressOut(serializers.Serializer):
     done_today = serializers.IntegerField()
     remaining = serializers.IntegerField(
@@ -301,10 +312,54 @@ class MyAnnotationsApi(ListApi):
             "Your annotations, newest first (paginated), with the verdict, price, flag and the codebook "
             "version each was made under."
         ),
-        responses={200: AnnotationOut(many=True)},
+        responses={200: MyAnnotationOut(many=True)},
     )
     def get(self, request: Request) -> Response:
-        return self.page_of(selectors.annotations_of(annotator=self.user), AnnotationOut)
+        return self.page_of(selectors.annotations_of(annotator=self.user), MyAnnotationOut)
+
+
+class MyAnnotationEditApi(AnnotationApi):
+    permission_classes = [IsAnnotator]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "AnnotationEditInput"
+
+        verdict = serializers.ChoiceField(choices=Verdict.choices)
+        corrected_price = serializers.DecimalField(
+            max_digits=None, decimal_places=None, required=False, allow_null=True, help_text="for correct"
+        )
+        reason_code = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+        confirm_price = serializers.BooleanField(
+            default=False,
+            help_text="true to save a corrected price that was refused as unusual (as for submit)",
+        )
+
+    @extend_schema(
+        operation_id="annotate_annotation_edit",
+        summary="Change one of your answers",
+        description=(
+            "Replace the verdict, price and reason of one of your own annotations while its item has not "
+            "resolved, with the same checks as a submit (an unusual price needs confirm_price=true). "
+            "409 annotation_final once the item resolved or went to a reviewer; 404 for an id that is "
+            "not yours."
+        ),
+        request=InputSerializer,
+        responses={200: MyAnnotationOut, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    def post(self, request: Request, annotation_id: int) -> Response:
+        if annotation_id > MAX_ID:
+            raise exceptions.NotFound(f"You have no annotation {annotation_id}.")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            annotation = services.annotation_edit(
+                annotator=self.user, annotation_id=annotation_id, **data.validated_data
+            )
+        except Annotation.DoesNotExist:
+            raise exceptions.NotFound(f"You have no annotation {annotation_id}.") from None
+        annotation = selectors.annotations_of(annotator=self.user).get(id=annotation.id)
+        return Response(MyAnnotationOut(annotation).data)
 
 
 class CodebookCurrentApi(AnnotationApi):

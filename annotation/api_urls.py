@@ -14,6 +14,11 @@ urlpatterns = [
     path("annotate/undo", api.UndoApi.as_view(), name="api-annotate-undo"),
     path("annotate/progress", api.ProgressApi.as_view(), name="api-annotate-progress"),
     path("annotate/annotations", api.MyAnnotationsApi.as_view(), name="api-annotate-annotations"),
+    path(
+        "annotate/annotations/<int:annotation_id>",
+        api.MyAnnotationEditApi.as_view(),
+        name="api-annotate-annotation-edit",
+    ),
     path("annotate/codebook", api.CodebookCurrentApi.as_view(), name="api-annotate-codebook"),
     path("annotate/codebook/ack", api.CodebookAckApi.as_view(), name="api-annotate-codebook-ack"),
     # reviewers

@@ -69,3 +69,11 @@ class TaskFull(AnnotationError):  # noqa: N818 - domain names the callers use
 class UndoNotAllowed(AnnotationError):  # noqa: N818 - domain names the callers use
     code = "undo_not_allowed"
     status = 409
+
+
+class AnnotationFinal(AnnotationError):  # noqa: N818 - domain names the callers use
+    """The item this annotation belongs to has its outcome (resolved, sent to adjudication, a check item):
+    the annotation can no longer be changed."""
+
+    code = "annotation_final"
+    status = 409

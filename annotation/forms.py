@@ -65,6 +65,15 @@ class VerdictForm(forms.Form):
         return data
 
 
+class EditForm(forms.Form):
+    """A change to one of the annotator's own answers (the history page)."""
+
+    verdict = forms.ChoiceField(choices=Verdict.choices)
+    corrected_price = PriceField(required=False)
+    reason_code = forms.CharField(required=False, max_length=64)
+    confirm_price = forms.BooleanField(required=False)
+
+
 class AssignmentForm(forms.Form):
     assignment_id = forms.IntegerField(min_value=1)
 

@@ -48,6 +48,8 @@ from annotation.queue import (
 )
 from annotation.submission import (
     PRICE_UNCONFIRMED,
+    annotation_edit,
+    annotation_editable,
     annotation_submit,
     annotation_undo_last,
     annotator_pause,
@@ -59,6 +61,8 @@ from training.models import AuditAction, AuditEvent
 __all__ = [
     "PRICE_UNCONFIRMED",
     "adjudication_resolve",
+    "annotation_edit",
+    "annotation_editable",
     "annotation_submit",
     "annotation_undo_last",
     "annotator_pause",

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from annotation.conf import annotation_config
 from annotation.consensus import CENT, PRICE_MAX, PRICE_MIN, Vote, consensus_decide, price_flag, vote_price
-from annotation.exceptions import AnnotatorPaused, LeaseLost, TaskFull, UndoNotAllowed
+from annotation.exceptions import AnnotationFinal, AnnotatorPaused, LeaseLost, TaskFull, UndoNotAllowed
 from annotation.models import (
     Annotation,
     AnnotatorStatus,
@@ -424,6 +424,57 @@ def annotation_undo_last(*, annotator: User) -> Annotation:
         undone_id = annotation.pk
         annotation.delete()
         annotation.pk = undone_id  # for display: the row itself is gone
+        return annotation
+
+
+def annotation_editable(annotation: Annotation) -> bool:
+    """Whether the annotator may still change this answer: its item is open (not resolved, not waiting
+    for adjudication) and not a check (gold) item, whose answer is scored when given."""
+    return annotation.task.status == TaskStatus.OPEN and not annotation.task.is_gold
+
+
+def annotation_edit(
+    *,
+    annotator: User,
+    annotation_id: int,
+    verdict: str,
+    corrected_price: Any = None,
+    reason_code: str = "",
+    confirm_price: bool = False,
+) -> Annotation:
+    """Change the annotator's own answer while its item has not resolved.
+
+    The same validation as ``annotation_submit`` (verdict, price, the plausibility rule with
+    ``confirm_price``, a reject's reason code against the codebook version the answer was made under).
+    ``Annotation.DoesNotExist`` for an id that is not the annotator's; ``AnnotationFinal`` once the
+    item resolved, went to adjudication, or is a check item. Counts are unchanged: one answer stays one.
+    """
+    with transaction.atomic():
+        annotation = (
+            Annotation.objects.select_related("task__guess", "codebook_version")
+            .select_for_update(of=("self",))
+            .get(id=annotation_id, annotator=annotator)
+        )
+        # The task's row lock orders this edit with the submit that would resolve the item.
+        task = Task.objects.select_for_update(of=("self",)).select_related("guess").get(id=annotation.task_id)
+        annotation.task = task
+        if not annotation_editable(annotation):
+            raise AnnotationFinal(
+                "This item's outcome is settled (resolved or with a reviewer): your answer is final."
+            )
+        price = _validate_verdict(
+            task=task,
+            verdict=verdict,
+            corrected_price=corrected_price,
+            reason_code=reason_code or "",
+            version=annotation.codebook_version,
+            confirm_price=confirm_price,
+        )
+        annotation.verdict = verdict
+        annotation.corrected_price = price
+        annotation.price_flag = price_flag(price) if price is not None else ""
+        annotation.reason_code = reason_code or ""
+        annotation.save(update_fields=["verdict", "corrected_price", "price_flag", "reason_code"])
         return annotation
 
 

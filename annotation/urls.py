@@ -15,6 +15,8 @@ urlpatterns = [
     path("annotate/submit/", views.submit, name="submit"),
     path("annotate/skip/", views.skip, name="skip"),
     path("annotate/undo/", views.undo, name="undo"),
+    path("annotate/history/", views.history, name="history"),
+    path("annotate/history/<int:annotation_id>/", views.history_edit, name="history_edit"),
     path("annotate/acknowledge/", views.acknowledge, name="ack"),
     # reviewers
     path("review/", views.review_home, name="review"),

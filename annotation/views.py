@@ -31,16 +31,18 @@ from annotation.forms import (
     AdjudicationForm,
     AssignmentForm,
     CodebookForm,
+    EditForm,
     VerdictForm,
     first_error,
 )
-from annotation.models import Assignment, PriceFlag, Verdict
+from annotation.models import Annotation, Assignment, PriceFlag, Verdict
 from annotation.page_selectors import codebook_changes_html, codebook_panel, codebook_previous
 from webapp.roles import Role, role_required
 
 annotator_only = role_required(Role.ANNOTATOR)
 reviewer_only = role_required(Role.REVIEWER)
 
+HISTORY_PAGE = 25
 MAX_SECONDS_SPENT = 3600.0  # a form left open over lunch says nothing about effort
 ADJUDICATION_PAGE = 50
 
@@ -256,6 +258,58 @@ def undo(request: HttpRequest) -> HttpResponse:
         return _workspace_response(request, flash=flash, price_value=price)
     what = "accepted the guess" if undone.verdict == Verdict.ACCEPT else f"rejected it ({undone.reason_code})"
     return _workspace_response(request, flash=f"Undone: your last item is back; you had {what}.")
+
+
+@annotator_only
+@require_GET
+def history(request: HttpRequest) -> HttpResponse:
+    """The annotator's own answers, newest first; those whose item is still open can be changed."""
+    rows = selectors.annotations_of(annotator=_user(request)).select_related("task__guess")
+    page = Paginator(rows, HISTORY_PAGE).get_page(request.GET.get("page"))
+    for annotation in page:
+        annotation.editable = services.annotation_editable(annotation)  # type: ignore[attr-defined]
+        version = annotation.codebook_version
+        annotation.reasons = version.reason_codes if version is not None else []  # type: ignore[attr-defined]
+    return render(request, "annotation/history.html", {"page": page, "verdicts": Verdict.choices})
+
+
+@annotator_only
+@require_POST
+def history_edit(request: HttpRequest, annotation_id: int) -> HttpResponse:
+    back = reverse("annotation:history") + (f"?page={request.GET['page']}" if request.GET.get("page") else "")
+    form = EditForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Not changed: {first_error(form)}")
+        return HttpResponseRedirect(back)
+    data = form.cleaned_data
+    try:
+        annotation = services.annotation_edit(
+            annotator=_user(request),
+            annotation_id=annotation_id,
+            verdict=data["verdict"],
+            corrected_price=data.get("corrected_price") if data["verdict"] == Verdict.CORRECT else None,
+            reason_code=(data.get("reason_code") or "") if data["verdict"] == Verdict.REJECT else "",
+            confirm_price=bool(data.get("confirm_price")),
+        )
+    except Annotation.DoesNotExist:
+        raise Http404("You have no such annotation.") from None
+    except ValidationError as exc:
+        reason = _unconfirmed_reason(exc)
+        if reason is not None:
+            messages.error(
+                request, f"Not changed: {reason} If it is right, tick “The price is right” and save."
+            )
+        else:
+            messages.error(request, f"Not changed: {_error_text(exc)}")
+        return HttpResponseRedirect(back)
+    except AnnotationError as exc:
+        messages.error(request, f"Not changed: {_error_text(exc)}")
+        return HttpResponseRedirect(back)
+    price = f" (${annotation.corrected_price:,.2f})" if annotation.corrected_price is not None else ""
+    messages.success(
+        request, f"Changed: “{annotation.task.product.title}” is now {annotation.verdict}{price}."
+    )
+    return HttpResponseRedirect(back)
 
 
 @annotator_only
