@@ -447,9 +447,14 @@ def annotation_edit(
     The same validation as ``annotation_submit`` (verdict, price, the plausibility rule with
     ``confirm_price``, a reject's reason code against the codebook version the answer was made under).
     ``Annotation.DoesNotExist`` for an id that is not the annotator's; ``AnnotationFinal`` once the
-    item resolved, went to adjudication, or is a check item. Counts are unchanged: one answer stays one.
+    item resolved, went to adjudication, or is a check item; ``AnnotatorPaused`` while paused. Counts
+    are unchanged: one answer stays one.
     """
     with transaction.atomic():
+        # As undo: a paused annotator's answers are held for a reviewer (quarantine), not theirs to change.
+        status = annotator_status_locked(annotator=annotator)
+        if status.paused:
+            raise AnnotatorPaused(status.paused_reason)
         annotation = (
             Annotation.objects.select_related("task__guess", "codebook_version")
             .select_for_update(of=("self",))

@@ -12,8 +12,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from annotation import services
-from annotation.exceptions import AnnotationFinal
-from annotation.models import Annotation, PriceFlag, TaskStatus
+from annotation.exceptions import AnnotationFinal, AnnotatorPaused
+from annotation.models import Annotation, PriceFlag, Task, TaskStatus
 from tests.annotation.queue_helpers import lease, make_tasks, submit
 
 pytestmark = pytest.mark.django_db
@@ -131,3 +131,18 @@ def test_history_page_edits_and_shows_final(annotator: User, annotator2: User, c
     assert "Final: the item resolved." in page
     assert "Save" not in page
     assert "Not changed" in client.post(url, {"verdict": "accept"}, follow=True).content.decode()
+
+
+def test_check_items_and_paused_annotators_cannot_change_answers(annotator: User, codebook: None) -> None:
+    gold_answer = _answered(annotator)
+    Task.objects.filter(id=gold_answer.task_id).update(
+        is_gold=True, gold_price=Decimal("50.00")
+    )  # a check item: scored when answered
+    assert not services.annotation_editable(Annotation.objects.select_related("task").get(id=gold_answer.id))
+    with pytest.raises(AnnotationFinal):
+        _edit(annotator, gold_answer, "correct", "50.00")
+    annotation = _answered(annotator)
+    services.annotator_pause(annotator=annotator, reason="Test pause.")
+    with pytest.raises(AnnotatorPaused):
+        _edit(annotator, annotation, "correct", "90.00")
+    assert Annotation.objects.get(id=annotation.id).verdict == "accept"
