@@ -154,6 +154,9 @@ def test_it_serves_a_version_from_the_bucket_and_refuses_one_tampered_there(
     bucket.put_object(Key="versions/v2/adapter_model.bin", Body=pickle.dumps({"weights": 1}))
     refused = client.get("/api/v1/versions/2/download")
     assert refused.status_code == 409
+    assert "details are in the server log" in refused.json()["error"]["message"]  # a client: no file names
+    refused = client_for(reviewer).get("/api/v1/versions/2/download")
+    assert refused.status_code == 409
     assert "adapter_model.bin: pickle-based weights are refused" in refused.json()["error"]["message"]
     rollback = client_for(reviewer).post("/api/v1/versions/2/rollback", {"reason": "drift"}, format="json")
     assert rollback.status_code == 409
@@ -164,9 +167,10 @@ def test_it_serves_a_version_from_the_bucket_and_refuses_one_tampered_there(
     # One flipped byte in v1's weights in the bucket: the checksum check refuses it.
     weights = bucket.Object("versions/v1/adapter_model.safetensors").get()["Body"].read()
     bucket.put_object(Key="versions/v1/adapter_model.safetensors", Body=weights[:-1] + b"\x00")
-    refused = client.get("/api/v1/versions/1/download")
+    refused = client_for(reviewer).get("/api/v1/versions/1/download")
     assert refused.status_code == 409
     assert "does not match the manifest" in refused.json()["error"]["message"]
+    assert client.get("/api/v1/versions/1/download").status_code == 409
 
 
 def _worker_env(s3_env: dict[str, str], root: Path) -> dict[str, str]:
