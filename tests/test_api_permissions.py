@@ -40,6 +40,7 @@ TABLE: dict[str, dict[str, Any]] = {
     "POST annotate/undo": ANNOTATOR_ONLY,
     "GET annotate/progress": ANNOTATOR_ONLY,
     "GET annotate/annotations": ANNOTATOR_ONLY,
+    "POST annotate/annotations/<int:annotation_id>": ANNOTATOR_ONLY,
     "GET annotate/codebook": row(OK, OK, DENY),
     "POST annotate/codebook/ack": ANNOTATOR_ONLY,
     "GET annotation/codebook/versions": REVIEWER_ONLY,
