@@ -755,16 +755,6 @@ class BatchItemsApi(TrainingApi, generics.ListAPIView):
         return selectors.batch_items_filtered(batch=batch, item_filter=item_filter)
 
 
-class ExcludeIn(serializers.Serializer):
-    item_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
-        min_length=1,
-        max_length=100_000,
-        help_text="batch item ids",
-    )
-    reason = serializers.CharField(max_length=2000, help_text="why these items must not be trained on")
-
-
 class RestoreIn(serializers.Serializer):
     item_ids = serializers.ListField(
         child=serializers.IntegerField(min_value=1),
@@ -772,6 +762,10 @@ class RestoreIn(serializers.Serializer):
         max_length=100_000,
         help_text="batch item ids",
     )
+
+
+class ExcludeIn(RestoreIn):
+    reason = serializers.CharField(max_length=2000, help_text="why these items must not be trained on")
 
 
 class BatchExcludeApi(TrainingApi):

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.training.conftest import tiny_base  # noqa: F401 - a fixture: the cached tiny base, for runs
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 5_000

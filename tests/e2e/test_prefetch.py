@@ -128,15 +128,21 @@ def test_it_shows_the_next_item_without_a_round_trip(
     assert not Annotation.objects.filter(task__product=products[ITEMS - 1]).exists()
 
 
-def test_it_names_an_answer_the_server_refused_in_the_background(
-    page: Any, login_as: Any, annotator: User, reviewer: User
-) -> None:
+def _three_items_open(page: Any, login_as: Any, annotator: User, reviewer: User) -> tuple[list[Any], Any]:
+    """Items 0-2 queued, the page open on Item 0 with Item 1 held ahead; the products and the title."""
     _codebook(reviewer, annotator)
     products = _queue(["Item 0", "Item 1", "Item 2"])
     title = page.locator("#item-title")
     _open(page, login_as, annotator)
     expect(title).to_have_text("Item 0")
     page.wait_for_function(AHEAD_READY)
+    return products, title
+
+
+def test_it_names_an_answer_the_server_refused_in_the_background(
+    page: Any, login_as: Any, annotator: User, reviewer: User
+) -> None:
+    products, title = _three_items_open(page, login_as, annotator, reviewer)
     # The lease on Item 0 ran out while the page was open (the expirer took it back).
     Assignment.objects.filter(task__product=products[0]).update(status=AssignmentStatus.EXPIRED)
 
@@ -159,12 +165,7 @@ def test_it_names_an_answer_the_server_refused_in_the_background(
 def test_it_brings_the_item_back_when_its_answer_never_reached_the_server(
     page: Any, login_as: Any, annotator: User, reviewer: User
 ) -> None:
-    _codebook(reviewer, annotator)
-    products = _queue(["Item 0", "Item 1", "Item 2"])
-    title = page.locator("#item-title")
-    _open(page, login_as, annotator)
-    expect(title).to_have_text("Item 0")
-    page.wait_for_function(AHEAD_READY)
+    products, title = _three_items_open(page, login_as, annotator, reviewer)
     page.route("**/annotate/submit/", lambda route: route.abort())  # the network drops the answer
 
     page.keyboard.press("a")

@@ -216,29 +216,6 @@ def test_a_reviewer_excludes_an_annotators_items_and_approves_the_rest(
     expect(page.locator('#audit-table tr[data-action="batch_exclude"]')).to_contain_text(reviewer.username)
 
 
-@pytest.fixture
-def tiny_base_model() -> Any:
-    """The tiny Llama base the training tests build (cached on disk across sessions)."""
-    import hashlib
-    import os
-    import tempfile
-    from pathlib import Path
-
-    from tests.training.conftest import BASE_CATALOGUE, catalogue_rows
-    from training.engine.bootstrap import build_base
-
-    rows = catalogue_rows(*BASE_CATALOGUE)
-    items = [{"text": r["text"], "price": float(r["price"])} for r in rows if r.get("price")]
-    key = hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
-    cache = Path(
-        os.environ.get("PRICELOOP_TEST_CACHE") or Path(tempfile.gettempdir()) / "priceloop-test-cache"
-    )
-    out = cache / f"base-tiny-{key}"
-    if not (out / "config.json").exists():
-        build_base(items, out, size="tiny", seed=0)
-    return out
-
-
 def test_a_run_approved_with_8_bit_shows_its_settings_on_the_leaderboard(
     page: Any,
     login_as: Any,
@@ -247,7 +224,7 @@ def test_a_run_approved_with_8_bit_shows_its_settings_on_the_leaderboard(
     annotator2: User,
     settings: Any,
     tmp_path: Any,
-    tiny_base_model: Any,
+    tiny_base: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import torch
@@ -258,7 +235,7 @@ def test_a_run_approved_with_8_bit_shows_its_settings_on_the_leaderboard(
     torch.set_num_threads(1)
     settings.ANNOTATION_GOLD_RATE = 0.0
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    settings.BASE_MODEL = str(tiny_base_model)
+    settings.BASE_MODEL = str(tiny_base)
     settings.RETRAIN_RECIPE = "tiny"
     settings.RETRAIN_RECIPE_OVERRIDES = json.dumps({"train": {"max_steps": 2}})  # a smoke run, not a model
     settings.RETRAIN_REPLAY_SHARE = 0.0
