@@ -33,6 +33,7 @@ from rest_framework.views import APIView
 from annotation import gold, quarantine, selectors, services
 from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
 from webapp.api import ERROR_SCHEMA as ERROR
+from webapp.api import JSONOnly, serializer_once
 from webapp.pagination import Pagination
 from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
 from webapp.tokens import ApiUserThrottle
@@ -188,6 +189,7 @@ class UndoOut(serializers.Serializer):
 class NextTaskApi(AnnotationApi):
     permission_classes = [IsAnnotator]
     renderer_classes = [JSONRenderer]  # scripts and the page's fetch: no browsable API on the hot path
+    content_negotiation_class = JSONOnly
 
     @extend_schema(
         operation_id="annotate_next",
@@ -205,12 +207,13 @@ class NextTaskApi(AnnotationApi):
         assignment = services.lease_next_task(annotator=self.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(AssignmentOut(assignment).data)
+        return Response(serializer_once(AssignmentOut).to_representation(assignment))
 
 
 class SubmitApi(AnnotationApi):
     permission_classes = [IsAnnotator]
     renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONOnly
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -244,10 +247,9 @@ class SubmitApi(AnnotationApi):
         description="Accept, correct (with a price) or reject (with a codebook reason) your live item.",
     )
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        annotation = services.annotation_submit(annotator=self.user, **data.validated_data)
-        return Response(AnnotationOut(annotation).data)
+        validated = serializer_once(self.InputSerializer).run_validation(request.data)
+        annotation = services.annotation_submit(annotator=self.user, **validated)
+        return Response(serializer_once(AnnotationOut).to_representation(annotation))
 
 
 class AssignmentInput(serializers.Serializer):
