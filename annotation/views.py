@@ -26,6 +26,7 @@ from annotation import gold, quarantine, selectors, services
 from annotation.conf import annotation_config
 from annotation.consensus import PRICE_MAX, PRICE_MIN
 from annotation.exceptions import AnnotationError, AnnotatorPaused, CodebookAckRequired
+from annotation.flags import DEFAULT_FLAG_REASONS
 from annotation.forms import (
     AcknowledgeForm,
     AdjudicationForm,
@@ -115,6 +116,7 @@ def _workspace_context(
     context.update(
         codebook=codebook,
         reasons=codebook.reasons if codebook else [],
+        flag_reasons=codebook.flag_reasons if codebook else DEFAULT_FLAG_REASONS,
         progress=selectors.annotator_progress(annotator=user),
     )
     return context
