@@ -56,8 +56,38 @@ class FlagFilter(django_filters.FilterSet):
         fields = ["state"]
 
 
+class FlagReasonOut(serializers.Serializer):
+    code = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
+
+
+class FlagReasonsOut(serializers.Serializer):
+    codebook_version = serializers.IntegerField(allow_null=True, help_text="null: no codebook yet")
+    default = serializers.BooleanField(help_text="true: the codebook has no Flag reasons section")
+    reasons = FlagReasonOut(many=True)
+
+
 class FlagCreateApi(AnnotationApi):
     permission_classes = [IsAnnotator]
+
+    @extend_schema(
+        operation_id="annotate_flag_reasons",
+        summary="Reasons you may flag an item with",
+        description=(
+            "The flag reasons in force: the current codebook's Flag reasons section, or the default set "
+            "(broken-text, wrong-category, duplicate, other) when it has none or no codebook is published."
+        ),
+        responses={200: FlagReasonsOut},
+    )
+    def get(self, request: Request) -> Response:
+        version = flags.codebook_current()
+        reasons = flags.flag_reasons(version)
+        out = {
+            "codebook_version": version.number if version is not None else None,
+            "default": reasons is flags.DEFAULT_FLAG_REASONS,
+            "reasons": reasons,
+        }
+        return Response(FlagReasonsOut(out).data)
 
     class InputSerializer(serializers.Serializer):
         class Meta:

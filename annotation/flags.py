@@ -57,7 +57,7 @@ def flag_reasons(version: CodebookVersion | None) -> list[dict[str, str]]:
     return DEFAULT_FLAG_REASONS
 
 
-def _current_codebook() -> CodebookVersion | None:
+def codebook_current() -> CodebookVersion | None:
     return CodebookVersion.objects.defer("markdown").order_by("-number").first()
 
 
@@ -84,7 +84,7 @@ def item_flag(*, annotator: User, assignment_id: int, reason_code: str, note: st
         )
         if task_id is None:
             raise LeaseNotFound(f"No assignment {assignment_id} of yours.")
-        version = _current_codebook()
+        version = codebook_current()
         reasons = flag_reasons(version)
         labels = {r["code"]: r["label"] for r in reasons}
         if code not in labels:

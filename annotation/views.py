@@ -26,7 +26,7 @@ from annotation import gold, quarantine, selectors, services
 from annotation.conf import annotation_config
 from annotation.consensus import PRICE_MAX, PRICE_MIN
 from annotation.exceptions import AnnotationError, AnnotatorPaused, CodebookAckRequired
-from annotation.flags import DEFAULT_FLAG_REASONS
+from annotation.flags import DEFAULT_FLAG_REASONS, flags_open_count
 from annotation.forms import (
     AcknowledgeForm,
     AdjudicationForm,
@@ -353,6 +353,7 @@ def review_home(request: HttpRequest) -> HttpResponse:
         "pending_batches": RetrainBatch.objects.filter(status=BatchStatus.PENDING_REVIEW).count(),
         "gold_pool": gold.gold_pool_status(),
         "quarantined": sum(row["held"] for row in quarantine.quarantine_summary()),
+        "flags_open": flags_open_count(),
     }
     return render(request, "annotation/review/home.html", context)
 

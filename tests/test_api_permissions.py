@@ -43,6 +43,7 @@ TABLE: dict[str, dict[str, Any]] = {
     "POST annotate/annotations/<int:annotation_id>": ANNOTATOR_ONLY,
     "GET annotate/codebook": row(OK, OK, DENY),
     "POST annotate/codebook/ack": ANNOTATOR_ONLY,
+    "GET annotate/flag": row(200, DENY, DENY),
     "POST annotate/flag": row(400, DENY, DENY),  # an empty body names its fields
     "GET annotation/codebook/versions": REVIEWER_ONLY,
     "POST annotation/codebook/versions": REVIEWER_ONLY,
