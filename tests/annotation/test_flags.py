@@ -280,3 +280,21 @@ def test_the_flagged_page_shows_open_flags_and_decides(annotator: User, reviewer
     assert "No open flags." in text
     task.refresh_from_db()
     assert task.status == TaskStatus.DROPPED
+
+
+def test_a_dropped_quarantine_withdraws_its_vote_from_a_flagged_item_which_stays_flagged(
+    annotator: User, annotator2: User, reviewer: User
+) -> None:
+    (task,) = make_tasks(1, overlap=2)
+    submit(annotator2, lease(annotator2), "correct", "999")
+    flag = _flag(annotator, lease(annotator))
+    services.annotator_pause(annotator=annotator2, reason="wild prices.")
+
+    response = client_for(reviewer).post(f"/api/v1/annotation/annotators/{annotator2.id}/quarantine/drop")
+
+    assert response.json()["withdrawn"] == 1
+    task.refresh_from_db()
+    assert (task.status, task.completed_count, task.claimed_count) == (TaskStatus.FLAGGED, 0, 0)
+    flag_decide(reviewer=reviewer, flag_id=flag.id, action="requeue")
+    task.refresh_from_db()
+    assert (task.status, task.completed_count) == (TaskStatus.OPEN, 0)
