@@ -298,3 +298,28 @@ def test_a_dropped_quarantine_withdraws_its_vote_from_a_flagged_item_which_stays
     flag_decide(reviewer=reviewer, flag_id=flag.id, action="requeue")
     task.refresh_from_db()
     assert (task.status, task.completed_count) == (TaskStatus.OPEN, 0)
+
+
+def test_the_annotate_page_flags_and_shows_the_next_item(annotator: User) -> None:
+    first, second = make_tasks(2)
+    client = client_for(annotator)
+    page = client.get("/annotate/").content.decode()
+    assert 'id="flag-form"' in page
+    assert "the category does not match the product" in page  # a default reason, numbered for f
+    live = Assignment.objects.get(annotator=annotator, status="live")
+
+    refused = client.post(
+        "/annotate/flag/", {"assignment_id": live.id, "reason_code": "nope"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert "&#x27;nope&#x27; is not a flag reason of the default flag reasons" in refused
+    assert 'data-refused="true"' in refused
+
+    answer = client.post(
+        "/annotate/flag/",
+        {"assignment_id": live.id, "reason_code": "wrong-category", "note": "a sofa"},
+        HTTP_HX_REQUEST="true",
+    ).content.decode()
+    assert "Flagged (wrong-category)" in answer
+    assert second.product.title in answer
+    assert first.product.title not in answer
+    assert ItemFlag.objects.get().note == "a sofa"
