@@ -323,3 +323,18 @@ def test_the_annotate_page_flags_and_shows_the_next_item(annotator: User) -> Non
     assert second.product.title in answer
     assert first.product.title not in answer
     assert ItemFlag.objects.get().note == "a sofa"
+
+
+def test_the_codebook_pages_show_the_flag_reasons(reviewer: User) -> None:
+    client = client_for(reviewer)
+    response = client.post("/review/codebook/", {"markdown": CODEBOOK}, follow=True)
+    assert "Published codebook v1 with 2 reason code(s) and 2 flag reason(s)" in response.content.decode()
+    page = client.get("/review/codebook/v1/").content.decode()
+    assert "<code>wrong-category</code> — the category does not match" in page
+    response = client.post(
+        "/review/codebook/",
+        {"markdown": "# Rules\n\n## Reject reasons\n- `bundle`: x\n", "change_note": "n"},
+        follow=True,
+    )
+    assert "1 reason code(s) and the default flag reasons" in response.content.decode()
+    assert "annotators flag with the defaults" in client.get("/review/codebook/v2/").content.decode()
