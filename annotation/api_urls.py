@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotation import api
+from annotation import api, flag_api
 
 urlpatterns = [
     # annotators
@@ -19,6 +19,7 @@ urlpatterns = [
         api.MyAnnotationEditApi.as_view(),
         name="api-annotate-annotation-edit",
     ),
+    path("annotate/flag", flag_api.FlagCreateApi.as_view(), name="api-annotate-flag"),
     path("annotate/codebook", api.CodebookCurrentApi.as_view(), name="api-annotate-codebook"),
     path("annotate/codebook/ack", api.CodebookAckApi.as_view(), name="api-annotate-codebook-ack"),
     # reviewers
@@ -49,6 +50,8 @@ urlpatterns = [
     path("annotation/blind-vs-shown", api.BlindVsShownApi.as_view(), name="api-annotation-blind-vs-shown"),
     path("annotation/queue", api.QueueStatsApi.as_view(), name="api-annotation-queue"),
     path("gold", api.GoldApi.as_view(), name="api-gold"),
+    path("flags", flag_api.FlagListApi.as_view(), name="api-flags"),
+    path("flags/<int:flag_id>/decide", flag_api.FlagDecideApi.as_view(), name="api-flag-decide"),
     # clients and reviewers
     path("annotations/export", api.ExportApi.as_view(), name="api-annotations-export"),
 ]

@@ -1,11 +1,16 @@
 """Codebook text: reason codes parsed from the markdown, sanitized rendering, diffs. Pure functions.
 
-Reason codes are the bullet items of the first section whose heading mentions "reason", written as
-``- code: what it means`` (code: lowercase letters, digits, ``-`` or ``_``; backticks allowed)::
+Reject reasons are the bullet items of the first section whose heading mentions "reason" but not "flag";
+flag reasons (an item sent to reviewers, ``annotation/flags.py``) those of the first section whose heading
+mentions "flag". Both are written as ``- code: what it means`` (code: lowercase letters, digits, ``-`` or
+``_``; backticks allowed)::
 
     ## Reject reasons
     - `not-a-product`: the text describes no sellable item
     - bundle: several items, no single price
+
+    ## Flag reasons
+    - `broken-text`: the text is cut off, garbled or not about one product
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import difflib
 import html
 import re
+from collections.abc import Callable
 
 import markdown as md
 import nh3
@@ -26,7 +32,8 @@ ALLOWED_TAGS = {
 }  # fmt: skip
 
 
-def reason_codes_parse(markdown_text: str) -> list[dict[str, str]]:
+def _section_codes(markdown_text: str, wanted: Callable[[str], bool]) -> list[dict[str, str]]:
+    """The ``- code: label`` items of the first section whose heading (lower-cased) is ``wanted``."""
     codes: list[dict[str, str]] = []
     in_section, level = False, 0
     for line in markdown_text.splitlines():
@@ -34,7 +41,7 @@ def reason_codes_parse(markdown_text: str) -> list[dict[str, str]]:
         if heading:
             if in_section and len(heading.group(1)) <= level:
                 break
-            if not in_section and "reason" in heading.group(2).lower():
+            if not in_section and wanted(heading.group(2).lower()):
                 in_section, level = True, len(heading.group(1))
             continue
         if in_section:
@@ -42,6 +49,16 @@ def reason_codes_parse(markdown_text: str) -> list[dict[str, str]]:
             if item and item.group(1) not in {c["code"] for c in codes}:
                 codes.append({"code": item.group(1), "label": item.group(2)})
     return codes
+
+
+def reason_codes_parse(markdown_text: str) -> list[dict[str, str]]:
+    """The reject reasons (a section whose heading mentions "reason", not "flag")."""
+    return _section_codes(markdown_text, lambda heading: "reason" in heading and "flag" not in heading)
+
+
+def flag_codes_parse(markdown_text: str) -> list[dict[str, str]]:
+    """The flag reasons (a section whose heading mentions "flag"); empty when the codebook has none."""
+    return _section_codes(markdown_text, lambda heading: "flag" in heading)
 
 
 def markdown_render(markdown_text: str) -> str:

@@ -77,3 +77,10 @@ class AnnotationFinal(AnnotationError):  # noqa: N818 - domain names the callers
 
     code = "annotation_final"
     status = 409
+
+
+class FlagDecided(AnnotationError):  # noqa: N818 - domain names the callers use
+    """A reviewer already decided on this flag (returned the item to the queue or dropped it)."""
+
+    code = "flag_decided"
+    status = 409

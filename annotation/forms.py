@@ -78,6 +78,21 @@ class AssignmentForm(forms.Form):
     assignment_id = forms.IntegerField(min_value=1)
 
 
+class FlagForm(forms.Form):
+    """A flag from the annotator page: the live item goes to the reviewers (annotation/flags.py)."""
+
+    assignment_id = forms.IntegerField(min_value=1)
+    reason_code = forms.CharField(
+        max_length=64,
+        error_messages={"required": "A flag needs a reason: press f, then the reason's number."},
+    )
+    note = forms.CharField(required=False, max_length=500)
+
+
+class FlagDecisionForm(forms.Form):
+    action = forms.ChoiceField(choices=[("requeue", "Return to queue"), ("drop", "Drop item")])
+
+
 class AcknowledgeForm(forms.Form):
     version_number = forms.IntegerField(min_value=1)
 

@@ -91,6 +91,10 @@ class TaskStatus(models.TextChoices):
     OPEN = "open"
     RESOLVED = "resolved"
     NEEDS_ADJUDICATION = "needs_adjudication"
+    # An annotator flagged the item (annotation/flags.py): out of every queue, no further answers, until a
+    # reviewer returns it (open again) or drops it (never labelled nor batched).
+    FLAGGED = "flagged"
+    DROPPED = "dropped"
 
 
 class Task(models.Model):
@@ -167,6 +171,9 @@ class AssignmentStatus(models.TextChoices):
     # Leased for the annotator as the item after their live one (the page's pre-fetch): claimed, with a
     # TTL, like a live lease; the next "next" makes it live. At most one per annotator.
     AHEAD = "ahead"
+    # The annotator flagged the item for a reviewer (annotation/flags.py): the lease ended there; the item
+    # never comes back to them.
+    FLAGGED = "flagged"
 
 
 # A lease that holds its task's claim until it is done, given back or expires.
@@ -225,7 +232,14 @@ class CodebookVersion(models.Model):
 
     number = models.PositiveIntegerField(unique=True)
     markdown = models.TextField()
-    reason_codes = models.JSONField(default=list, blank=True, help_text='[{"code": ..., "label": ...}, …]')
+    reason_codes = models.JSONField(
+        default=list, blank=True, help_text='reject reasons: [{"code": ..., "label": ...}, …]'
+    )
+    flag_codes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='flag reasons ("## Flag reasons"): [{"code": ..., "label": ...}, …]; empty: the defaults',
+    )
     author = models.ForeignKey(
         "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="codebook_versions"
     )
@@ -387,3 +401,45 @@ class QuarantinedAnnotation(models.Model):
 
     def __str__(self) -> str:
         return f"annotation {self.annotation_id} of user {self.annotator_id} ({self.state})"
+
+
+class FlagState(models.TextChoices):
+    OPEN = "open", "open: out of every queue until a reviewer decides"
+    REQUEUED = "requeued", "returned to the queue by a reviewer"
+    DROPPED = "dropped", "dropped by a reviewer: never labelled nor batched"
+
+
+class ItemFlag(models.Model):
+    """An annotator's report that an item cannot be labelled as it stands (broken text, wrong category…).
+
+    Not an annotation: no label, not counted toward overlap, gold or quality. While ``open`` its task is
+    ``flagged`` (served to nobody, no answer accepted); a reviewer returns it to the queue or drops it.
+    """
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="flags")
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="flag")
+    annotator = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="item_flags")
+    reason_code = models.CharField(max_length=64)
+    reason_label = models.CharField(max_length=300, help_text="the reason's text when it was flagged")
+    note = models.CharField(max_length=500, blank=True)
+    codebook_version = models.ForeignKey(
+        CodebookVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="flags"
+    )
+    state = models.CharField(max_length=16, choices=FlagState.choices, default=FlagState.OPEN)
+    created = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task"], condition=models.Q(state="open"), name="item_flag_one_open_per_task"
+            )
+        ]
+        indexes = [models.Index(fields=["state", "id"], name="item_flag_state")]
+
+    def __str__(self) -> str:
+        return f"flag {self.reason_code} on task {self.task_id} by user {self.annotator_id} ({self.state})"

@@ -9,6 +9,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from annotation import selectors
 from annotation.codebook import markdown_changes_html, markdown_diff_html
+from annotation.flags import flag_reasons
 from annotation.models import CodebookAck, CodebookVersion
 
 MAX_REASON_KEYS = 9  # reasons are chosen with the digit keys 1-9
@@ -22,6 +23,7 @@ class CodebookPanel:
     changes_html: SafeString | None  # escaped, readable changes since previous_number; None: nothing before
     reasons: list[dict[str, str]] = field(default_factory=list)
     notes: list[dict[str, str]] = field(default_factory=list)  # change notes of the versions since then
+    flag_reasons: list[dict[str, str]] = field(default_factory=list)  # the codebook's, or the defaults
 
 
 def codebook_previous(version: CodebookVersion) -> CodebookVersion | None:
@@ -86,4 +88,5 @@ def codebook_panel(
         reasons=[
             {"code": str(r["code"]), "label": str(r["label"])} for r in version.reason_codes[:MAX_REASON_KEYS]
         ],
+        flag_reasons=flag_reasons(version)[:MAX_REASON_KEYS],
     )

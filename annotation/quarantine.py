@@ -120,7 +120,7 @@ def quarantine_release(*, reviewer: User, annotator: User) -> QuarantineDecision
 
 def _withdraw_from_unresolved(*, annotator: User, task_ids: list[int]) -> int:
     """Take the annotator's annotations off items not resolved yet (waiting for their other annotators,
-    or sent to adjudication by the disagreement they caused); the number withdrawn.
+    sent to adjudication by the disagreement they caused, or flagged for a reviewer); the number withdrawn.
 
     Each item then needs one annotation more and goes back to the queue (status open), as if the
     annotator had never answered it: their vote must not decide the label. The lease row goes with
@@ -131,12 +131,12 @@ def _withdraw_from_unresolved(*, annotator: User, task_ids: list[int]) -> int:
         .filter(
             id__in=task_ids,
             is_gold=False,
-            status__in=(TaskStatus.OPEN, TaskStatus.NEEDS_ADJUDICATION),
+            status__in=(TaskStatus.OPEN, TaskStatus.NEEDS_ADJUDICATION, TaskStatus.FLAGGED),
         )
-        .values_list("id", flat=True)
+        .values_list("id", "status")
     )
     withdrawn = 0
-    for task_id in unresolved:
+    for task_id, status in unresolved:
         deleted = (
             Assignment.objects.filter(task_id=task_id, annotator=annotator, annotation__isnull=False)
             .delete()[1]
@@ -147,7 +147,8 @@ def _withdraw_from_unresolved(*, annotator: User, task_ids: list[int]) -> int:
             Task.objects.filter(id=task_id, completed_count__gte=1, claimed_count__gte=1).update(
                 completed_count=F("completed_count") - 1,
                 claimed_count=F("claimed_count") - 1,
-                status=TaskStatus.OPEN,
+                # A flagged item stays with the reviewers (annotation/flags.py); the vote goes all the same.
+                status=TaskStatus.FLAGGED if status == TaskStatus.FLAGGED else TaskStatus.OPEN,
                 resolved_at=None,
             )
             withdrawn += 1

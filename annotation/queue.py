@@ -56,7 +56,8 @@ _TASK_DEFERRED = ("product__extra", "guess__topk")
 def codebook_unacknowledged(*, annotator: User) -> CodebookVersion | None:
     """The current codebook version if ``annotator`` has not acknowledged it yet (one query)."""
     current = (
-        CodebookVersion.objects.defer("markdown", "reason_codes")  # read on every next: keep it small
+        # Read on every next: keep it small.
+        CodebookVersion.objects.defer("markdown", "reason_codes", "flag_codes")
         .annotate(acked=Exists(CodebookAck.objects.filter(annotator=annotator, version=OuterRef("pk"))))
         .order_by("-number")
         .first()

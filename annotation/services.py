@@ -19,7 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.codebook import reason_codes_parse
+from annotation.codebook import flag_codes_parse, reason_codes_parse
 from annotation.conf import AnnotationConfig, annotation_config
 from annotation.consensus import price_flag
 from annotation.exceptions import TaskFull
@@ -239,6 +239,9 @@ def codebook_publish(*, author: User, markdown: str, change_note: str = "") -> C
             {"change_note": [f"The change note is limited to {MAX_CHANGE_NOTE_CHARS} characters."]}
         )
     codes = reason_codes_parse(text)
+    flag_codes = flag_codes_parse(
+        text
+    )  # none: annotators flag with the default reasons (annotation/flags.py)
     for _attempt in range(5):
         try:
             with transaction.atomic():
@@ -265,6 +268,7 @@ def codebook_publish(*, author: User, markdown: str, change_note: str = "") -> C
                     number=number,
                     markdown=text,
                     reason_codes=codes,
+                    flag_codes=flag_codes,
                     author=author,
                     change_note=note or "first version",
                 )
@@ -275,6 +279,7 @@ def codebook_publish(*, author: User, markdown: str, change_note: str = "") -> C
                     numbers={
                         "number": number,
                         "reason_codes": len(codes),
+                        "flag_codes": len(flag_codes),
                         "previous": current.number if current else None,
                     },
                     message=version.change_note,

@@ -29,6 +29,7 @@ from annotation.models import (
     Assignment,
     AssignmentStatus,
     CodebookVersion,
+    ItemFlag,
     ResolutionMethod,
     ResolvedLabel,
     Task,
@@ -386,11 +387,21 @@ def annotation_undo_last(*, annotator: User) -> Annotation:
             .order_by("-created", "-id")
             .first()
         )
+        flagged = ItemFlag.objects.filter(annotator=annotator).order_by("-created").values("created")[:1]
+        if any(annotation is None or row["created"] > annotation.created for row in flagged):
+            # Undo takes back the last action; a flag is the reviewers' to decide, not undone here.
+            raise UndoNotAllowed(
+                "Your last action was a flag: a reviewer decides on it, it cannot be undone."
+            )
         if annotation is None:
             raise UndoNotAllowed("You have no annotation to undo.")
         if now - annotation.created > timedelta(seconds=cfg.undo_window_s):
             raise UndoNotAllowed(f"Your last annotation is older than the {cfg.undo_window_s} s undo window.")
         task = Task.objects.select_for_update().get(id=annotation.task_id)
+        if task.status in (TaskStatus.FLAGGED, TaskStatus.DROPPED):
+            raise UndoNotAllowed(
+                "Your last item was flagged for a reviewer meanwhile: your answer stays until they decide."
+            )
         if task.status == TaskStatus.RESOLVED and not task.is_gold:
             label = ResolvedLabel.objects.filter(task=task).first()
             if label is not None and (label.method == ResolutionMethod.ADJUDICATED or label_in_use(label)):

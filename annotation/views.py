@@ -26,6 +26,7 @@ from annotation import gold, quarantine, selectors, services
 from annotation.conf import annotation_config
 from annotation.consensus import PRICE_MAX, PRICE_MIN
 from annotation.exceptions import AnnotationError, AnnotatorPaused, CodebookAckRequired
+from annotation.flags import DEFAULT_FLAG_REASONS, flags_open_count
 from annotation.forms import (
     AcknowledgeForm,
     AdjudicationForm,
@@ -115,6 +116,7 @@ def _workspace_context(
     context.update(
         codebook=codebook,
         reasons=codebook.reasons if codebook else [],
+        flag_reasons=codebook.flag_reasons if codebook else DEFAULT_FLAG_REASONS,
         progress=selectors.annotator_progress(annotator=user),
     )
     return context
@@ -336,6 +338,12 @@ Accept the guess when it is within 10% of the price you would put on the product
 - `not-a-product`: the text describes no sellable item
 - `bundle`: several items, no single price
 - `unclear`: the text does not say enough to price it
+
+## Flag reasons
+- `broken-text`: the text is cut off, garbled or mixes several products
+- `wrong-category`: the category does not match the product
+- `duplicate`: the same product appears as another item
+- `other`: something else a reviewer should see (say what in the note)
 """
 
 
@@ -351,6 +359,7 @@ def review_home(request: HttpRequest) -> HttpResponse:
         "pending_batches": RetrainBatch.objects.filter(status=BatchStatus.PENDING_REVIEW).count(),
         "gold_pool": gold.gold_pool_status(),
         "quarantined": sum(row["held"] for row in quarantine.quarantine_summary()),
+        "flags_open": flags_open_count(),
     }
     return render(request, "annotation/review/home.html", context)
 
@@ -372,10 +381,12 @@ def codebook_edit(request: HttpRequest) -> HttpResponse:
                 for field, errors in exc.message_dict.items():
                     form.add_error(field if field in form.fields else "markdown", errors)
             else:
+                n_reasons, n_flags = len(version.reason_codes), len(version.flag_codes)
+                flag_reasons = f"{n_flags} flag reason(s)" if n_flags else "the default flag reasons"
                 messages.success(
                     request,
-                    f"Published codebook v{version.number} with {len(version.reason_codes)} reason code(s); "
-                    "annotators acknowledge it before their next item.",
+                    f"Published codebook v{version.number} with {n_reasons} reason code(s) and "
+                    f"{flag_reasons}; annotators acknowledge it before their next item.",
                 )
                 return redirect("annotation:codebook")
     else:

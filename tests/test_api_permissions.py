@@ -43,6 +43,8 @@ TABLE: dict[str, dict[str, Any]] = {
     "POST annotate/annotations/<int:annotation_id>": ANNOTATOR_ONLY,
     "GET annotate/codebook": row(OK, OK, DENY),
     "POST annotate/codebook/ack": ANNOTATOR_ONLY,
+    "GET annotate/flag": row(200, DENY, DENY),
+    "POST annotate/flag": row(400, DENY, DENY),  # an empty body names its fields
     "GET annotation/codebook/versions": REVIEWER_ONLY,
     "POST annotation/codebook/versions": REVIEWER_ONLY,
     "GET annotation/codebook/diff": row(OK, OK, DENY),
@@ -58,6 +60,8 @@ TABLE: dict[str, dict[str, Any]] = {
     "GET annotation/queue": REVIEWER_ONLY,
     "GET gold": row(DENY, 200, DENY),
     "POST gold": row(DENY, 400, DENY),  # an empty body is not a gold item
+    "GET flags": row(DENY, 200, DENY),
+    "POST flags/<int:flag_id>/decide": row(DENY, 400, DENY),  # the action is checked first
     "GET annotations/export": READERS,
     # model registry (training/api.py): exact statuses on an empty database
     "GET versions": row(DENY, 200, 200),

@@ -71,6 +71,28 @@ WAIVED_POSITIVE = {
 }
 
 
+def _seed_flags() -> None:
+    """One open flag (a guess shown) and one a reviewer dropped, so the flag list answers with rows."""
+    from annotation import flags, services
+    from annotation.models import Product
+    from webapp.roles import Role
+    from webapp.services import user_create_with_role
+
+    flagger, _ = user_create_with_role(username="flo", role=Role.ANNOTATOR, password="x-Flag-seed-1")
+    decider, _ = user_create_with_role(username="rhea", role=Role.REVIEWER, password="x-Flag-seed-1")
+    products = [
+        Product.objects.create(external_id=f"flag-{i}", title=f"Flagged {i}", text="t") for i in (1, 2)
+    ]
+    services.guesses_record_bulk(rows=[{"product_id": p.id, "price": 5} for p in products], source="model")
+    services.tasks_create_for_products(products=products, overlap=1)
+    for n, code in enumerate(("broken-text", "duplicate")):
+        assignment = services.lease_next_task(annotator=flagger)
+        assert assignment is not None
+        flag = flags.item_flag(annotator=flagger, assignment_id=assignment.id, reason_code=code, note="seed")
+        if n:
+            flags.flag_decide(reviewer=decider, flag_id=flag.id, action="drop")
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("persona", ["annotator", "reviewer", "api_client", "outsider", "anonymous"])
 def test_it_conforms_to_its_schema_for_every_role(
@@ -81,6 +103,7 @@ def test_it_conforms_to_its_schema_for_every_role(
 
     settings_fixture.ARTIFACT_ROOT = tmp_path
     _seed_registry(tmp_path)
+    _seed_flags()
     headers: dict[str, str] = {}
     if persona != "anonymous":
         user = request.getfixturevalue("api_client_user" if persona == "api_client" else persona)

@@ -22,6 +22,7 @@ MENU = [
     ("Gold", "annotation:gold"),
     ("Queue &amp; annotators", "annotation:queue"),
     ("Adjudication", "annotation:adjudication"),
+    ("Flagged items", "annotation:flags"),
     ("Agreement", "annotation:agreement"),
     ("Audit", "training:audit"),
 ]

@@ -341,6 +341,8 @@ class AuditAction(models.TextChoices):
     ANNOTATOR_UNPAUSE = "annotator_unpause"
     ADJUDICATE = "adjudicate"
     CODEBOOK_PUBLISH = "codebook_publish"
+    FLAG_REQUEUE = "flag_requeue"
+    FLAG_DROP = "flag_drop"
 
 
 class AuditEvent(models.Model):

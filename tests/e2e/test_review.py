@@ -30,6 +30,7 @@ MENU = [
     "Gold",
     "Queue & annotators",
     "Adjudication",
+    "Flagged items",
     "Agreement",
     "Audit",
 ]

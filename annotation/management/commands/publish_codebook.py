@@ -44,4 +44,9 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError(f"{path}: {'; '.join(exc.messages)}") from None
-        self.stdout.write(f"codebook v{version.number} published ({len(version.reason_codes)} reason codes)")
+        flags = (
+            f"{len(version.flag_codes)} flag reasons" if version.flag_codes else "the default flag reasons"
+        )
+        self.stdout.write(
+            f"codebook v{version.number} published ({len(version.reason_codes)} reason codes, {flags})"
+        )

@@ -3,6 +3,7 @@
  * Every action is an ordinary <form> that works without JavaScript; htmx (hx-post on the forms)
  * swaps the #workspace fragment so the next item appears without a page reload. This file only adds:
  *   a accept · digits then Enter correct · r then 1-9 reject with a reason · s skip · u undo · ? help
+ *   f then 1-9 flag for a reviewer with a reason (then an optional note, Enter sends it)
  * fills in seconds_spent (time since the item appeared) just before a form is sent, and holds back a
  * correction that looks like a slip (outside the trainable range, or the codebook's factor away from
  * the shown guess) until the annotator confirms it with y. The server applies the same rules
@@ -20,6 +21,7 @@
 
   let shownAt = performance.now();
   let rejectMode = false;
+  let flagMode = false; // f pressed: the next digit picks the flag reason
   let pendingPrice = null; // the typed correction waiting for its confirmation (y)
   let inflight = null; // the answer sent in the background (a Promise), until its reply is applied
 
@@ -52,6 +54,29 @@
     rejectMode = on && Boolean(form);
     if (form) form.classList.toggle("armed", rejectMode);
     announce(rejectMode ? "Reject: press a reason number (Esc cancels)." : "");
+  }
+
+  function setFlagMode(on) {
+    const form = $("#flag-form");
+    flagMode = on && Boolean(form);
+    if (form) form.classList.toggle("armed", flagMode);
+    const panel = $("#flag-panel");
+    if (panel && on) panel.open = true;
+    announce(flagMode ? "Flag: press a reason number (Esc cancels)." : "");
+  }
+
+  // A flag reason is picked: the note box takes the keys (optional note), Enter sends, Esc leaves it.
+  function chooseFlagReason(digit) {
+    const radio = document.querySelector(`#flag-form input[data-key="${digit}"]`);
+    if (!radio) {
+      announce(`No flag reason ${digit}.`);
+      return;
+    }
+    radio.checked = true;
+    setFlagMode(false);
+    const note = $("#flag-note");
+    if (note) note.focus();
+    announce("Flag: type a note if you like, then Enter sends it to a reviewer.");
   }
 
   function chooseReason(digit) {
@@ -133,6 +158,7 @@
   function itemShown() {
     shownAt = performance.now();
     rejectMode = false;
+    flagMode = false;
     clearConfirmation();
     announce(""); // a key notice ("no guess to accept", …) was about the item that left
     // The server refused a correction as unusual (its reason is the notice above): y confirms it.
@@ -235,6 +261,15 @@
       confirmPrice();
       return true;
     }
+    if (flagMode) {
+      if (/^[1-9]$/.test(key)) chooseFlagReason(key);
+      else if (key === "Escape") {
+        setFlagMode(false);
+        const panel = $("#flag-panel");
+        if (panel) panel.open = false;
+      } else announce("Flag: press a reason number (Esc cancels).");
+      return true;
+    }
     if (rejectMode) {
       if (/^[1-9]$/.test(key)) chooseReason(key);
       else if (key === "Escape") setRejectMode(false);
@@ -244,6 +279,7 @@
     if (/^[0-9.]$/.test(key)) startCorrection(key);
     else if (key === "a") submit("accept-form") || announce("This item shows no guess: type your price.");
     else if (key === "r") setRejectMode(true);
+    else if (key === "f") setFlagMode(true);
     else if (key === "s") submit("skip-form");
     else if (key === "u") submit("undo-form");
     else return false;
@@ -352,6 +388,10 @@
     if (!event.target || event.target.id !== "workspace") return;
     const form = $("#reject-form");
     if (form) form.classList.toggle("armed", rejectMode);
+    const flagForm = $("#flag-form");
+    if (flagForm) flagForm.classList.toggle("armed", flagMode);
+    const panel = $("#flag-panel");
+    if (panel && flagMode) panel.open = true;
   });
 
   // Keep the clicked submit button disabled while its request is in flight (double submits also carry
