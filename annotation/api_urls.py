@@ -51,4 +51,5 @@ urlpatterns = [
     path("gold", api.GoldApi.as_view(), name="api-gold"),
     # clients and reviewers
     path("annotations/export", api.ExportApi.as_view(), name="api-annotations-export"),
+    path("labels/export", api.LabelsExportApi.as_view(), name="api-labels-export"),
 ]
