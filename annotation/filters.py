@@ -18,7 +18,7 @@ class StrictBooleanField(forms.NullBooleanField):
 
     widget = forms.TextInput  # the raw text: NullBooleanSelect turns an unknown value into None
 
-    def to_python(self, value: Any) -> bool | None:
+    def to_python(self, value: Any) -> bool | None:  # type: ignore[override]  # None: no filter
         text = str(value).strip().lower() if value is not None else ""
         if text == "":
             return None
