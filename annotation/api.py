@@ -47,7 +47,7 @@ from webapp.exports import (
 from webapp.pagination import Pagination
 from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
 from webapp.tokens import ApiUserThrottle
-from webapp.visibility import public_export_row, sees_everything
+from webapp.visibility import EXPORT_REVIEWER_ONLY, public_export_row, sees_everything
 
 MAX_ID = 2**63 - 1  # larger ids are a 400, not a database error
 
@@ -1016,7 +1016,8 @@ class ExportApi(AnnotationApi):
                 [shown(row) for row in selectors.annotations_export(since_id=since_id, limit=limit)]
             )
         rows = selectors.annotations_export(since_id=since_id, limit=params.get("limit"))
-        columns = [c for c in ANNOTATION_COLUMNS if shown({c.name: None})]
+        full = sees_everything(request.user)
+        columns = [c for c in ANNOTATION_COLUMNS if full or c.name not in EXPORT_REVIEWER_ONLY]
         if params["output"] != "jsonl":
             return export_response(rows, columns, output=params["output"], filename="annotations")
 

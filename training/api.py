@@ -9,6 +9,7 @@ project's error shape (``TrainingError`` → 409 with its ``code``); a missing o
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -584,10 +585,11 @@ DATASET_COLUMNS = {
 DATASET_META_COLUMNS = (Column("product_id"), Column("batch_id", int), Column("guess_model_version", int))
 
 
-def _dataset_lines(name: str) -> Any:
-    """The stored dataset's lines, read as the download is sent (the file is closed at the end)."""
+def _dataset_bytes(name: str, *, lines: bool = False) -> Iterator[bytes]:
+    """The stored dataset, read as the download is sent: blocks of the file, or its lines (the file is
+    closed at the end, or when the client goes away)."""
     with storage.file_open(name) as fh:
-        yield from fh
+        yield from (fh if lines else iter(lambda: fh.read(1 << 16), b""))
 
 
 class RunDatasetApi(TrainingApi):
@@ -639,14 +641,14 @@ class RunDatasetApi(TrainingApi):
         filename = f"run-{run_id}-{dataset.kind}"
         if output == "jsonl":
             response = StreamingHttpResponse(
-                _dataset_lines(dataset.path), content_type="application/x-ndjson"
+                _dataset_bytes(dataset.path), content_type="application/x-ndjson"
             )
             response["Content-Disposition"] = f'attachment; filename="{filename}.jsonl"'
             response["X-Checksum-SHA256"] = dataset.sha256
             response["X-Content-Type-Options"] = "nosniff"
             return response
         columns = (*DATASET_COLUMNS.get(dataset.kind, DATASET_COLUMNS["sft"]), *DATASET_META_COLUMNS)
-        rows = selectors.dataset_export_rows(_dataset_lines(dataset.path))
+        rows = selectors.dataset_export_rows(_dataset_bytes(dataset.path, lines=True))
         return export_response(rows, columns, output=output, filename=filename)
 
 
