@@ -634,8 +634,8 @@ class RunDatasetApi(TrainingApi):
         except FileNotFoundError:
             log.warning("dataset %s of run %s is missing from the artifact store", dataset.path, run_id)
             raise Conflict(
-                detail=f"the dataset file of run {run_id} is missing from the artifact store; retry the "
-                "run to build it again.",
+                detail=f"the dataset file of run {run_id} ({dataset.path}) is missing from the artifact "
+                "store; restore it from a backup, or, if the run failed, retry it to build the file again.",
                 code="dataset_missing",
             ) from None
         filename = f"run-{run_id}-{dataset.kind}"
@@ -647,7 +647,7 @@ class RunDatasetApi(TrainingApi):
             response["X-Checksum-SHA256"] = dataset.sha256
             response["X-Content-Type-Options"] = "nosniff"
             return response
-        columns = (*DATASET_COLUMNS.get(dataset.kind, DATASET_COLUMNS["sft"]), *DATASET_META_COLUMNS)
+        columns = (*DATASET_COLUMNS[dataset.kind], *DATASET_META_COLUMNS)
         rows = selectors.dataset_export_rows(_dataset_bytes(dataset.path, lines=True))
         return export_response(rows, columns, output=output, filename=filename)
 
