@@ -31,6 +31,7 @@ from training.services import runs as run_services
 pytestmark = pytest.mark.django_db
 
 FORMATS = ("jsonl", "csv", "parquet")
+QUERIES = 4  # the caller's user, groups and token checks, then the rows in one query: none per row
 # The answer per task position: (verdict, price, the version whose guess the item shows; None: a baseline)
 PLAN = [("correct", "55", 3), ("accept", None, 4), ("correct", "300", 4), ("accept", None, None)]
 
@@ -249,7 +250,12 @@ def _built_dataset(
 
 @pytest.mark.parametrize("kind", ["sft", "dpo", "kto"])
 def test_it_exports_a_runs_dataset_as_stored_and_flattened(
-    kind: str, reviewer: User, annotator: User, api_client_user: User, monkeypatch: pytest.MonkeyPatch
+    kind: str,
+    reviewer: User,
+    annotator: User,
+    api_client_user: User,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     run, tasks = _built_dataset(reviewer, annotator, kind, monkeypatch)
     versions = {t.product.external_id: n for t, (_, _, n) in zip(tasks, PLAN, strict=True)}
@@ -277,6 +283,13 @@ def test_it_exports_a_runs_dataset_as_stored_and_flattened(
         }
         if kind == "kto":
             assert [r["label"] for r in rows] == [_cell(output, r["label"]) for r in records]
+        if output == "parquet":  # and the Parquet loads with Hugging Face datasets as it is
+            import datasets
+
+            parquet = tmp_path / f"{kind}.parquet"
+            parquet.write_bytes(_body(client.get(f"/api/v1/runs/{run.pk}/dataset", {"output": output})))
+            loaded = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(tmp_path / "hf-cache"))
+            assert loaded.to_list() == rows
     if kind == "dpo":  # the corrections outside the green tolerance: the guesses of v3 and v4
         assert sorted(r["meta"]["guess_model_version"] for r in records) == [3, 4]
 
@@ -329,7 +342,9 @@ def test_a_csv_is_sent_whatever_the_accept_header_asks(reviewer: User, annotator
     assert len(_rows(response, "csv")) == len(PLAN)
 
 
-def test_a_large_export_streams_in_chunks(reviewer: User) -> None:
+def test_a_large_export_streams_in_chunks_with_a_fixed_number_of_queries(
+    reviewer: User, django_assert_max_num_queries: Any
+) -> None:
     n = 3000
     products = Product.objects.bulk_create(
         Product(external_id=f"big-{i}", title=f"Big {i}", text=f"Item {i}.") for i in range(n)
@@ -346,9 +361,10 @@ def test_a_large_export_streams_in_chunks(reviewer: User) -> None:
     )
     client = client_for(reviewer)
     for output in FORMATS:
-        response = client.get("/api/v1/labels/export", {"output": output})
-        assert response.streaming, output
-        chunks = list(response.streaming_content)
+        with django_assert_max_num_queries(QUERIES):
+            response = client.get("/api/v1/labels/export", {"output": output})
+            assert response.streaming, output
+            chunks = list(response.streaming_content)
         body = b"".join(chunks)
         if output != "parquet":  # Parquet: one row group of up to 10,000 rows per chunk, then the footer
             assert len(chunks) >= 3, (output, len(chunks))
