@@ -8,13 +8,13 @@ the field. Another annotator's assignment is indistinguishable from a missing on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiResponse,
@@ -31,13 +31,24 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import gold, quarantine, selectors, services
+from annotation.filters import ResolvedLabelFilter
 from annotation.models import Annotation, Assignment, CodebookVersion, Task, Verdict
 from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.api import JSONOnly, serializer_once
+from webapp.exports import (
+    DISPOSITION,
+    Column,
+    ExportNegotiation,
+    ExportQuery,
+    export_chunks,
+    export_response,
+    export_responses,
+    output_field,
+)
 from webapp.pagination import Pagination
 from webapp.roles import IsAnnotator, IsClientOrReviewer, IsReviewer, Role, has_role
 from webapp.tokens import ApiUserThrottle
-from webapp.visibility import public_export_row, sees_everything
+from webapp.visibility import EXPORT_REVIEWER_ONLY, public_export_row, sees_everything
 
 MAX_ID = 2**63 - 1  # larger ids are a 400, not a database error
 
@@ -882,20 +893,99 @@ class QueueStatsApi(AnnotationApi):
 
 # --- export --------------------------------------------------------------------------------------------
 
+LABEL_COLUMNS = (
+    Column("id", int),
+    Column("task_id", int),
+    Column("product_id"),
+    Column("product_title"),
+    Column("split"),
+    Column("price"),
+    Column("price_flag"),
+    Column("method"),
+    Column("n_annotations", int),
+    Column("n_accept", int),
+    Column("n_correct", int),
+    Column("n_reject", int),
+    Column("spread"),
+    Column("guess_shown", bool),
+    Column("guess_price"),
+    Column("guess_source"),
+    Column("guess_model_version", int),
+    Column("batch_id", int),
+    Column("created"),
+)
+
+
+class LabelsExportApi(AnnotationApi, generics.GenericAPIView):
+    permission_classes = [IsClientOrReviewer]
+    throttle_classes = [ApiUserThrottle]
+    content_negotiation_class = ExportNegotiation
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ResolvedLabelFilter
+
+    def get_queryset(self) -> Any:
+        return selectors.resolved_labels()
+
+    @extend_schema(
+        operation_id="labels_export",
+        summary="Export resolved labels",
+        description=(
+            "One row per resolved label, oldest first, streamed: its task and product (id, title, split), "
+            "price, flag, how it resolved (method, annotation counts, spread), the guess the item carried "
+            "(price, source, guess_model_version: the N of the model version vN that made it, null for a "
+            "baseline's guess) and the retrain batch holding it (null: none yet). Prices are decimal "
+            "strings. output=jsonl (default), csv or parquet; filter by created_after, created_before "
+            "and batched."
+        ),
+        parameters=[ExportQuery, DISPOSITION],
+        filters=True,
+        responses=export_responses("the resolved labels"),
+    )
+    def get(self, request: Request) -> Any:
+        query = ExportQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        labels = self.filter_queryset(self.get_queryset())
+        return export_response(
+            selectors.resolved_label_rows(labels),
+            LABEL_COLUMNS,
+            output=query.validated_data["output"],
+            filename="labels",
+        )
+
+
+ANNOTATION_COLUMNS = (
+    Column("id", int),
+    Column("task_id", int),
+    Column("product_external_id"),
+    Column("annotator"),
+    Column("verdict"),
+    Column("corrected_price"),
+    Column("price_flag"),
+    Column("reason_code"),
+    Column("seconds_spent", float),
+    Column("codebook_version", int),
+    Column("guess_shown", bool),
+    Column("guess_price"),
+    Column("guess_source"),
+    Column("guess_model_version", int),
+    Column("gold", bool),
+    Column("created"),
+)
+
 
 class ExportApi(AnnotationApi):
-    """Every annotation as JSON Lines (default, streamed) or a JSON list, oldest first."""
+    """Every annotation, oldest first: JSON Lines (default), CSV or Parquet (streamed), or a JSON list
+    (at most 10,000), each row naming the model version whose guess the item carried."""
 
     permission_classes = [IsClientOrReviewer]
     throttle_classes = [ApiUserThrottle]
+    content_negotiation_class = ExportNegotiation
 
     class Query(serializers.Serializer):
         class Meta:
             ref_name = "AnnotationExportQuery"
 
-        output = serializers.ChoiceField(
-            choices=["jsonl", "json"], default="jsonl", help_text="jsonl (streamed) or json (a list)"
-        )
+        output = output_field(("jsonl", "csv", "parquet", "json"))
         since_id = serializers.IntegerField(
             min_value=0, max_value=MAX_ID, default=0, help_text="only annotations with a larger id"
         )
@@ -906,14 +996,13 @@ class ExportApi(AnnotationApi):
     @extend_schema(
         operation_id="annotations_export",
         summary="Export annotations",
-        parameters=[Query],
+        parameters=[Query, DISPOSITION],
         responses={
-            (200, "application/x-ndjson"): OpenApiTypes.STR,
+            **export_responses("the annotations"),
             # One object per annotation (the fields a caller's role may see), oldest first.
             (200, "application/json"): OpenApiResponse(
                 {"type": "array", "items": {"type": "object"}}, description="a list, oldest first"
             ),
-            400: OpenApiResponse(ERROR, description="a query parameter is invalid (fields names it)"),
         },
     )
     def get(self, request: Request) -> Any:
@@ -928,10 +1017,14 @@ class ExportApi(AnnotationApi):
             return Response(
                 [shown(row) for row in selectors.annotations_export(since_id=since_id, limit=limit)]
             )
+        rows = selectors.annotations_export(since_id=since_id, limit=params.get("limit"))
+        full = sees_everything(request.user)
+        columns = [c for c in ANNOTATION_COLUMNS if full or c.name not in EXPORT_REVIEWER_ONLY]
+        if params["output"] != "jsonl":
+            return export_response(rows, columns, output=params["output"], filename="annotations")
 
-        def lines() -> Iterator[str]:
-            for row in selectors.annotations_export(since_id=since_id, limit=params.get("limit")):
-                yield json.dumps(shown(row)) + "\n"
+        def lines() -> Iterator[bytes]:
+            yield from export_chunks(rows, columns, "jsonl")
 
         response = StreamingHttpResponse(lines(), content_type="application/x-ndjson")
         response["Content-Disposition"] = 'attachment; filename="annotations.jsonl"'

@@ -54,4 +54,5 @@ urlpatterns = [
     path("flags/<int:flag_id>/decide", flag_api.FlagDecideApi.as_view(), name="api-flag-decide"),
     # clients and reviewers
     path("annotations/export", api.ExportApi.as_view(), name="api-annotations-export"),
+    path("labels/export", api.LabelsExportApi.as_view(), name="api-labels-export"),
 ]

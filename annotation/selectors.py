@@ -23,6 +23,7 @@ from annotation.models import (
     Assignment,
     AssignmentStatus,
     CodebookVersion,
+    ResolvedLabel,
     Task,
     TaskStatus,
     Verdict,
@@ -368,5 +369,63 @@ def annotations_export(*, since_id: int = 0, limit: int | None = None) -> Iterat
             # the model version whose guess the item carried (null: a baseline's guess, or none)
             "guess_model_version": row["task__guess__model_version__number"],
             "gold": row["task__is_gold"],
+            "created": row["created"].isoformat(),
+        }
+
+
+def _money(value: Decimal | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def resolved_labels() -> QuerySet[ResolvedLabel]:
+    """Every resolved label, oldest first (the labels export filters this)."""
+    return ResolvedLabel.objects.order_by("id")
+
+
+def resolved_label_rows(labels: QuerySet[ResolvedLabel]) -> Iterator[dict[str, Any]]:
+    """``labels`` as plain dicts for the export, streamed in chunks: the label, its product, the guess
+    the item carried (price, source, and the model version that made it) and the batch holding it."""
+    qs = labels.values(
+        "id",
+        "task_id",
+        "task__product__external_id",
+        "task__product__title",
+        "task__product__split",
+        "price",
+        "price_flag",
+        "method",
+        "n_annotations",
+        "n_accept",
+        "n_correct",
+        "n_reject",
+        "spread",
+        "task__is_blind",
+        "task__guess__price",
+        "task__guess__source",
+        "task__guess__model_version__number",
+        "batch_item__batch_id",
+        "created",
+    )
+    for row in qs.iterator(chunk_size=2000):
+        yield {
+            "id": row["id"],
+            "task_id": row["task_id"],
+            "product_id": row["task__product__external_id"],
+            "product_title": row["task__product__title"],
+            "split": row["task__product__split"],
+            "price": _money(row["price"]),
+            "price_flag": row["price_flag"],
+            "method": row["method"],
+            "n_annotations": row["n_annotations"],
+            "n_accept": row["n_accept"],
+            "n_correct": row["n_correct"],
+            "n_reject": row["n_reject"],
+            "spread": _money(row["spread"]),
+            "guess_shown": not row["task__is_blind"],
+            "guess_price": _money(row["task__guess__price"]),
+            "guess_source": row["task__guess__source"],
+            # the model version whose guess the item carried (null: a baseline's guess, or none)
+            "guess_model_version": row["task__guess__model_version__number"],
+            "batch_id": row["batch_item__batch_id"],
             "created": row["created"].isoformat(),
         }

@@ -63,6 +63,7 @@ TABLE: dict[str, dict[str, Any]] = {
     "GET flags": row(DENY, 200, DENY),
     "POST flags/<int:flag_id>/decide": row(DENY, 400, DENY),  # the action is checked first
     "GET annotations/export": READERS,
+    "GET labels/export": row(DENY, 200, 200),
     # model registry (training/api.py): exact statuses on an empty database
     "GET versions": row(DENY, 200, 200),
     "GET versions/champion": row(DENY, 404, 404),
@@ -74,6 +75,7 @@ TABLE: dict[str, dict[str, Any]] = {
     "GET runs/<int:run_id>/progress": row(DENY, 404, 404),
     "POST runs/<int:run_id>/cancel": row(DENY, 404, DENY),
     "POST runs/<int:run_id>/retry": row(DENY, 404, DENY),
+    "GET runs/<int:run_id>/dataset": row(DENY, 404, 404),
     "GET batches": row(DENY, 200, 200),
     "POST batches/create": row(DENY, 409, DENY),  # no resolved labels to batch
     "GET batches/<int:batch_id>": row(DENY, 404, 404),
@@ -82,6 +84,7 @@ TABLE: dict[str, dict[str, Any]] = {
     "GET batches/<int:batch_id>/items": row(DENY, 404, DENY),
     "POST batches/<int:batch_id>/exclude": row(DENY, 400, DENY),  # the body is checked first
     "POST batches/<int:batch_id>/restore": row(DENY, 400, DENY),
+    "GET batches/<int:batch_id>/export": row(DENY, 404, 404),
     "POST products/import": row(DENY, 400, DENY),  # no file
     "GET audit": row(DENY, 200, DENY),
 }

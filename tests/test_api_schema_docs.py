@@ -58,6 +58,11 @@ def test_it_documents_the_checksum_header_of_a_download() -> None:
         ("/api/v1/runs/1/progress?after_step=-5", "after_step"),
         ("/api/v1/annotation/codebook/diff?to=x", "to"),
         ("/api/v1/annotations/export?output=xml", "output"),
+        ("/api/v1/labels/export?output=xlsx", "output"),
+        ("/api/v1/labels/export?created_after=yesterday", "created_after"),
+        ("/api/v1/labels/export?batched=maybe", "batched"),
+        ("/api/v1/batches/1/export?output=xml", "output"),
+        ("/api/v1/runs/1/dataset?output=xml", "output"),
         ("/api/v1/annotation/quarantine?page=-1", "page"),
     ],
 )

@@ -98,6 +98,8 @@ ENDPOINTS = {
     "batch detail": ("/api/v1/batches/{batch}", "bob"),
     "annotations export jsonl": ("/api/v1/annotations/export", '"gold": true'),
     "annotations export json": ("/api/v1/annotations/export?output=json", "alice"),
+    "labels export": ("/api/v1/labels/export", None),
+    "batch export": ("/api/v1/batches/{batch}/export", "bob"),
     "download error": ("/api/v1/versions/1/download", "{tmp}"),
 }
 

@@ -9,6 +9,7 @@ project's error shape (``TrainingError`` → 409 with its ``code``); a missing o
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,14 @@ from training.services import batches as batch_services
 from training.services import registry as registry_services
 from training.services import runs as run_services
 from webapp.api import ERROR_SCHEMA as ERROR
+from webapp.exports import (
+    DISPOSITION,
+    Column,
+    ExportNegotiation,
+    ExportQuery,
+    export_response,
+    export_responses,
+)
 from webapp.roles import IsClientOrReviewer, IsReviewer
 from webapp.tokens import ApiUserThrottle
 from webapp.visibility import (
@@ -568,6 +577,81 @@ class RunRetryApi(TrainingApi):
         return Response(RunOut(run, context=self.get_serializer_context()).data)
 
 
+DATASET_COLUMNS = {
+    "sft": (Column("prompt"), Column("completion")),
+    "dpo": (Column("prompt"), Column("chosen"), Column("rejected")),
+    "kto": (Column("prompt"), Column("completion"), Column("label", bool)),
+}
+DATASET_META_COLUMNS = (Column("product_id"), Column("batch_id", int), Column("guess_model_version", int))
+
+
+def _dataset_bytes(name: str, *, lines: bool = False) -> Iterator[bytes]:
+    """The stored dataset, read as the download is sent: blocks of the file, or its lines (the file is
+    closed at the end, or when the client goes away)."""
+    with storage.file_open(name) as fh:
+        yield from (fh if lines else iter(lambda: fh.read(1 << 16), b""))
+
+
+class RunDatasetApi(TrainingApi):
+    permission_classes = [IsClientOrReviewer]
+    content_negotiation_class = ExportNegotiation
+
+    @extend_schema(
+        operation_id="runs_dataset",
+        summary="Download a run's training dataset",
+        description=(
+            "The Llama-format dataset the run trains on (SFT prompt/completion, DPO prompt/chosen/"
+            "rejected or KTO prompt/completion/label). output=jsonl (default) is the file as stored, "
+            "byte for byte (X-Checksum-SHA256 is its sha256; each record's meta names its product, "
+            "batch and guess_model_version, the N of the model version vN whose guess the label "
+            "answered); output=csv or parquet flattens each record into the training columns plus "
+            "product_id, batch_id and guess_model_version (null in datasets built before records "
+            "carried them). 404 until the run has built its dataset."
+        ),
+        parameters=[
+            ExportQuery,
+            DISPOSITION,
+            OpenApiParameter(
+                "X-Checksum-SHA256",
+                str,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description="output=jsonl: sha256 of the file (hex), as its manifest records it",
+            ),
+        ],
+        responses=export_responses("the run's dataset", error_codes={404: ERROR, 409: ERROR}),
+    )
+    def get(self, request: Request, run_id: int) -> HttpResponseBase:
+        query = ExportQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        output = query.validated_data["output"]
+        run = _run_or_404(run_id)
+        dataset = selectors.run_dataset(run=run)
+        if dataset is None:
+            raise _not_found(f"a dataset of run {run_id} (it is built when the run starts)")
+        try:
+            storage.file_open(dataset.path).close()
+        except FileNotFoundError:
+            log.warning("dataset %s of run %s is missing from the artifact store", dataset.path, run_id)
+            raise Conflict(
+                detail=f"the dataset file of run {run_id} ({dataset.path}) is missing from the artifact "
+                "store; restore it from a backup, or, if the run failed, retry it to build the file again.",
+                code="dataset_missing",
+            ) from None
+        filename = f"run-{run_id}-{dataset.kind}"
+        if output == "jsonl":
+            response = StreamingHttpResponse(
+                _dataset_bytes(dataset.path), content_type="application/x-ndjson"
+            )
+            response["Content-Disposition"] = f'attachment; filename="{filename}.jsonl"'
+            response["X-Checksum-SHA256"] = dataset.sha256
+            response["X-Content-Type-Options"] = "nosniff"
+            return response
+        columns = (*DATASET_COLUMNS[dataset.kind], *DATASET_META_COLUMNS)
+        rows = selectors.dataset_export_rows(_dataset_bytes(dataset.path, lines=True))
+        return export_response(rows, columns, output=output, filename=filename)
+
+
 # --- batches ------------------------------------------------------------------------------------------
 
 
@@ -811,6 +895,57 @@ class BatchRestoreApi(TrainingApi):
             reviewer=_reviewer(request), batch_id=batch_id, item_ids=data.validated_data["item_ids"]
         )
         return Response(BatchDetailOut(batch, context=self.get_serializer_context()).data)
+
+
+BATCH_COLUMNS = (
+    Column("batch_id", int),
+    Column("item_id", int),
+    Column("label_id", int),
+    Column("product_id"),
+    Column("product_title"),
+    Column("price"),
+    Column("price_trainable", bool),
+    Column("guess_price"),
+    Column("guess_model_version", int),
+    Column("verdict"),
+    Column("codebook_version", int),
+    Column("excluded", bool),
+    Column("exclusion_reason"),
+    Column("excluded_at"),
+)
+BATCH_REVIEWER_COLUMNS = (Column("annotators", list), Column("excluded_by"))
+
+
+class BatchExportApi(TrainingApi):
+    permission_classes = [IsClientOrReviewer]
+    content_negotiation_class = ExportNegotiation
+
+    @extend_schema(
+        operation_id="batches_export",
+        summary="Export a batch with its items",
+        description=(
+            "Every item of the batch in id order, excluded ones included (excluded=true, with the "
+            "reason), streamed: product, resolved price (decimal string; price_trainable false outside "
+            "$0.50-$999.49), the guess and guess_model_version (the N of the model version vN that made "
+            "it; null for a baseline's guess), verdict and codebook version. Reviewers also read the "
+            "annotators and who excluded an item. output=jsonl (default), csv (annotators joined with "
+            "';') or parquet."
+        ),
+        parameters=[ExportQuery, DISPOSITION],
+        responses=export_responses("the batch's items", error_codes={404: ERROR}),
+    )
+    def get(self, request: Request, batch_id: int) -> HttpResponseBase:
+        query = ExportQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        batch = _batch_or_404(batch_id)
+        full = sees_everything(request.user)
+        rows = selectors.batch_export_rows(batch=batch, full=full)
+        if not full:  # a reviewer's free text may name a server path (webapp/visibility.py)
+            rows = ({**row, "exclusion_reason": strip_paths(row["exclusion_reason"])} for row in rows)
+        columns = (*BATCH_COLUMNS, *BATCH_REVIEWER_COLUMNS) if full else BATCH_COLUMNS
+        return export_response(
+            rows, columns, output=query.validated_data["output"], filename=f"batch-{batch_id}"
+        )
 
 
 class RejectIn(serializers.Serializer):

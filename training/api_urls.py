@@ -19,6 +19,7 @@ urlpatterns = [
     path("runs/<int:run_id>/progress", api.RunProgressApi.as_view(), name="api-run-progress"),
     path("runs/<int:run_id>/cancel", api.RunCancelApi.as_view(), name="api-run-cancel"),
     path("runs/<int:run_id>/retry", api.RunRetryApi.as_view(), name="api-run-retry"),
+    path("runs/<int:run_id>/dataset", api.RunDatasetApi.as_view(), name="api-run-dataset"),
     # retrain batches
     path("batches", api.BatchListApi.as_view(), name="api-batches"),
     path("batches/create", api.BatchCreateApi.as_view(), name="api-batches-create"),
@@ -28,6 +29,7 @@ urlpatterns = [
     path("batches/<int:batch_id>/items", api.BatchItemsApi.as_view(), name="api-batch-items"),
     path("batches/<int:batch_id>/exclude", api.BatchExcludeApi.as_view(), name="api-batch-exclude"),
     path("batches/<int:batch_id>/restore", api.BatchRestoreApi.as_view(), name="api-batch-restore"),
+    path("batches/<int:batch_id>/export", api.BatchExportApi.as_view(), name="api-batch-export"),
     # audit trail (reviewers)
     path("audit", api.AuditListApi.as_view(), name="api-audit"),
     # catalogue

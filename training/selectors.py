@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -443,3 +444,82 @@ def audit_object(event: AuditEvent) -> dict[str, Any]:
     if event.run_id is not None:
         return {"type": "run", "id": event.run_id, "label": f"run {event.run_id}"}
     return {"type": "", "id": None, "label": event.subject or "—"}
+
+
+# --- exports (webapp/exports.py writes the rows) -------------------------------------------------------
+
+
+def _money(value: Decimal | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def batch_export_rows(*, batch: RetrainBatch, full: bool) -> Iterator[dict[str, Any]]:
+    """The batch's items, excluded ones included (``excluded`` says so), in id order, streamed: product,
+    price, the guess and the model version that made it, verdict, exclusion. ``full`` (a reviewer) adds
+    who annotated each item and who excluded it."""
+    from django.contrib.auth.models import User
+
+    names: dict[int, str] = {}
+    if full:
+        ids = {int(a) for ids in batch.items.values_list("annotator_ids", flat=True) for a in ids or []}
+        names = dict(User.objects.filter(pk__in=ids).values_list("pk", "username"))
+    qs = batch.items.order_by("id").values(
+        "id",
+        "resolved_label_id",
+        "product__external_id",
+        "product__title",
+        "price",
+        "price_trainable",
+        "guess_price",
+        "guess_version__number",
+        "verdict",
+        "codebook_version",
+        "annotator_ids",
+        "excluded",
+        "exclusion_reason",
+        "excluded_by__username",
+        "excluded_at",
+    )
+    for row in qs.iterator(chunk_size=2000):
+        out = {
+            "batch_id": batch.pk,
+            "item_id": row["id"],
+            "label_id": row["resolved_label_id"],
+            "product_id": row["product__external_id"],
+            "product_title": row["product__title"],
+            "price": _money(row["price"]),
+            "price_trainable": row["price_trainable"],
+            "guess_price": _money(row["guess_price"]),
+            # the model version whose guess the item carried (null: a baseline's guess, or none)
+            "guess_model_version": row["guess_version__number"],
+            "verdict": row["verdict"],
+            "codebook_version": row["codebook_version"],
+            "excluded": row["excluded"],
+            "exclusion_reason": row["exclusion_reason"],
+            "excluded_at": row["excluded_at"].isoformat() if row["excluded_at"] else None,
+        }
+        if full:
+            out["annotators"] = [names.get(int(a), f"user {a}") for a in row["annotator_ids"] or []]
+            out["excluded_by"] = row["excluded_by__username"]
+        yield out
+
+
+def run_dataset(*, run: TrainingRun) -> TrainingDataset | None:
+    return TrainingDataset.objects.filter(run=run).first()
+
+
+def dataset_export_rows(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """A stored dataset's JSONL records flattened for CSV and Parquet: the training columns as they are,
+    and the record's ``meta`` (product, batch, the model version whose guess it answered) as columns of
+    their own (null in a dataset built before records carried it)."""
+    for line in lines:
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        meta = record.pop("meta", None) or {}
+        yield {
+            **record,
+            "product_id": meta.get("product_id"),
+            "batch_id": meta.get("batch_id"),
+            "guess_model_version": meta.get("guess_model_version"),
+        }

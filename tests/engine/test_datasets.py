@@ -34,6 +34,7 @@ def _row(pid: str, price: float, guess: float | None, verdict: str, **kw: object
         verdict=verdict,  # type: ignore[arg-type]
         codebook_version=kw.get("codebook_version", 1),  # type: ignore[arg-type]
         batch_id=kw.get("batch_id", 10),  # type: ignore[arg-type]
+        guess_model_version=kw.get("guess_model_version"),  # type: ignore[arg-type]
     )
 
 
@@ -47,8 +48,10 @@ ROWS = [
 ]
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+def _lines(path: Path, *, meta: bool = False) -> list[dict[str, Any]]:
+    """The records of a dataset file; without ``meta`` (lineage, never trained on) unless asked."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return rows if meta else [{k: v for k, v in row.items() if k != "meta"} for row in rows]
 
 
 def test_it_refuses_a_test_split_item_and_writes_nothing(tmp_path: Path) -> None:
@@ -201,8 +204,8 @@ def test_it_round_trips_through_load_dataset_jsonl(tmp_path: Path) -> None:
 
     ds = load_dataset_jsonl(out)
 
-    assert ds.column_names == ["prompt", "completion", "label"]
-    assert ds.to_list() == _lines(out)
+    assert ds.column_names == ["prompt", "completion", "label", "meta"]
+    assert ds.to_list() == _lines(out, meta=True)
     assert load_dataset_jsonl(manifest_path_for(out)).to_list() == ds.to_list()
 
 
@@ -221,3 +224,27 @@ def test_it_mixes_a_seeded_replay_share_before_the_new_rows() -> None:
     assert mix_replay(new, old, share=0.0, seed=0) == new
     with pytest.raises(ValueError, match="share"):
         mix_replay(new, old, share=1.0, seed=0)
+
+
+def test_each_record_names_its_product_batch_and_the_guess_version_without_changing_the_training_text(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        _row("a", 120.0, 120.0, "accept", guess_model_version=3),
+        _row("b", 300.0, 100.0, "correct", guess_model_version=4, batch_id=11),
+        _row("d", 50.0, 400.0, "reject"),  # a baseline's guess: no version
+    ]
+    for build in (build_sft, build_dpo, build_kto):
+        out = tmp_path / f"{build.__name__}.jsonl"
+        build(rows, out, test_ids=set())
+        records = _lines(out, meta=True)
+        by_product = {r["meta"]["product_id"]: r["meta"] for r in records}
+        assert by_product.get("b") == {"product_id": "b", "batch_id": 11, "guess_model_version": 4}
+        if "a" in by_product:
+            assert by_product["a"]["guess_model_version"] == 3
+        if "d" in by_product:
+            assert by_product["d"]["guess_model_version"] is None
+        # the prompts are the builder's own, as without metadata
+        assert all(
+            r["prompt"] == build_prompt(f"Product {r['meta']['product_id']}: a sturdy thing") for r in records
+        )

@@ -13,7 +13,9 @@ Rules (rule set ``RULE_SET``):
   (``evaluator.is_green``): chosen = human price, rejected = the guess;
 - KTO: accept → guess label true; reject → guess label false; correct → human price true and the
   guess false (the latter skipped when both round to the same completion);
-- output is sorted, so the same rows give byte-identical files and the same sha256.
+- output is sorted, so the same rows give byte-identical files and the same sha256;
+- each record also carries ``meta`` (product id, batch id, the model version whose guess the label
+  answered): lineage for exports and readers; the trainer reads only the training columns.
 
 Files are written to a temporary name and renamed into place; the manifest is written last, so a data
 file with a manifest next to it is complete.
@@ -82,6 +84,7 @@ class LabelRow:
     verdict: Verdict
     codebook_version: int | None = None
     batch_id: int | None = None
+    guess_model_version: int | None = None  # the N of the version vN that made the guess (None: a baseline)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -149,6 +152,16 @@ def _prompt(row: LabelRow, prompt_kwargs: dict[str, Any]) -> str:
     return build_prompt(row.text, **prompt_kwargs)
 
 
+def _meta(row: LabelRow) -> dict[str, Any]:
+    """Where a record came from: read by exports and people, never trained on (the trainer selects the
+    training columns), so it changes no prompt or completion."""
+    return {
+        "product_id": row.product_id,
+        "batch_id": row.batch_id,
+        "guess_model_version": row.guess_model_version,
+    }
+
+
 def _sft_records(
     rows: Sequence[LabelRow], excluded: Counter[str], pk: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -159,7 +172,7 @@ def _sft_records(
         elif not price_trainable(row.price):
             excluded["price_out_of_range"] += 1
         else:
-            out.append({"prompt": _prompt(row, pk), "completion": completion(row.price)})
+            out.append({"prompt": _prompt(row, pk), "completion": completion(row.price), "meta": _meta(row)})
     return out
 
 
@@ -185,6 +198,7 @@ def _dpo_records(
                     "prompt": _prompt(row, pk),
                     "chosen": completion(row.price),
                     "rejected": completion(row.guess_price),
+                    "meta": _meta(row),
                 }
             )
     return out
@@ -201,12 +215,21 @@ def _kto_records(
                 excluded["price_out_of_range"] += 1
                 continue
             prompt = _prompt(row, pk)
-            out.append({"prompt": prompt, "completion": completion(row.price), "label": True})
+            out.append(
+                {"prompt": prompt, "completion": completion(row.price), "label": True, "meta": _meta(row)}
+            )
             if guess_ok:
                 assert row.guess_price is not None  # narrowed by guess_ok
                 # A correction that rounds to the guess's own completion would label one string both ways.
                 if completion(row.guess_price) != completion(row.price):
-                    out.append({"prompt": prompt, "completion": completion(row.guess_price), "label": False})
+                    out.append(
+                        {
+                            "prompt": prompt,
+                            "completion": completion(row.guess_price),
+                            "label": False,
+                            "meta": _meta(row),
+                        }
+                    )
         elif row.guess_price is None:
             excluded["no_guess"] += 1
         elif not guess_ok:
@@ -214,7 +237,12 @@ def _kto_records(
         else:
             label = row.verdict == "accept"
             out.append(
-                {"prompt": _prompt(row, pk), "completion": completion(row.guess_price), "label": label}
+                {
+                    "prompt": _prompt(row, pk),
+                    "completion": completion(row.guess_price),
+                    "label": label,
+                    "meta": _meta(row),
+                }
             )
     return out
 

@@ -81,7 +81,7 @@ def _label_rows(batch_ids: list[int]) -> list[Any]:
 
     items = (
         BatchItem.objects.filter(batch_id__in=batch_ids, excluded=False)  # a reviewer's exclusions stay out
-        .select_related("product")
+        .select_related("product", "guess_version")
         .order_by("batch_id", "id")
     )
     rows = []
@@ -97,6 +97,7 @@ def _label_rows(batch_ids: list[int]) -> list[Any]:
                 verdict=item.verdict,  # type: ignore[arg-type]
                 codebook_version=item.codebook_version,
                 batch_id=item.batch_id,
+                guess_model_version=item.guess_version.number if item.guess_version else None,
             )
         )
     return rows
