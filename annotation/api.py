@@ -875,6 +875,34 @@ class BlindVsShownApi(AnnotationApi):
         return Response(selectors.blind_vs_shown_report())
 
 
+class QueueTaskCountsOut(serializers.Serializer):
+    total = serializers.IntegerField(
+        help_text="items (gold apart): open + needs_adjudication + resolved + flagged + dropped"
+    )
+    open = serializers.IntegerField(help_text="waiting for an annotator or being labelled")
+    available = serializers.IntegerField(help_text="the open items waiting for an annotator")
+    needs_adjudication = serializers.IntegerField(help_text="annotators disagreed: a reviewer sets the price")
+    resolved = serializers.IntegerField()
+    flagged = serializers.IntegerField(
+        help_text="flagged by an annotator: out of the queue until a reviewer returns or drops it"
+    )
+    dropped = serializers.IntegerField(help_text="dropped by a reviewer: never labelled nor batched")
+    gold = serializers.IntegerField(help_text="gold (check) items, whatever their state")
+
+
+class QueueLeaseCountsOut(serializers.Serializer):
+    live = serializers.IntegerField()
+    overdue = serializers.IntegerField(help_text="live leases past their expiry (the next sweep returns them)")
+
+
+class QueueStatsOut(serializers.Serializer):
+    tasks = QueueTaskCountsOut()
+    leases = QueueLeaseCountsOut()
+    annotations_total = serializers.IntegerField()
+    annotations_today = serializers.IntegerField()
+    annotators_paused = serializers.IntegerField()
+
+
 class QueueStatsApi(AnnotationApi):
     permission_classes = [IsReviewer]
 
@@ -882,13 +910,14 @@ class QueueStatsApi(AnnotationApi):
         operation_id="annotation_queue_stats",
         summary="Queue statistics",
         description=(
-            "Task counts by state, live and overdue leases, annotations in total and today, paused "
-            "annotators."
+            "Item counts by state (open, needs_adjudication, resolved, flagged, dropped: together the "
+            "total, gold apart; available is the part of open waiting for an annotator), live and "
+            "overdue leases, annotations in total and today, paused annotators."
         ),
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: QueueStatsOut},
     )
     def get(self, request: Request) -> Response:
-        return Response(selectors.queue_stats())
+        return Response(QueueStatsOut(selectors.queue_stats()).data)
 
 
 # --- export --------------------------------------------------------------------------------------------

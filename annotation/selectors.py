@@ -124,15 +124,19 @@ def codebook_diff(a: CodebookVersion | None, b: CodebookVersion, *, html: bool =
 
 
 def queue_stats() -> dict[str, Any]:
+    """Counts for the reviewers' queue card and ``GET annotation/queue``. Of the items (gold apart):
+    ``total = open + needs_adjudication + resolved + flagged + dropped``; ``available`` is the part of
+    ``open`` waiting for an annotator. Gold items are counted under ``gold`` whatever their state."""
     now = timezone.now()
+    item = Q(is_gold=False)
     tasks = Task.objects.aggregate(
-        total=Count("id", filter=Q(is_gold=False)),
-        open=Count("id", filter=Q(is_gold=False, status=TaskStatus.OPEN)),
-        available=Count(
-            "id", filter=Q(is_gold=False, status=TaskStatus.OPEN, claimed_count__lt=F("overlap"))
-        ),
-        needs_adjudication=Count("id", filter=Q(status=TaskStatus.NEEDS_ADJUDICATION)),
-        resolved=Count("id", filter=Q(status=TaskStatus.RESOLVED)),
+        total=Count("id", filter=item),
+        open=Count("id", filter=item & Q(status=TaskStatus.OPEN)),
+        available=Count("id", filter=item & Q(status=TaskStatus.OPEN, claimed_count__lt=F("overlap"))),
+        needs_adjudication=Count("id", filter=item & Q(status=TaskStatus.NEEDS_ADJUDICATION)),
+        resolved=Count("id", filter=item & Q(status=TaskStatus.RESOLVED)),
+        flagged=Count("id", filter=item & Q(status=TaskStatus.FLAGGED)),
+        dropped=Count("id", filter=item & Q(status=TaskStatus.DROPPED)),
         gold=Count("id", filter=Q(is_gold=True)),
     )
     leases = Assignment.objects.filter(status=AssignmentStatus.LIVE).aggregate(

@@ -20,7 +20,7 @@ from annotation.models import (
     Task,
     TaskStatus,
 )
-from tests.annotation.queue_helpers import lease, make_tasks, submit
+from tests.annotation.queue_helpers import lease, make_gold, make_tasks, submit
 from tests.conftest import _make, client_for
 from training.models import AuditEvent, BatchItem
 from training.services.batches import batch_create_from_resolved
@@ -280,6 +280,38 @@ def test_the_flagged_page_shows_open_flags_and_decides(annotator: User, reviewer
     assert "No open flags." in text
     task.refresh_from_db()
     assert task.status == TaskStatus.DROPPED
+
+
+def test_queue_counts_show_flagged_and_dropped_items_so_the_states_add_up(
+    annotator: User, annotator2: User, reviewer: User
+) -> None:
+    make_tasks(4)
+    make_gold(1)
+    submit(annotator, lease(annotator), "accept")  # resolved (overlap 1)
+    _flag(annotator, lease(annotator))  # stays flagged
+    dropped = _flag(annotator2, lease(annotator2), code="other")
+    flag_decide(reviewer=reviewer, flag_id=dropped.id, action="drop")
+    client = client_for(reviewer)
+
+    counts = client.get("/api/v1/annotation/queue").json()["tasks"]
+    assert {k: counts[k] for k in ("open", "needs_adjudication", "resolved", "flagged", "dropped")} == {
+        "open": 1,
+        "needs_adjudication": 0,
+        "resolved": 1,
+        "flagged": 1,
+        "dropped": 1,
+    }
+    assert counts["total"] == 4 == sum(
+        counts[k] for k in ("open", "needs_adjudication", "resolved", "flagged", "dropped")
+    )
+    assert counts["gold"] == 1
+
+    page = client.get("/review/queue/").content.decode()
+    flagged_row = page.split('id="queue-flagged"', 1)[1].split("</tr>", 1)[0]
+    assert 'href="/review/flags/">1</a>' in flagged_row
+    assert ">1</td>" in page.split('id="queue-dropped"', 1)[1].split("</tr>", 1)[0]
+    assert ">4</td>" in page.split('id="queue-total"', 1)[1].split("</tr>", 1)[0]
+    assert "1 resolved, 1 flagged," in client.get("/review/").content.decode()
 
 
 def test_a_dropped_quarantine_withdraws_its_vote_from_a_flagged_item_which_stays_flagged(

@@ -179,6 +179,8 @@ def test_it_reports_the_queue(annotator: User) -> None:
         "available": 1,
         "needs_adjudication": 0,
         "resolved": 1,
+        "flagged": 0,
+        "dropped": 0,
         "gold": 0,
     }
     assert stats["leases"] == {"live": 1, "overdue": 0}
