@@ -20,6 +20,7 @@ urlpatterns = [
         name="api-annotate-annotation-edit",
     ),
     path("annotate/flag", flag_api.FlagCreateApi.as_view(), name="api-annotate-flag"),
+    path("annotate/flags", flag_api.MyFlagsApi.as_view(), name="api-annotate-flags"),
     path("annotate/codebook", api.CodebookCurrentApi.as_view(), name="api-annotate-codebook"),
     path("annotate/codebook/ack", api.CodebookAckApi.as_view(), name="api-annotate-codebook-ack"),
     # reviewers

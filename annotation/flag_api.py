@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotation import flags
-from annotation.api import MAX_ID, AnnotationApi, ProductOut
+from annotation.api import MAX_ID, AnnotationApi, ListApi, ProductOut
 from annotation.models import FlagState, ItemFlag
 from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.pagination import Pagination
@@ -32,6 +32,11 @@ class FlagOut(serializers.Serializer):
     note = serializers.CharField()
     state = serializers.ChoiceField(choices=FlagState.choices)
     created = serializers.DateTimeField()
+
+
+class MyFlagOut(FlagOut):
+    product_title = serializers.CharField(source="task.product.title")
+    decided_at = serializers.DateTimeField(allow_null=True, help_text="null while the flag is open")
 
 
 class FlagDetailOut(FlagOut):
@@ -122,6 +127,24 @@ class FlagCreateApi(AnnotationApi):
         data.is_valid(raise_exception=True)
         flag = flags.item_flag(annotator=self.user, **data.validated_data)
         return Response(FlagOut(flag).data, status=201)
+
+
+class MyFlagsApi(ListApi):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(
+        operation_id="annotate_my_flags",
+        summary="Items you flagged",
+        description=(
+            "Your flags, newest first (paginated): the item's title, the reason (code and its text when "
+            "you flagged), your note, the state (open: waiting for a reviewer; requeued: returned to the "
+            "queue; dropped: never labelled) and when you flagged it and when a reviewer decided. Flags "
+            "are not annotations: GET annotate/annotations does not list them."
+        ),
+        responses={200: MyFlagOut(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        return self.page_of(flags.flags_of(annotator=self.user), MyFlagOut)
 
 
 @extend_schema_view(

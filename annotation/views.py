@@ -26,7 +26,7 @@ from annotation import gold, quarantine, selectors, services
 from annotation.conf import annotation_config
 from annotation.consensus import PRICE_MAX, PRICE_MIN
 from annotation.exceptions import AnnotationError, AnnotatorPaused, CodebookAckRequired
-from annotation.flags import DEFAULT_FLAG_REASONS, flags_open_count
+from annotation.flags import DEFAULT_FLAG_REASONS, flags_of, flags_open_count
 from annotation.forms import (
     AcknowledgeForm,
     AdjudicationForm,
@@ -44,6 +44,7 @@ annotator_only = role_required(Role.ANNOTATOR)
 reviewer_only = role_required(Role.REVIEWER)
 
 HISTORY_PAGE = 25
+HISTORY_FLAGS = 50  # the newest flags the history page lists (all of them: GET /api/v1/annotate/flags)
 MAX_SECONDS_SPENT = 3600.0  # a form left open over lunch says nothing about effort
 ADJUDICATION_PAGE = 50
 
@@ -265,14 +266,23 @@ def undo(request: HttpRequest) -> HttpResponse:
 @annotator_only
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
-    """The annotator's own answers, newest first; those whose item is still open can be changed."""
-    rows = selectors.annotations_of(annotator=_user(request)).select_related("task__guess")
+    """The annotator's own answers, newest first; those whose item is still open can be changed. Then
+    the items they flagged (newest first) and where each flag stands."""
+    user = _user(request)
+    rows = selectors.annotations_of(annotator=user).select_related("task__guess")
     page = Paginator(rows, HISTORY_PAGE).get_page(request.GET.get("page"))
     for annotation in page:
         annotation.editable = services.annotation_editable(annotation)  # type: ignore[attr-defined]
         version = annotation.codebook_version
         annotation.reasons = version.reason_codes if version is not None else []  # type: ignore[attr-defined]
-    return render(request, "annotation/history.html", {"page": page, "verdicts": Verdict.choices})
+    flags = flags_of(annotator=user)
+    context = {
+        "page": page,
+        "verdicts": Verdict.choices,
+        "flags": list(flags[:HISTORY_FLAGS]),
+        "flags_total": flags.count(),
+    }
+    return render(request, "annotation/history.html", context)
 
 
 @annotator_only

@@ -45,6 +45,7 @@ TABLE: dict[str, dict[str, Any]] = {
     "POST annotate/codebook/ack": ANNOTATOR_ONLY,
     "GET annotate/flag": row(200, DENY, DENY),
     "POST annotate/flag": row(400, DENY, DENY),  # an empty body names its fields
+    "GET annotate/flags": row(200, DENY, DENY),
     "GET annotation/codebook/versions": REVIEWER_ONLY,
     "POST annotation/codebook/versions": REVIEWER_ONLY,
     "GET annotation/codebook/diff": row(OK, OK, DENY),

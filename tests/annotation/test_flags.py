@@ -357,6 +357,53 @@ def test_the_annotate_page_flags_and_shows_the_next_item(annotator: User) -> Non
     assert ItemFlag.objects.get().note == "a sofa"
 
 
+def test_annotators_see_their_own_flags_in_their_history(
+    annotator: User, annotator2: User, reviewer: User
+) -> None:
+    first, second, third, other = make_tasks(4)
+    answered = submit(annotator, lease(annotator), "accept")  # first
+    dropped = _flag(annotator, lease(annotator), code="duplicate", note="<i>same</i> as item 1")  # second
+    flag_decide(reviewer=reviewer, flag_id=dropped.id, action="drop")
+    still_open = _flag(annotator, lease(annotator), code="wrong-category")  # third
+    theirs = _flag(annotator2, lease(annotator2), code="other", note="not yours")  # other
+    client = client_for(annotator)
+
+    page = client.get("/annotate/history/").content.decode()
+    table = page.split('id="flag-history"', 1)[1].split("</table>", 1)[0]
+    rows = table.split('<tr id="flag-')[1:]
+    assert [r.split('"', 1)[0] for r in rows] == [str(still_open.id), str(dropped.id)]  # newest first
+    assert third.product.title in rows[0]
+    assert "the category does not match the product" in rows[0]
+    assert 'data-state="open"' in rows[0] and "waiting for a reviewer" in rows[0]
+    assert second.product.title in rows[1]
+    assert "&lt;i&gt;same&lt;/i&gt; as item 1" in rows[1]  # escaped
+    assert 'data-state="dropped"' in rows[1] and "decided" in rows[1]
+    assert other.product.title not in page and "not yours" not in page  # only the annotator's own
+    assert first.product.title in page.split('id="history"', 1)[1].split("</table>", 1)[0]
+
+    listed = client.get("/api/v1/annotate/flags")
+    assert listed.status_code == 200
+    api_rows = listed.json()["results"]
+    assert [(r["id"], r["state"], r["product_title"]) for r in api_rows] == [
+        (still_open.id, "open", third.product.title),
+        (dropped.id, "dropped", second.product.title),
+    ]
+    assert api_rows[1]["reason_label"] == "the same product appears as another item"
+    assert api_rows[1]["note"] == "<i>same</i> as item 1"
+    assert api_rows[0]["decided_at"] is None and api_rows[1]["decided_at"] is not None
+    assert [r["id"] for r in client_for(annotator2).get("/api/v1/annotate/flags").json()["results"]] == [
+        theirs.id
+    ]
+    # the annotations list keeps its shape and lists answers only
+    answers = client.get("/api/v1/annotate/annotations").json()["results"]
+    assert [a["id"] for a in answers] == [answered.id]
+
+
+def test_the_history_page_says_when_nothing_was_flagged(annotator: User) -> None:
+    page = client_for(annotator).get("/annotate/history/").content.decode()
+    assert "You have not flagged any item." in page
+
+
 def test_the_codebook_pages_show_the_flag_reasons(reviewer: User) -> None:
     client = client_for(reviewer)
     response = client.post("/review/codebook/", {"markdown": CODEBOOK}, follow=True)
