@@ -892,7 +892,9 @@ class QueueTaskCountsOut(serializers.Serializer):
 
 class QueueLeaseCountsOut(serializers.Serializer):
     live = serializers.IntegerField()
-    overdue = serializers.IntegerField(help_text="live leases past their expiry (the next sweep returns them)")
+    overdue = serializers.IntegerField(
+        help_text="live leases past their expiry (the next sweep returns them)"
+    )
 
 
 class QueueStatsOut(serializers.Serializer):

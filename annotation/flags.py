@@ -171,11 +171,7 @@ def flags_list(*, state: str | None = None) -> QuerySet[ItemFlag]:
 
 def flags_of(*, annotator: User) -> QuerySet[ItemFlag]:
     """The annotator's own flags, newest first, with the item's title loaded (their history)."""
-    return (
-        ItemFlag.objects.filter(annotator=annotator)
-        .select_related("task__product")
-        .order_by("-id")
-    )
+    return ItemFlag.objects.filter(annotator=annotator).select_related("task__product").order_by("-id")
 
 
 def flags_open_count() -> int:

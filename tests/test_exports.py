@@ -358,7 +358,9 @@ def test_a_csv_shows_a_formula_like_title_as_text_and_jsonl_and_parquet_keep_it(
     client = client_for(reviewer)
 
     by_output = {
-        output: {r["task_id"]: r for r in _rows(client.get("/api/v1/labels/export", {"output": output}), output)}
+        output: {
+            r["task_id"]: r for r in _rows(client.get("/api/v1/labels/export", {"output": output}), output)
+        }
         for output in FORMATS
     }
     csv_rows, jsonl_rows = by_output["csv"], by_output["jsonl"]

@@ -301,8 +301,10 @@ def test_queue_counts_show_flagged_and_dropped_items_so_the_states_add_up(
         "flagged": 1,
         "dropped": 1,
     }
-    assert counts["total"] == 4 == sum(
-        counts[k] for k in ("open", "needs_adjudication", "resolved", "flagged", "dropped")
+    assert (
+        counts["total"]
+        == 4
+        == sum(counts[k] for k in ("open", "needs_adjudication", "resolved", "flagged", "dropped"))
     )
     assert counts["gold"] == 1
 
@@ -374,11 +376,14 @@ def test_annotators_see_their_own_flags_in_their_history(
     assert [r.split('"', 1)[0] for r in rows] == [str(still_open.id), str(dropped.id)]  # newest first
     assert third.product.title in rows[0]
     assert "the category does not match the product" in rows[0]
-    assert 'data-state="open"' in rows[0] and "waiting for a reviewer" in rows[0]
+    assert 'data-state="open"' in rows[0]
+    assert "waiting for a reviewer" in rows[0]
     assert second.product.title in rows[1]
     assert "&lt;i&gt;same&lt;/i&gt; as item 1" in rows[1]  # escaped
-    assert 'data-state="dropped"' in rows[1] and "decided" in rows[1]
-    assert other.product.title not in page and "not yours" not in page  # only the annotator's own
+    assert 'data-state="dropped"' in rows[1]
+    assert "decided" in rows[1]
+    assert other.product.title not in page
+    assert "not yours" not in page
     assert first.product.title in page.split('id="history"', 1)[1].split("</table>", 1)[0]
 
     listed = client.get("/api/v1/annotate/flags")
@@ -390,7 +395,8 @@ def test_annotators_see_their_own_flags_in_their_history(
     ]
     assert api_rows[1]["reason_label"] == "the same product appears as another item"
     assert api_rows[1]["note"] == "<i>same</i> as item 1"
-    assert api_rows[0]["decided_at"] is None and api_rows[1]["decided_at"] is not None
+    assert api_rows[0]["decided_at"] is None
+    assert api_rows[1]["decided_at"] is not None
     assert [r["id"] for r in client_for(annotator2).get("/api/v1/annotate/flags").json()["results"]] == [
         theirs.id
     ]
