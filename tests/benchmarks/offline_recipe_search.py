@@ -176,6 +176,7 @@ def main() -> int:
                     predictor = Predictor(
                         str(base), model=model, tokenizer=pred_tok, k=recipe.predict.k,
                         batch_size=32, max_length=recipe.train.max_length, dtype="float32",
+                        estimate=recipe.predict.estimate,  # as the product guesses (was top-k always)
                     )  # fmt: skip
                     val_mae = evaluate(
                         [float(i["price"]) for i in val],
