@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--base-steps", type=int, default=None, help="text steps (default: the size's)")
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--overrides", default="{}", help="JSON recipe sections over `tiny`")
+    parser.add_argument("--price-sigma", type=float, default=0.0, help="soft price targets (price_loss.py)")
     parser.add_argument("--test-share", type=float, default=0.2)
     parser.add_argument("--mean-mae", type=float, default=None, help="the training mean's test MAE")
     parser.add_argument("--out", type=Path, default=Path("var/base-seed-variance"))
@@ -78,9 +79,22 @@ def main() -> int:
             "model": {"base": str(base)},
         },
     )
+    hooks = None
+    if args.price_sigma:
+        from training.engine.price_loss import price_loss_func
+        from training.engine.speed import TrainHooks
+
+        sigma = args.price_sigma
+
+        class PriceLoss:
+            def __init__(self, *a: object, **kw: object) -> None:
+                super().__init__(*a, **kw)  # type: ignore[call-arg]
+                self.compute_loss_func = price_loss_func(self.processing_class, sigma=sigma)  # type: ignore[attr-defined]
+
+        hooks = TrainHooks(trainer_mixins=(PriceLoss,))
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
-        result = train(recipe, args.dataset, Path(tmp) / "run", base=str(base), resume=False)
+        result = train(recipe, args.dataset, Path(tmp) / "run", base=str(base), resume=False, hooks=hooks)
         train_s = time.perf_counter() - began
         for estimate in ("median", "topk"):
             predictor = Predictor(
@@ -99,6 +113,7 @@ def main() -> int:
                 "base_steps": args.base_steps,
                 "train_seed": args.train_seed,
                 "overrides": overrides,
+                "price_sigma": args.price_sigma,
                 "estimate": estimate,
                 "test_items": len(test),
                 "mae": round(mae, 2),

@@ -140,6 +140,14 @@ class TrainSection:
     beta: float = field(
         default=0.1, metadata={"help": "DPO/KTO: strength of the pull towards the reference."}
     )
+    price_sigma: float = field(
+        default=0.0,
+        metadata={
+            "help": "SFT: > 0 adds a soft target on the price token, a Gaussian over log(1 + price) of this "
+            "width (0.3: near misses earn credit; training/engine/price_loss.py); 0: plain cross-entropy. "
+            "DPO and KTO ignore it."
+        },
+    )
     precision: str = field(
         default="auto",
         metadata={"help": "'bf16', 'fp32' or 'auto' (bf16 on CUDA when supported, else fp32)."},
@@ -169,6 +177,10 @@ class TrainSection:
         _check(self.logging_steps >= 1, f"train.logging_steps={self.logging_steps}: must be >= 1")
         _check(self.save_steps >= 1, f"train.save_steps={self.save_steps}: must be >= 1")
         _check(self.max_grad_norm > 0, f"train.max_grad_norm={self.max_grad_norm}: must be positive")
+        _check(
+            0.0 <= self.price_sigma <= 2.0,
+            f"train.price_sigma={self.price_sigma}: use 0 (off) or a width in log-price such as 0.3",
+        )
         _check(
             self.method == "sft" or self.completion_only_loss,
             f"train.completion_only_loss=false contradicts train.method={self.method}: "

@@ -425,6 +425,11 @@ def train(
         peft_config=peft_config,
         callbacks=[callback, *(callbacks or [])],
     )
+    if method == "sft" and recipe.train.price_sigma > 0:
+        from training.engine.price_loss import price_loss_func
+
+        # TRL's SFT trainer calls the Trainer's documented compute_loss_func with the full logits.
+        trainer.compute_loss_func = price_loss_func(tokenizer, sigma=recipe.train.price_sigma)
     # Progress goes to the caller (and the CLI's bar), not to stdout from inside the library.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
