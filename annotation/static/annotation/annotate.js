@@ -356,7 +356,12 @@
       if (form.hasAttribute("data-advance") && advance(form)) {
         event.preventDefault();
         event.stopImmediatePropagation();
+        return;
       }
+      // Enter in the price box submits natively, not through submit() above: make sure htmx has bound
+      // this form (a fragment swapped in moments ago may not be yet), so that the answer swaps the item
+      // instead of reloading the page. A listener htmx adds here still runs: the target is not reached.
+      if (window.htmx) window.htmx.process(form);
     },
     true,
   );
