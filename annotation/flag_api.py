@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotation import flags
-from annotation.api import MAX_ID, AnnotationApi, ListApi, ProductOut
+from annotation.api import MAX_ID, AnnotationApi, ListApi, ProductOut, ReasonCodeOut
 from annotation.models import FlagState, ItemFlag
 from webapp.api import ERROR_SCHEMA as ERROR
 from webapp.pagination import Pagination
@@ -61,15 +61,10 @@ class FlagFilter(django_filters.FilterSet):
         fields = ["state"]
 
 
-class FlagReasonOut(serializers.Serializer):
-    code = serializers.CharField()
-    label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
-
-
 class FlagReasonsOut(serializers.Serializer):
     codebook_version = serializers.IntegerField(allow_null=True, help_text="null: no codebook yet")
     default = serializers.BooleanField(help_text="true: the codebook has no Flag reasons section")
-    reasons = FlagReasonOut(many=True)
+    reasons = ReasonCodeOut(many=True)
 
 
 class FlagCreateApi(AnnotationApi):

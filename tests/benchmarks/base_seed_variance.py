@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -24,11 +23,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-
-
-def _iqr(values: list[float]) -> float:
-    q = statistics.quantiles(values, n=4)
-    return q[2] - q[0]
 
 
 def main() -> int:
@@ -39,7 +33,12 @@ def main() -> int:
     parser.add_argument("--base-steps", type=int, default=None, help="text steps (default: the size's)")
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--overrides", default="{}", help="JSON recipe sections over `tiny`")
-    parser.add_argument("--price-sigma", type=float, default=0.0, help="soft price targets (price_loss.py)")
+    parser.add_argument(
+        "--price-sigma",
+        type=float,
+        default=None,
+        help="train.price_sigma (0: plain cross-entropy; default: the recipe's)",
+    )
     parser.add_argument("--test-share", type=float, default=0.2)
     parser.add_argument("--mean-mae", type=float, default=None, help="the training mean's test MAE")
     parser.add_argument("--out", type=Path, default=Path("var/base-seed-variance"))
@@ -47,7 +46,7 @@ def main() -> int:
 
     from training.engine.bootstrap import build_base
     from training.engine.config import load_recipe
-    from training.engine.evaluator import evaluate
+    from training.engine.evaluator import evaluate, iqr_ratio
     from training.engine.predictor import Predictor
     from training.engine.prompts import price_trainable
     from training.engine.split import in_holdout
@@ -75,26 +74,17 @@ def main() -> int:
         "tiny",
         {
             **overrides,
-            "train": {**overrides.get("train", {}), "seed": args.train_seed},
+            "train": {
+                **overrides.get("train", {}),
+                "seed": args.train_seed,
+                **({} if args.price_sigma is None else {"price_sigma": args.price_sigma}),
+            },
             "model": {"base": str(base)},
         },
     )
-    hooks = None
-    if args.price_sigma:
-        from training.engine.price_loss import price_loss_func
-        from training.engine.speed import TrainHooks
-
-        sigma = args.price_sigma
-
-        class PriceLoss:
-            def __init__(self, *a: object, **kw: object) -> None:
-                super().__init__(*a, **kw)  # type: ignore[call-arg]
-                self.compute_loss_func = price_loss_func(self.processing_class, sigma=sigma)  # type: ignore[attr-defined]
-
-        hooks = TrainHooks(trainer_mixins=(PriceLoss,))
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
-        result = train(recipe, args.dataset, Path(tmp) / "run", base=str(base), resume=False, hooks=hooks)
+        result = train(recipe, args.dataset, Path(tmp) / "run", base=str(base), resume=False)
         train_s = time.perf_counter() - began
         for estimate in ("median", "topk"):
             predictor = Predictor(
@@ -113,12 +103,12 @@ def main() -> int:
                 "base_steps": args.base_steps,
                 "train_seed": args.train_seed,
                 "overrides": overrides,
-                "price_sigma": args.price_sigma,
+                "price_sigma": recipe.train.price_sigma,
                 "estimate": estimate,
                 "test_items": len(test),
                 "mae": round(mae, 2),
                 "ratio": round(mae / args.mean_mae, 3) if args.mean_mae else None,
-                "iqr_ratio": round(_iqr(guesses) / _iqr(truths), 3),
+                "iqr_ratio": round(iqr_ratio(guesses, truths), 3),
                 "base_s": round(base_s, 1),
                 "train_s": round(train_s, 1),
             }

@@ -27,11 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
-def _iqr(values: list[float]) -> float:
-    q = statistics.quantiles(values, n=4)
-    return q[2] - q[0]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
@@ -61,7 +56,7 @@ def main() -> int:
     from annotation.models import Product, SeedLabel, Split
     from training import storage
     from training.engine.baselines import tfidf_ridge
-    from training.engine.evaluator import evaluate
+    from training.engine.evaluator import evaluate, iqr_ratio
     from training.models import ModelVersion, VersionStatus
     from training.recipes import make_predictor, version_predictor_settings
 
@@ -88,7 +83,7 @@ def main() -> int:
         "v1_mae": round(v1.mae, 2),
         "mean_mae": round(mean_mae, 2),
         "ratio": round(v1.mae / mean_mae, 3),
-        "iqr_ratio": round(_iqr(guesses) / _iqr(truths), 3),
+        "iqr_ratio": round(iqr_ratio(guesses, truths), 3),
         "distinct_guesses": len({round(g) for g in guesses}),
         "guess_range": [round(min(guesses), 2), round(max(guesses), 2)],
         "ridge_mae": round(ridge_mae, 2),

@@ -49,11 +49,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _iqr(values: list[float]) -> float:
-    q = statistics.quantiles(values, n=4)
-    return q[2] - q[0]
-
-
 def _read_items(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.items:
         with open(args.items, encoding="utf-8") as fh:
@@ -90,7 +85,7 @@ def main() -> int:
     from training.engine.bootstrap import build_base
     from training.engine.config import load_recipe
     from training.engine.datasets import LabelRow, build_sft
-    from training.engine.evaluator import evaluate
+    from training.engine.evaluator import evaluate, iqr_ratio
     from training.engine.model_io import load_tokenizer
     from training.engine.predictor import Predictor
     from training.engine.prompts import COMPLETION_RESERVE, price_trainable
@@ -188,7 +183,7 @@ def main() -> int:
                         "variant": name, "lr": lr, "epoch": epoch, "train_s": round(time.perf_counter() - began_train, 1),
                         "loss": loss, "val_mae": round(val_mae, 2), "test_mae": round(metrics.mae, 2),
                         "mean_mae": round(mean_mae, 2), "ridge_mae": round(ridge_mae, 2), "ratio": round(metrics.mae / mean_mae, 3),
-                        "iqr_ratio": round(_iqr(guesses) / _iqr(truths), 3), "hit_rate": round(metrics.hit_rate, 3),
+                        "iqr_ratio": round(iqr_ratio(guesses, truths), 3), "hit_rate": round(metrics.hit_rate, 3),
                         "distinct": len({round(g) for g in guesses}),
                     }  # fmt: skip
                     print(json.dumps(row), flush=True)

@@ -78,3 +78,12 @@ def test_a_recipe_with_a_width_trains_with_the_soft_term(
     soft = _first_loss(tiny_recipe, datasets_dir / "sft.jsonl", tmp_path / "soft", 0.3)
     # Same batch, same weights: the soft term (a cross-entropy, > 0) is added to the plain loss.
     assert soft > plain + 0.1
+
+
+def test_the_spread_ratio_is_one_for_the_prices_themselves_and_zero_for_one_price() -> None:
+    from training.engine.evaluator import iqr_ratio
+
+    truths = [5.0, 20.0, 40.0, 80.0, 150.0, 300.0, 600.0]
+    assert iqr_ratio(truths, truths) == pytest.approx(1.0)
+    assert iqr_ratio([17.5] * len(truths), truths) == 0.0
+    assert iqr_ratio([t / 2 for t in truths], truths) == pytest.approx(0.5)

@@ -12,6 +12,7 @@ side can store it as JSON unchanged.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -277,6 +278,13 @@ def gate_decide(
         "checks": {"mae": mae_ok, "significant": significant, "hit_rate": hit_ok},
     }
     return GateDecision(promote=mae_ok and significant and hit_ok, reasons=reasons, numbers=numbers)
+
+
+def iqr_ratio(guesses: Sequence[float], truths: Sequence[float]) -> float:
+    """Spread of the guesses: their interquartile range over the true prices' (1.0: as spread out as the
+    prices; near 0: one price for everything)."""
+    g, t = statistics.quantiles(guesses, n=4), statistics.quantiles(truths, n=4)
+    return (g[2] - g[0]) / (t[2] - t[0])
 
 
 def colours_of(truths: Sequence[float], guesses: Sequence[float]) -> Iterator[Colour]:
