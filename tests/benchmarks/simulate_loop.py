@@ -152,6 +152,7 @@ class Config:
     gold_size: int = 40
     gold_min_price: float = 200.0
     build_base: str | None = None
+    base_only: bool = False
     bootstrap_overrides: str = ""
     timeout: float = 3600.0
     argv: list[str] = field(default_factory=list)
@@ -787,6 +788,11 @@ def parse_args(argv: list[str]) -> Config:
         choices=["tiny", "small"],
         help="with --start and no BASE_MODEL: the size of the base pretrained on the pool's texts (tiny)",
     )
+    p.add_argument(
+        "--base-only",
+        action="store_true",
+        help="build the base (--build-base) into OUT/base-SIZE and stop: several runs can then share it",
+    )
     p.add_argument("--bootstrap-overrides", default="", help="JSON recipe overrides for v1")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds any one wait may take")
     args = p.parse_args(argv)
@@ -814,6 +820,7 @@ def parse_args(argv: list[str]) -> Config:
         gold_size=args.gold_size,
         gold_min_price=args.gold_min_price,
         build_base=args.build_base,
+        base_only=args.base_only,
         bootstrap_overrides=args.bootstrap_overrides,
         timeout=args.timeout,
         argv=list(argv),
@@ -855,6 +862,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"--score-extra shares {len(overlap)} ids with --items (e.g. {sorted(overlap)[0]}): "
                 "the extra items must be ones the product never sees."
             )
+    if cfg.base_only:
+        print(build_base_from_pool(cfg, pool))
+        return 0
     if cfg.start and not os.environ.get("BASE_MODEL"):
         base = build_base_from_pool(cfg, pool)
         if base is not None:

@@ -192,3 +192,41 @@ def test_a_replay_share_draws_on_the_seed_set_v1_was_trained_on(
     rows = [json.loads(line) for line in Path(paths.resolve(dataset.path)).read_text().splitlines()]
     assert any("A seeded lamp" in json.dumps(row) for row in rows)  # the seed label is replayed
     assert list(dataset.replay_batches.all()) == []  # no earlier batch: the seed set is not one
+
+
+@pytest.mark.django_db
+def test_a_candidate_from_the_base_learns_every_approved_label_so_far(
+    labelled: int, reviewer: Any, settings: Any
+) -> None:
+    """RETRAIN_FROM=base: the seed set, every earlier approved batch (no rejected one), the new batch."""
+    from pathlib import Path
+
+    from annotation.models import SeedLabel
+    from training import paths
+
+    seeded = Product.objects.create(external_id="seed-1", title="Seeded", text="A seeded lamp", price=77)
+    SeedLabel.objects.create(product=seeded, price="77.00", seed_set="demo-seed-labels.jsonl")
+    settings.RETRAIN_FROM = "base"
+    settings.RETRAIN_REPLAY_SHARE = 0.0
+    first = batch_create_from_resolved(min_size=1)
+    items = list(BatchItem.objects.filter(batch=first).order_by("id").select_related("product"))
+    rejected = RetrainBatch.objects.create(
+        content_sha256="e" * 64, status=BatchStatus.REJECTED, reviewed_at=timezone.now(), reason="spam"
+    )
+    new = RetrainBatch.objects.create(
+        content_sha256="f" * 64, status=BatchStatus.APPROVED, reviewed_at=timezone.now()
+    )
+    BatchItem.objects.filter(pk__in=[i.pk for i in items[20:30]]).update(batch=rejected)
+    BatchItem.objects.filter(pk__in=[i.pk for i in items[30:]]).update(batch=new)
+    RetrainBatch.objects.filter(pk=first.pk).update(status=BatchStatus.APPROVED, reviewed_at=timezone.now())
+    run = TrainingRun.objects.create(batch=new, recipe_name="tiny", base_model=_base())
+    dataset = dataset_build(run_id=run.pk)
+    assert dataset is not None
+    text = Path(paths.resolve(dataset.path)).read_text()
+    wanted = [i.product for i in items[:20] + items[30:]] + [seeded]
+    assert dataset.rows == len(wanted) == 20 + (labelled - 30) + 1
+    assert all(p.text[:40] in text for p in wanted)
+    assert not any(i.product.text[:40] in text for i in items[20:30])  # the rejected batch stays out
+    assert [b.pk for b in dataset.replay_batches.all()] == [first.pk]
+    run.refresh_from_db()
+    assert "from the base" in run.logs

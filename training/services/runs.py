@@ -31,6 +31,7 @@ from training.models import (
     BatchStatus,
     ModelVersion,
     ProgressPoint,
+    RetrainBatch,
     RunStage,
     RunStatus,
     TrainingDataset,
@@ -167,7 +168,16 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
         rows = _label_rows([run.batch_id])
         replay_ids: list[int] = []
         share = float(settings.RETRAIN_REPLAY_SHARE)
-        if share > 0:
+        if settings.RETRAIN_FROM == "base":
+            # A fresh adapter learns every label so far; old rows first, so a product's newest label wins.
+            replay_ids = list(
+                RetrainBatch.objects.filter(status=BatchStatus.APPROVED, pk__lt=run.batch_id)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            rows = _seed_rows() + _label_rows(replay_ids) + rows
+            _append_log(run_id, f"from the base: the seed set and {len(replay_ids)} earlier approved batches")
+        elif share > 0:
             replay_ids = list(
                 TrainingRun.objects.filter(
                     batch__status=BatchStatus.APPROVED, status=RunStatus.SUCCEEDED, batch_id__lt=run.batch_id
@@ -290,7 +300,7 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
             overrides=run.hyperparameters,
         )
         parent = run.parent
-        if parent is None and run.batch_id is not None:
+        if parent is None and run.batch_id is not None and settings.RETRAIN_FROM == "champion":
             parent = ModelVersion.objects.filter(
                 status=VersionStatus.CHAMPION, base_model=run.base_model
             ).first()
