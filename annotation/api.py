@@ -748,6 +748,9 @@ class GoldCreateOut(serializers.Serializer):
     created = serializers.IntegerField()
     existing = serializers.IntegerField(help_text="products that already were gold items (unchanged)")
     products_created = serializers.IntegerField(help_text="new catalogue products made from title/text")
+    withdrawn = serializers.IntegerField(
+        help_text="unanswered ordinary tasks of the new gold products, taken out of the queue"
+    )
     items = GoldItemOut(
         many=True, help_text="the gold items of the request: created ones, then existing ones"
     )
@@ -838,6 +841,7 @@ class GoldApi(AnnotationApi, generics.GenericAPIView):
             "created": len(result.created),
             "existing": len(result.existing),
             "products_created": result.products_created,
+            "withdrawn": result.withdrawn,
             "items": GoldItemOut(items, many=True, context={"correct": gold.gold_correct_counts(items)}).data,
         }
         return Response(body_out, status=status.HTTP_201_CREATED)

@@ -25,7 +25,7 @@ from django.db.models import Count, QuerySet
 
 from annotation.catalogue.curation import PriceError, curate_text, curate_title, parse_price
 from annotation.conf import annotation_config
-from annotation.models import Annotation, AnnotatorStatus, Assignment, Product, Split, Task
+from annotation.models import Annotation, AnnotatorStatus, Assignment, Product, Split, Task, TaskStatus
 from training.models import AuditAction, AuditEvent
 from webapp.roles import Role
 
@@ -45,6 +45,9 @@ class GoldImportResult:
     created: list[Task] = field(default_factory=list)
     existing: list[Task] = field(default_factory=list)  # the product already was a gold item: unchanged
     products_created: int = 0
+    # Unanswered regular tasks of the new gold products, taken out of the queue: a gold product is served
+    # as a check item only, never labelled as an ordinary one (its answers would be gold answers unscored).
+    withdrawn: int = 0
     errors: list[GoldRowError] = field(default_factory=list)
 
 
@@ -233,6 +236,13 @@ def _gold_items_create(*, rows: list[tuple[int, Any]], actor: User | None, parti
             )
         result.created = Task.objects.bulk_create(tasks)
         if result.created:
+            idle = Task.objects.filter(
+                product__in=[t.product_id for t in result.created],
+                is_gold=False,
+                status=TaskStatus.OPEN,
+                assignments__isnull=True,
+            ).values_list("pk", flat=True)
+            result.withdrawn = Task.objects.filter(pk__in=list(idle)).delete()[1].get("annotation.Task", 0)
             ids = ",".join(str(t.pk) for t in result.created)
             AuditEvent.objects.create(
                 action=AuditAction.GOLD_CREATE,
@@ -242,6 +252,7 @@ def _gold_items_create(*, rows: list[tuple[int, Any]], actor: User | None, parti
                     "created": len(result.created),
                     "existing": len(result.existing),
                     "products_created": result.products_created,
+                    "withdrawn": result.withdrawn,
                     "task_ids": [t.pk for t in result.created][:1000],
                 },
             )

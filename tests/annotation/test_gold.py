@@ -215,3 +215,20 @@ def test_gold_items_created_through_the_api_pause_a_careless_annotator(
     status = AnnotatorStatus.objects.get(user=annotator)
     assert status.paused
     assert "0/2" in status.paused_reason
+
+
+def test_a_product_made_gold_leaves_the_ordinary_queue_unless_someone_holds_it(
+    reviewer: User, annotator: User
+) -> None:
+    """Queued first, made gold later: its unanswered ordinary task goes; one an annotator holds stays."""
+    tasks = make_tasks(3)
+    held = lease(annotator)  # the first task, now on the annotator's screen
+    client = client_for(reviewer)
+    made = client.post(
+        "/api/v1/gold", [{"id": t.product.external_id, "price": 90} for t in tasks], format="json"
+    )
+    assert made.status_code == 201, made.content
+    assert (made.json()["created"], made.json()["withdrawn"]) == (3, 2)
+    ordinary = Task.objects.filter(product__in=[t.product for t in tasks], is_gold=False)
+    assert list(ordinary.values_list("pk", flat=True)) == [held.task_id]
+    assert AuditEvent.objects.get(action="gold_create").numbers["withdrawn"] == 2

@@ -47,6 +47,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{len(result.created)} gold item(s) created ({result.products_created} new product(s)), "
             f"{len(result.existing)} already gold, {bad} bad line(s)."
+            + (f" {result.withdrawn} queued ordinary task(s) of them withdrawn." if result.withdrawn else "")
         )
         pool = gold_pool_status()
         if pool["warning"]:
