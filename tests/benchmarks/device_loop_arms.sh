@@ -63,8 +63,9 @@ case "${1:-}" in
     progress ;;
   collect)
     progress
-    tar czf "${OUT:-.}/loop-arms.tar.gz" --exclude='priceloop' --exclude='*.safetensors' \
+    tar czf "$work/.collect.$$.tgz" --exclude='priceloop' --exclude='*.safetensors' \
       $work/*.log $work/*/simulation.* $work/*/error-per-round.png $work/*/stdout.log 2>/dev/null
+    mv "$work/.collect.$$.tgz" "${OUT:-.}/loop-arms.tar.gz"  # whole or not at all, also when run every minute
     for f in $work/*/priceloop/logs/worker.log; do tail -c 3000 "$f"; done > "${OUT:-.}/worker-tails.log" 2>/dev/null
     ;;
   *) echo "usage: $0 start|wait [SECONDS]|collect" >&2; exit 2 ;;

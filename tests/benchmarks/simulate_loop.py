@@ -349,6 +349,9 @@ class Simulation:
         self.pool_imported += len(plan.gold)
         self.wait_guessed()
         how = self.import_gold()
+        # Made gold, those products leave the ordinary queue (their unanswered tasks are withdrawn): count
+        # the rounds' products from here.
+        self.tasks_before, self.pool_imported = self.queue()["tasks"]["total"], 0
         self.log(f"{len(plan.gold)} gold items ({how}); queue: {self.queue()['tasks']}")
         return v1
 
@@ -623,6 +626,8 @@ class Simulation:
                 "score_extra": cfg.score_extra.name if cfg.score_extra else None,
                 "recipe": self.server.env.get("RETRAIN_RECIPE") or "tiny",
                 "recipe_overrides": self.server.env.get("RETRAIN_RECIPE_OVERRIDES", ""),
+                "retrain_from": self.server.env.get("RETRAIN_FROM") or "champion",
+                "replay_share": float(self.server.env.get("RETRAIN_REPLAY_SHARE") or 0),
             },
             "start": {"round": 0, "champion": self.measure(v1["name"]), "baselines": self.baselines()},
             "rounds": [],

@@ -266,7 +266,7 @@ def test_the_settings_summary_names_what_the_version_was_trained_with() -> None:
         "kind": "sft",
         "quantization": "float32",  # the CPU recipe: not quantized, float32 weights
         "prompt_style": "base",
-        "epochs": 8.0,
+        "epochs": 12.0,
         "max_steps": None,
         "learning_rate": 3e-3,
         "lora_rank": 16,
