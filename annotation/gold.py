@@ -236,13 +236,13 @@ def _gold_items_create(*, rows: list[tuple[int, Any]], actor: User | None, parti
             )
         result.created = Task.objects.bulk_create(tasks)
         if result.created:
-            idle = Task.objects.filter(
+            _, deleted = Task.objects.filter(
                 product__in=[t.product_id for t in result.created],
                 is_gold=False,
                 status=TaskStatus.OPEN,
                 assignments__isnull=True,
-            ).values_list("pk", flat=True)
-            result.withdrawn = Task.objects.filter(pk__in=list(idle)).delete()[1].get("annotation.Task", 0)
+            ).delete()
+            result.withdrawn = deleted.get("annotation.Task", 0)
             ids = ",".join(str(t.pk) for t in result.created)
             AuditEvent.objects.create(
                 action=AuditAction.GOLD_CREATE,

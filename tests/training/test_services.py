@@ -128,6 +128,15 @@ def test_it_fails_the_run_when_a_test_product_reaches_the_dataset(labelled: int,
     assert item.product.external_id in run.error
 
 
+def _seed_label() -> Product:
+    """One product of the named seed set v1 was trained on ("A seeded lamp", $77)."""
+    from annotation.models import SeedLabel
+
+    seeded = Product.objects.create(external_id="seed-1", title="Seeded", text="A seeded lamp", price=77)
+    SeedLabel.objects.create(product=seeded, price="77.00", seed_set="demo-seed-labels.jsonl")
+    return seeded
+
+
 def _base() -> str:
     from django.conf import settings
 
@@ -178,11 +187,9 @@ def test_a_replay_share_draws_on_the_seed_set_v1_was_trained_on(
     import json
     from pathlib import Path
 
-    from annotation.models import SeedLabel
     from training import paths
 
-    seeded = Product.objects.create(external_id="seed-1", title="Seeded", text="A seeded lamp", price=77)
-    SeedLabel.objects.create(product=seeded, price="77.00", seed_set="demo-seed-labels.jsonl")
+    _seed_label()
     settings.RETRAIN_REPLAY_SHARE = 0.5
     batch = batch_create_from_resolved(min_size=1)
     RetrainBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.APPROVED, reviewed_at=timezone.now())
@@ -201,11 +208,9 @@ def test_a_candidate_from_the_base_learns_every_approved_label_so_far(
     """RETRAIN_FROM=base: the seed set, every earlier approved batch (no rejected one), the new batch."""
     from pathlib import Path
 
-    from annotation.models import SeedLabel
     from training import paths
 
-    seeded = Product.objects.create(external_id="seed-1", title="Seeded", text="A seeded lamp", price=77)
-    SeedLabel.objects.create(product=seeded, price="77.00", seed_set="demo-seed-labels.jsonl")
+    seeded = _seed_label()
     settings.RETRAIN_FROM = "base"
     settings.RETRAIN_REPLAY_SHARE = 0.0
     first = batch_create_from_resolved(min_size=1)
