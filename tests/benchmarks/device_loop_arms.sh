@@ -8,13 +8,16 @@
 #   bash tests/benchmarks/device_loop_arms.sh collect   # results into $OUT/loop-arms.tar.gz
 #
 # Needs the pure-Python wheels in .whl/ and ../shared/data/amazon_items.jsonl gzipped as
-# .gpu/amazon_items.jsonl.gz (both git-ignored, carried). ARMS picks arms by name (default: all).
+# .gpu/amazon_items.jsonl.gz (both git-ignored, carried). ARMS picks arms by name (default: all); ANNOTATORS, ROUNDS, LABELS,
+# SEED_SIZE and GOLD_SIZE the simulation's options (ANNOTATORS=careful=4 ROUNDS=1 LABELS=4200: every pool
+# item labelled correctly in one round, the ceiling of this base and recipe).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false DEBUG=1
 export RETRAIN_RECIPE=${RETRAIN_RECIPE:-small-qlora}
 work=${WORK:-var/loop} PY=${PY:-python3} ITEMS=${ITEMS:-.gpu/amazon_items.jsonl} SIZE=${BASE_SIZE:-small}
 ROUNDS=${ROUNDS:-4} LABELS=${LABELS:-800} SEED_SIZE=${SEED_SIZE:-200} GOLD_SIZE=${GOLD_SIZE:-40}
+ANNOTATORS=${ANNOTATORS:-careful=3,sloppy=1,spammer=1}
 
 # name | environment | recipe overrides (over small-qlora; bf16 LoRA r32 on all projections, 1e-3, median:
 # the offline search's best, docs/learning-loop.md)
@@ -43,7 +46,7 @@ print('transformers', transformers.__version__, 'peft', peft.__version__, 'trl',
     # shellcheck disable=SC2086
     env $envs RETRAIN_RECIPE_OVERRIDES="$overrides" $PY tests/benchmarks/simulate_loop.py --items "$ITEMS" \
       --rounds "$ROUNDS" --labels-per-round "$LABELS" --seed-size "$SEED_SIZE" --gold-size "$GOLD_SIZE" \
-      --seed 1 --start \
+      --annotators "$ANNOTATORS" --seed 1 --start \
       --out $work/$name > $work/$name/stdout.log 2>&1 &
   done < <(arms)
   wait
