@@ -30,6 +30,9 @@ def main() -> int:
     parser.add_argument("--catalogue", type=Path, required=True, help="catalogue JSONL (id, text, price)")
     parser.add_argument("--dataset", type=Path, required=True, help="SFT JSONL of the seed labels")
     parser.add_argument("--base-seed", type=int, default=0)
+    parser.add_argument(
+        "--base", type=Path, default=None, help="an existing tiny base (e.g. a demo's base-tiny): not rebuilt"
+    )
     parser.add_argument("--base-steps", type=int, default=None, help="text steps (default: the size's)")
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--overrides", default="{}", help="JSON recipe sections over `tiny`")
@@ -59,15 +62,16 @@ def main() -> int:
     pool = [i for i in items if not in_holdout(i["id"], args.test_share)]
     truths = [float(i["price"]) for i in test]
     args.out.mkdir(parents=True, exist_ok=True)
-    base = args.out / f"base-s{args.base_seed}-{args.base_steps or 'default'}"
+    base = args.base or args.out / f"base-s{args.base_seed}-{args.base_steps or 'default'}"
     began = time.perf_counter()
-    build_base(
-        [{"id": i["id"], "text": i["text"]} for i in pool],
-        base,
-        size="tiny",
-        seed=args.base_seed,
-        steps=args.base_steps,
-    )
+    if args.base is None:
+        build_base(
+            [{"id": i["id"], "text": i["text"]} for i in pool],
+            base,
+            size="tiny",
+            seed=args.base_seed,
+            steps=args.base_steps,
+        )
     base_s = time.perf_counter() - began
     overrides = json.loads(args.overrides)
     recipe = load_recipe(
@@ -99,7 +103,8 @@ def main() -> int:
             guesses = [p.price for p in predictor.predict([i["text"] for i in test])]
             mae = evaluate(truths, guesses).mae
             row = {
-                "base_seed": args.base_seed,
+                "base_seed": None if args.base else args.base_seed,
+                "base": args.base.name if args.base else None,
                 "base_steps": args.base_steps,
                 "train_seed": args.train_seed,
                 "overrides": overrides,
