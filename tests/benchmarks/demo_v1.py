@@ -128,11 +128,12 @@ def main() -> int:
 
 def first_batch() -> dict:
     """The demo annotators label the whole open pool with true prices; the reviewer approves the batch."""
+    from django.conf import settings
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIClient
 
     from annotation.models import Product
-    from training.models import ModelVersion, TrainingRun
+    from training.models import TrainingRun
     from training.services.registry import run_evaluate_and_gate
     from training.services.runs import dataset_build, run_train
 
@@ -185,7 +186,7 @@ def first_batch() -> dict:
     run_train(run_id=run_id, enqueue_next=False)
     run_evaluate_and_gate(run_id=run_id)
     run = TrainingRun.objects.select_related("candidate").get(pk=run_id)
-    champion = ModelVersion.objects.get(number=1)
+    gate = run.gate or {}
     return {
         "labelled": labelled,
         "label_seconds": round(label_seconds, 1),
@@ -193,12 +194,12 @@ def first_batch() -> dict:
         "checks_passed": batch["checks_passed"],
         "run_status": run.status,
         "run_seconds": round(time.perf_counter() - began, 1),
-        "retrain_from": os.environ.get("RETRAIN_FROM", "champion"),
+        "retrain_from": settings.RETRAIN_FROM,
         "candidate": run.candidate.name if run.candidate else None,
         "candidate_mae": run.candidate.metrics.get("mae") if run.candidate else None,
-        "v1_gate_mae": champion.metrics.get("mae"),
-        "promoted": bool((run.gate or {}).get("promote")),
-        "gate": run.gate,
+        "v1_gate_mae": gate.get("numbers", {}).get("mae_champion"),
+        "promoted": bool(gate.get("promote")),
+        "gate": gate,
         "error": run.error,
     }
 

@@ -8,9 +8,9 @@
 #   bash tests/benchmarks/device_loop_arms.sh collect   # results into $OUT/loop-arms.tar.gz
 #
 # Needs the pure-Python wheels in .whl/ and ../shared/data/amazon_items.jsonl gzipped as
-# .gpu/amazon_items.jsonl.gz (both git-ignored, carried). ARMS picks arms by name (default: all); ANNOTATORS, ROUNDS, LABELS,
-# SEED_SIZE and GOLD_SIZE the simulation's options (ANNOTATORS=careful=4 ROUNDS=1 LABELS=4200: every pool
-# item labelled correctly in one round, the ceiling of this base and recipe).
+# .gpu/amazon_items.jsonl.gz (both git-ignored, carried). ARMS picks arms by name (default: all);
+# ANNOTATORS, ROUNDS, LABELS, SEED_SIZE and GOLD_SIZE set the simulation's options (ANNOTATORS=careful=4
+# ROUNDS=1 LABELS=4200: every pool item labelled correctly in one round, the ceiling of this base and recipe).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false DEBUG=1
