@@ -265,3 +265,24 @@ def test_it_names_the_process_that_died_and_its_log(demo: Demo) -> None:
     assert "--- last lines of worker.log ---" in output, output
     _, alive = psutil.wait_procs([children["web"], children["beat"]], timeout=10)
     assert not alive, f"the demo left these running: {alive}"
+
+
+def test_its_v1_guesses_track_the_product(fresh_data_dir: Path) -> None:
+    """What an annotator is asked to correct is worth correcting: on the demo's own test split, the seeded
+    champion beats the training mean by a quarter (MAE ≤ 0.75×) and spreads its guesses (IQR ≥ ¼ of the
+    true prices'), scored through the product's predictor by the demo benchmark itself."""
+    done = subprocess.run(
+        [sys.executable, "tests/benchmarks/demo_v1.py", "--data-dir", str(fresh_data_dir)],
+        cwd=ROOT,
+        env=_env(fresh_data_dir),
+        capture_output=True,
+        text=True,
+        timeout=SEED_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["champion"] == "v1", result
+    assert result["test_items"] >= 200, result  # enough for the gate to tell a better v2 apart
+    assert result["ratio"] <= 0.75, result
+    assert result["iqr_ratio"] >= 0.25, result

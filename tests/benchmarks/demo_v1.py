@@ -87,6 +87,7 @@ def main() -> int:
     v1 = evaluate(truths, guesses)
     result = {
         "champion": champion.name,
+        "products": Product.objects.count(),
         "test_items": len(test),
         "seed_labels": len(seeds),
         "seed_seconds": round(seed_seconds, 1),
