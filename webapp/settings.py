@@ -354,10 +354,12 @@ RETRAIN_BATCH_EVERY_S = env_int("RETRAIN_BATCH_EVERY_S", 300)
 RETRAIN_RECIPE = env_str("RETRAIN_RECIPE", "tiny")
 RETRAIN_RECIPE_OVERRIDES = env_str("RETRAIN_RECIPE_OVERRIDES", "")
 RETRAIN_REPLAY_SHARE = env_float("RETRAIN_REPLAY_SHARE", 0.0)
-# What a candidate starts from: "champion" (the champion's adapter, tuned on the new batch plus the replay
-# share) or "base" (a fresh adapter on the base, trained on every label so far: the seed set and all
-# approved batches, the newest label of a product winning).
-RETRAIN_FROM = env_str("RETRAIN_FROM", "champion").strip().lower()
+# What a candidate starts from: "base" (a fresh adapter on the base, trained on every label so far: the seed
+# set and all approved batches, the newest label of a product winning) or "champion" (the champion's adapter,
+# tuned on the new batch plus the replay share). "base" by default: tuned on one small batch the champion
+# forgets what it knew, and a batch whose candidate the gate rejects is never learnt again (demo, 114
+# labels: v1 $100 -> $159; docs/learning-loop.md).
+RETRAIN_FROM = env_str("RETRAIN_FROM", "base").strip().lower()
 if RETRAIN_FROM not in ("champion", "base"):
     raise ImproperlyConfigured(f"RETRAIN_FROM={RETRAIN_FROM!r}: use champion or base.")
 RETRAIN_RUN_LEASE_S = env_int("RETRAIN_RUN_LEASE_S", 120)

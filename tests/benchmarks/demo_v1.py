@@ -14,8 +14,10 @@ distinct guesses, TF-IDF ridge on the same seed labels, and the seconds the seed
 test client, the demo's own logins): the two demo annotators label every open pool task with its true
 price (gold items included), the reviewer creates a batch and approves it, and the run (dataset → train →
 evaluate → gate) runs in this process, step by step as the worker would, with the demo's retraining settings
-(``RETRAIN_*`` from the environment). It reports the batch, the candidate's test MAE and the gate's
-decision (target: v2 promoted).
+(``RETRAIN_*`` from the environment). ``--answers N`` stops the annotators after N answers (a shorter first
+day; an answer left leased is not in the batch), and ``--batches K`` repeats label → batch → approve → run K
+times, as a day of a slower team whose reviewer approves each batch as it comes. It reports each batch,
+the candidate's test MAE and the gate's decision (target: v2 promoted).
 """
 
 from __future__ import annotations
@@ -41,7 +43,21 @@ def main() -> int:
     parser.add_argument(
         "--first-batch", action="store_true", help="then label the pool, approve the first batch, train v2"
     )
+    parser.add_argument(
+        "--answers",
+        type=int,
+        default=0,
+        help="with --first-batch: stop after this many answers (default 0: every open task)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=1,
+        help="with --first-batch and --answers: this many batches in a row, each labelled, approved, trained",
+    )
     args = parser.parse_args()
+    if args.batches > 1 and not args.answers:
+        parser.error("--batches above 1 needs --answers N: without it the first batch takes every open task")
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="demo-v1-"))
     env = {**os.environ, "PRICELOOP_DATA_DIR": str(data_dir), "DEBUG": "1"}
@@ -109,14 +125,17 @@ def main() -> int:
         ("TF-IDF ridge (same seed labels)", f"${ridge_mae:.2f}", ""),
     ]
     if args.first_batch:
-        batch = first_batch()
-        result["first_batch"] = batch
-        candidate = batch.get("candidate_mae")
-        rows += [
-            ("first batch: labels", str(batch["batch_size"]), ""),
-            ("v2 test MAE", f"${candidate:.2f}" if candidate is not None else "–", ""),
-            ("gate", "promoted" if batch["promoted"] else "rejected", "promoted"),
-        ]
+        day = [one_batch(args.answers) for _ in range(args.batches)]
+        result["first_batch"] = day[0]
+        if args.batches > 1:
+            result["batches"] = day
+        for n, batch in enumerate(day, start=1):
+            candidate = batch.get("candidate_mae")
+            rows += [
+                (f"batch {n}: labels", str(batch["batch_size"]), ""),
+                (f"{batch['candidate']} test MAE", f"${candidate:.2f}" if candidate is not None else "–", ""),
+                ("gate", "promoted" if batch["promoted"] else "rejected", "promoted" if n == 1 else ""),
+            ]
     print(f"{'measure':<42}{'value':>12}  target")
     for name, value, target in rows:
         print(f"{name:<42}{value:>12}  {target}")
@@ -127,8 +146,9 @@ def main() -> int:
     return 0
 
 
-def first_batch() -> dict:
-    """The demo annotators label the whole open pool with true prices; the reviewer approves the batch."""
+def one_batch(answers: int = 0) -> dict:
+    """The demo annotators label the open pool (all of it, or ``answers`` answers) with true prices; the
+    reviewer batches every resolved label and approves; the run is trained and gated against the champion."""
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIClient
@@ -146,9 +166,11 @@ def first_batch() -> dict:
     annotators = [client("annotator"), client("annotator2")]
     labelled, idle = 0, 0
     began = time.perf_counter()
-    while idle < len(annotators):
+    while idle < len(annotators) and not (answers and labelled >= answers):
         idle = 0
         for api in annotators:
+            if answers and labelled >= answers:
+                break
             got = api.post("/api/v1/annotate/next", format="json")
             if got.status_code == 204:
                 idle += 1
@@ -198,7 +220,7 @@ def first_batch() -> dict:
         "retrain_from": settings.RETRAIN_FROM,
         "candidate": run.candidate.name if run.candidate else None,
         "candidate_mae": run.candidate.metrics.get("mae") if run.candidate else None,
-        "v1_gate_mae": gate.get("numbers", {}).get("mae_champion"),
+        "v1_gate_mae": gate.get("numbers", {}).get("mae_champion"),  # the champion's (v1 for the first)
         "promoted": bool(gate.get("promote")),
         "gate": gate,
         "error": run.error,

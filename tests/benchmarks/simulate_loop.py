@@ -626,7 +626,7 @@ class Simulation:
                 "score_extra": cfg.score_extra.name if cfg.score_extra else None,
                 "recipe": self.server.env.get("RETRAIN_RECIPE") or "tiny",
                 "recipe_overrides": self.server.env.get("RETRAIN_RECIPE_OVERRIDES", ""),
-                "retrain_from": self.server.env.get("RETRAIN_FROM") or "champion",
+                "retrain_from": self.server.env.get("RETRAIN_FROM") or "base",
                 "replay_share": float(self.server.env.get("RETRAIN_REPLAY_SHARE") or 0),
             },
             "start": {"round": 0, "champion": self.measure(v1["name"]), "baselines": self.baselines()},

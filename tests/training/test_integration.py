@@ -157,7 +157,9 @@ def test_it_closes_the_loop_with_a_real_worker(
         assert champion["name"] == "v2"
         assert champion["metrics"]["mae"] < ModelVersion.objects.get(number=1).metrics["mae"]
         assert champion["lineage"]["batch"]["id"] == run.batch_id
-        assert champion["lineage"]["parent"] == "v1"
+        # RETRAIN_FROM=base (the default): a fresh adapter on the base, trained on the seed set and the batch.
+        assert champion["lineage"]["parent"] is None
+        assert champion["lineage"]["dataset"]["rows"] == SeedLabel.objects.count() + run.batch.size
         assert champion["manifest"]["files"]["adapter_model.safetensors"]["sha256"]
         listed = reader.get("/api/v1/versions?status=champion").json()
         assert [v["name"] for v in listed["results"]] == ["v2"]

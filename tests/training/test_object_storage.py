@@ -183,6 +183,8 @@ def _worker_env(s3_env: dict[str, str], root: Path) -> dict[str, str]:
         "RETRAIN_EVAL_MAX_ITEMS": str(settings.RETRAIN_EVAL_MAX_ITEMS),
         "GATE_MIN_DELTA": str(settings.GATE_MIN_DELTA),
         "GATE_ALPHA": str(settings.GATE_ALPHA),
+        # The candidate starts from the champion's adapter, so the GPU worker must fetch v1 from the bucket.
+        "RETRAIN_FROM": "champion",
         "ANNOTATION_OVERLAP": "1",
         "ANNOTATION_BLIND_SHARE": "0",
         "ANNOTATION_GOLD_RATE": "0",
