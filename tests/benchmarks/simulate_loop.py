@@ -791,7 +791,8 @@ def parse_args(argv: list[str]) -> Config:
     p.add_argument(
         "--build-base",
         choices=["tiny", "small"],
-        help="with --start and no BASE_MODEL: the size of the base pretrained on the pool's texts (tiny)",
+        help="with --start and no BASE_MODEL: the size of the base pretrained on the pool's texts (tiny); "
+        "small also makes RETRAIN_RECIPE default to the small recipe",
     )
     p.add_argument(
         "--base-only",
@@ -874,6 +875,8 @@ def main(argv: list[str] | None = None) -> int:
         base = build_base_from_pool(cfg, pool)
         if base is not None:
             os.environ["BASE_MODEL"] = base
+        if cfg.build_base == "small":  # the recipe measured for that base, unless one is named
+            os.environ.setdefault("RETRAIN_RECIPE", "small")
     with priceloop(cfg) as server:
         sim = Simulation(cfg, server, plan, extra)
         result = sim.run()

@@ -126,3 +126,18 @@ def test_a_chat_prompt_never_carries_the_bos_text(tokenizer: Any) -> None:
         tokenizer.chat_template = original
     assert not prompt.startswith(tokenizer.bos_token)
     assert tokenizer(prompt)["input_ids"].count(tokenizer.bos_token_id) == 1
+
+
+def test_the_small_recipe_is_what_the_gpu_simulation_measured() -> None:
+    """``small`` ships the settings of the measured arm (tests/benchmarks/device_loop_arms.sh,
+    ``base-soft-6ep``: small-qlora with these overrides): a run on its defaults trains what was measured."""
+    measured = load_recipe(
+        "small-qlora",
+        {
+            "quant": {"mode": "none"},
+            "predict": {"estimate": "median"},
+            "train": {"learning_rate": 1e-3, "epochs": 6, "price_sigma": 0.3},
+        },
+    ).to_dict()
+    shipped = load_recipe("small").to_dict()
+    assert {**shipped, "name": ""} == {**measured, "name": ""}
