@@ -97,6 +97,8 @@ def version_lineage(version: ModelVersion) -> dict[str, Any]:
                 "rows": dataset.rows,
                 "sha256": dataset.sha256,
                 "replay_batches": sorted(b.pk for b in dataset.replay_batches.all()),
+                # {"name", "rows"} when the seed set's labels are in it (v1; candidates from the base).
+                "seed_set": (dataset.manifest or {}).get("seed_set"),
             }
             if dataset
             else None

@@ -160,6 +160,7 @@ def test_it_closes_the_loop_with_a_real_worker(
         # RETRAIN_FROM=base (the default): a fresh adapter on the base, trained on the seed set and the batch.
         assert champion["lineage"]["parent"] is None
         assert champion["lineage"]["dataset"]["rows"] == SeedLabel.objects.count() + run.batch.size
+        assert champion["lineage"]["dataset"]["seed_set"]["rows"] == SeedLabel.objects.count()
         assert champion["manifest"]["files"]["adapter_model.safetensors"]["sha256"]
         listed = reader.get("/api/v1/versions?status=champion").json()
         assert [v["name"] for v in listed["results"]] == ["v2"]

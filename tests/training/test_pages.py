@@ -74,6 +74,34 @@ def test_it_shows_the_leaderboard_with_charts_and_lineage(registry: dict[str, An
 
 
 @pytest.mark.django_db
+def test_its_lineage_names_every_source_of_a_version_trained_from_the_base(
+    registry: dict[str, Any], reviewer: Any
+) -> None:
+    """A candidate from the base learnt the seed set and earlier batches too: the line says so, and its
+    numbers add up (400 seed + batches #1 and #2 = the dataset's rows)."""
+    from django.utils import timezone
+
+    from training.models import TrainingDataset
+
+    approved = {"status": BatchStatus.APPROVED, "reviewed_at": timezone.now()}
+    earlier = RetrainBatch.objects.create(content_sha256="c" * 64, size=300, **approved)
+    latest = RetrainBatch.objects.create(content_sha256="d" * 64, size=120, **approved)
+    run = registry["run"]
+    TrainingRun.objects.filter(pk=run.pk).update(batch=latest)
+    dataset = TrainingDataset.objects.create(
+        run=run,
+        kind="sft",
+        path="datasets/run-1/sft.jsonl",
+        sha256="e" * 64,
+        rows=820,
+        manifest={"seed_set": {"name": "demo-seed-labels.jsonl", "rows": 400}},
+    )
+    dataset.replay_batches.set([earlier])
+    page = _client(reviewer).get("/review/versions/").content.decode()
+    assert f"batch #{latest.pk} + #{earlier.pk} + seed set (400) → sft 820 rows → base" in page
+
+
+@pytest.mark.django_db
 def test_it_rolls_back_from_the_leaderboard(registry: dict[str, Any], reviewer: Any, annotator: Any) -> None:
     assert _client(annotator).post("/review/versions/1/rollback/").status_code == 403
     unconfirmed = _client(reviewer).post("/review/versions/1/rollback/", {"reason": "v2 misprices shoes"})

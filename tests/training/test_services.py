@@ -190,6 +190,7 @@ def test_a_replay_share_draws_on_the_seed_set_v1_was_trained_on(
     from training import paths
 
     _seed_label()
+    settings.RETRAIN_FROM = "champion"  # the replay share is that mode's; from the base every label is in
     settings.RETRAIN_REPLAY_SHARE = 0.5
     batch = batch_create_from_resolved(min_size=1)
     RetrainBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.APPROVED, reviewed_at=timezone.now())
@@ -199,6 +200,8 @@ def test_a_replay_share_draws_on_the_seed_set_v1_was_trained_on(
     rows = [json.loads(line) for line in Path(paths.resolve(dataset.path)).read_text().splitlines()]
     assert any("A seeded lamp" in json.dumps(row) for row in rows)  # the seed label is replayed
     assert list(dataset.replay_batches.all()) == []  # no earlier batch: the seed set is not one
+    seed_rows = dataset.manifest["seed_set"]["rows"]  # named in the lineage, as many as were drawn
+    assert seed_rows == sum("A seeded lamp" in json.dumps(row) for row in rows) == 1
 
 
 @pytest.mark.django_db
@@ -233,5 +236,6 @@ def test_a_candidate_from_the_base_learns_every_approved_label_so_far(
     assert all(p.text[:40] in text for p in wanted)
     assert not any(i.product.text[:40] in text for i in items[20:30])  # the rejected batch stays out
     assert [b.pk for b in dataset.replay_batches.all()] == [first.pk]
+    assert dataset.manifest["seed_set"] == {"name": "demo-seed-labels.jsonl", "rows": 1}  # lineage names it
     run.refresh_from_db()
     assert "from the base" in run.logs

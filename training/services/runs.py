@@ -204,6 +204,11 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
     except Exception as exc:  # noqa: BLE001 - any other cause ends the run at once, named, with its trace logged
         run_fail(run_id=run_id, error=f"dataset build failed: {type(exc).__name__}: {exc}", exc_info=exc)
         return None
+    described = manifest.to_dict()
+    seed_rows = sum(1 for r in rows if r.batch_id is None)
+    if seed_rows:  # lineage names every source of prices: the seed set as much as the batches
+        names = sorted(set(SeedLabel.objects.values_list("seed_set", flat=True)))
+        described["seed_set"] = {"name": ", ".join(names), "rows": seed_rows}
     with transaction.atomic():
         dataset, _ = TrainingDataset.objects.update_or_create(
             run=run,
@@ -212,7 +217,7 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
                 "path": storage.dataset_publish(out, sha256=manifest.sha256),
                 "sha256": manifest.sha256,
                 "rows": manifest.rows,
-                "manifest": manifest.to_dict(),
+                "manifest": described,
             },
         )
         dataset.replay_batches.set(replay_ids)
