@@ -147,6 +147,26 @@ def batch_run(batch: RetrainBatch) -> TrainingRun | None:
     return TrainingRun.objects.filter(batch=batch).first()
 
 
+def batch_trains_on(batch: RetrainBatch) -> dict[str, Any]:
+    """What approving ``batch`` now would train on, as ``RETRAIN_FROM`` decides (training/services/runs.py):
+    from the base, the seed set and every earlier approved batch as well; from the champion, the batch
+    (plus the replay share)."""
+    from django.conf import settings
+
+    from annotation.models import SeedLabel
+    from training.models import BatchStatus
+
+    if settings.RETRAIN_FROM != "base":
+        return {"mode": "champion", "replay_share": float(settings.RETRAIN_REPLAY_SHARE)}
+    earlier = RetrainBatch.objects.filter(status=BatchStatus.APPROVED, pk__lt=batch.pk)
+    return {
+        "mode": "base",
+        "seed_labels": SeedLabel.objects.count(),
+        "earlier_batches": earlier.count(),
+        "earlier_labels": BatchItem.objects.filter(batch__in=earlier, excluded=False).count(),
+    }
+
+
 def audit_events(*, limit: int = 100) -> list[AuditEvent]:
     return list(
         AuditEvent.objects.select_related("actor", "version", "previous_champion").order_by("-id")[:limit]

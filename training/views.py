@@ -106,6 +106,7 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
         "stats": batch.stats,
         "sample": selectors.batch_sample(batch=batch, size=25),
         "run": selectors.batch_run(batch),
+        "trains_on": selectors.batch_trains_on(batch),
         "recipes": Recipe.choices,
         "item_filter": item_filter,
         "filter_error": filter_error,

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from tests.training.factories import make_version
-from training.models import AuditEvent, BatchStatus, RetrainBatch, TrainingRun, VersionStatus
+from training.models import AuditEvent, BatchItem, BatchStatus, RetrainBatch, TrainingRun, VersionStatus
 
 PAGES = ["/review/batches/", "/review/runs/", "/review/versions/"]
 
@@ -99,6 +99,52 @@ def test_its_lineage_names_every_source_of_a_version_trained_from_the_base(
     dataset.replay_batches.set([earlier])
     page = _client(reviewer).get("/review/versions/").content.decode()
     assert f"batch #{latest.pk} + #{earlier.pk} + seed set (400) → sft 820 rows → base" in page
+
+
+@pytest.mark.django_db
+def test_the_decision_says_what_approving_will_train_on(
+    registry: dict[str, Any], reviewer: Any, settings: Any
+) -> None:
+    """The numbers next to "Approve and train" are the run's: from the base, the seed set and the earlier
+    approved batches' included labels join the batch; from the champion, the batch (and the replay share)."""
+    from django.utils import timezone
+
+    from annotation.models import Product, ResolvedLabel, SeedLabel, Task
+
+    for i in range(3):
+        product = Product.objects.create(external_id=f"seed-{i}", title="s", text="A seeded thing", price=9)
+        SeedLabel.objects.create(product=product, price="9.00", seed_set="seed.jsonl")
+    earlier = RetrainBatch.objects.create(
+        content_sha256="c" * 64, size=1, status=BatchStatus.APPROVED, reviewed_at=timezone.now()
+    )
+    for i, excluded in enumerate([False, True]):
+        product = Product.objects.create(external_id=f"b-{i}", title="b", text="A labelled thing", price=5)
+        label = ResolvedLabel.objects.create(
+            task=Task.objects.create(product=product), price="5.00", method="median", n_annotations=1
+        )
+        BatchItem.objects.create(
+            batch=earlier,
+            resolved_label=label,
+            product=product,
+            price="5.00",
+            verdict="correct",
+            excluded=excluded,
+        )
+    pending = RetrainBatch.objects.create(
+        content_sha256="d" * 64, size=0
+    )  # after `earlier`; the registry's batch is pending, so not counted
+    url = f"/review/batches/{pending.pk}/"
+
+    settings.RETRAIN_FROM = "base"
+    page = _client(reviewer).get(url).content.decode()
+    assert "Approving trains a fresh adapter on the base with the 0 included item(s)" in page
+    assert "the seed set's 3 label(s) and 1 earlier approved batch(es) (1 label(s)): every label" in page
+
+    settings.RETRAIN_FROM = "champion"
+    settings.RETRAIN_REPLAY_SHARE = 0.25
+    page = _client(reviewer).get(url).content.decode()
+    assert "Approving tunes the champion's adapter on the 0 included item(s)" in page
+    assert "with 25% of the rows replayed from the seed set and earlier batches" in page
 
 
 @pytest.mark.django_db
