@@ -155,8 +155,15 @@ class Demo:
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir after ``manage.py demo --no-serve``: migrated, seeded, champion v1 trained."""
     data_dir = tmp_path_factory.mktemp("demo-seeded")
-    done = subprocess.run(
-        [sys.executable, "manage.py", "demo", "--no-serve"],
+    done = _run_in(data_dir, "manage.py", "demo", "--no-serve")
+    assert done.returncode == 0, f"seeding failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return data_dir
+
+
+def _run_in(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` from the repository with the demo's environment on ``data_dir``, output captured."""
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=ROOT,
         env=_env(data_dir),
         capture_output=True,
@@ -164,8 +171,6 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=SEED_TIMEOUT_S,
         check=False,
     )
-    assert done.returncode == 0, f"seeding failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return data_dir
 
 
 @pytest.fixture
@@ -271,15 +276,7 @@ def test_its_v1_guesses_track_the_product(fresh_data_dir: Path) -> None:
     """What an annotator is asked to correct is worth correcting: on the demo's own test split, the seeded
     champion beats the training mean by a quarter (MAE ≤ 0.75×) and spreads its guesses (IQR ≥ ¼ of the
     true prices'), scored through the product's predictor by the demo benchmark itself."""
-    done = subprocess.run(
-        [sys.executable, "tests/benchmarks/demo_v1.py", "--data-dir", str(fresh_data_dir)],
-        cwd=ROOT,
-        env=_env(fresh_data_dir),
-        capture_output=True,
-        text=True,
-        timeout=SEED_TIMEOUT_S,
-        check=False,
-    )
+    done = _run_in(fresh_data_dir, "tests/benchmarks/demo_v1.py", "--data-dir", str(fresh_data_dir))
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["champion"] == "v1", result

@@ -17,6 +17,7 @@ from training.models import (
     AuditAction,
     AuditEvent,
     BatchItem,
+    BatchStatus,
     Evaluation,
     ModelVersion,
     ProgressPoint,
@@ -147,6 +148,18 @@ def batch_run(batch: RetrainBatch) -> TrainingRun | None:
     return TrainingRun.objects.filter(batch=batch).first()
 
 
+def approved_batches_before(batch_id: int) -> QuerySet[RetrainBatch]:
+    """The approved batches older than ``batch_id``: what a candidate from the base learns besides its own."""
+    return RetrainBatch.objects.filter(status=BatchStatus.APPROVED, pk__lt=batch_id)
+
+
+def seed_set_name() -> str:
+    """The name(s) of the seed set(s) in ``SeedLabel``, as lineage records them."""
+    from annotation.models import SeedLabel
+
+    return ", ".join(sorted(set(SeedLabel.objects.values_list("seed_set", flat=True))))
+
+
 def batch_trains_on(batch: RetrainBatch) -> dict[str, Any]:
     """What approving ``batch`` now would train on, as ``RETRAIN_FROM`` decides (training/services/runs.py):
     from the base, the seed set and every earlier approved batch as well; from the champion, the batch
@@ -154,11 +167,10 @@ def batch_trains_on(batch: RetrainBatch) -> dict[str, Any]:
     from django.conf import settings
 
     from annotation.models import SeedLabel
-    from training.models import BatchStatus
 
     if settings.RETRAIN_FROM != "base":
         return {"mode": "champion", "replay_share": float(settings.RETRAIN_REPLAY_SHARE)}
-    earlier = RetrainBatch.objects.filter(status=BatchStatus.APPROVED, pk__lt=batch.pk)
+    earlier = approved_batches_before(batch.pk)
     return {
         "mode": "base",
         "seed_labels": SeedLabel.objects.count(),

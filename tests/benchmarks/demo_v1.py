@@ -166,10 +166,11 @@ def one_batch(answers: int = 0) -> dict:
     annotators = [client("annotator"), client("annotator2")]
     labelled, idle = 0, 0
     began = time.perf_counter()
-    while idle < len(annotators) and not (answers and labelled >= answers):
+    while idle < len(annotators):
         idle = 0
         for api in annotators:
             if answers and labelled >= answers:
+                idle = len(annotators)  # the day's answers are in
                 break
             got = api.post("/api/v1/annotate/next", format="json")
             if got.status_code == 204:

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Product, SeedLabel, Split
-from training import paths, storage
+from training import paths, selectors, storage
 from training.exceptions import RunStateError
 from training.models import (
     AuditAction,
@@ -158,8 +158,7 @@ def version_bootstrap_v1(
     if seed_labels is not None:
         seed_set = seed_labels_import(path=seed_labels)
     elif SeedLabel.objects.exists():
-        names = sorted(set(SeedLabel.objects.values_list("seed_set", flat=True)))
-        seed_set = {"name": ", ".join(names), "sha256": "", "rows": SeedLabel.objects.count()}
+        seed_set = {"name": selectors.seed_set_name(), "sha256": "", "rows": SeedLabel.objects.count()}
     else:
         seed_set = _seed_from_catalogue_prices(max_items=max_items)
     base = base_ensure()

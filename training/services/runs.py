@@ -21,7 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from annotation.models import Product, SeedLabel, Split
-from training import paths, pipeline, storage
+from training import paths, pipeline, selectors, storage
 from training.exceptions import BrokerUnavailable, RunStateError
 from training.models import (
     RUN_FINAL_STATES,
@@ -31,7 +31,6 @@ from training.models import (
     BatchStatus,
     ModelVersion,
     ProgressPoint,
-    RetrainBatch,
     RunStage,
     RunStatus,
     TrainingDataset,
@@ -171,9 +170,7 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
         if settings.RETRAIN_FROM == "base":
             # A fresh adapter learns every label so far; old rows first, so a product's newest label wins.
             replay_ids = list(
-                RetrainBatch.objects.filter(status=BatchStatus.APPROVED, pk__lt=run.batch_id)
-                .order_by("pk")
-                .values_list("pk", flat=True)
+                selectors.approved_batches_before(run.batch_id).order_by("pk").values_list("pk", flat=True)
             )
             rows = _seed_rows() + _label_rows(replay_ids) + rows
             _append_log(run_id, f"from the base: the seed set and {len(replay_ids)} earlier approved batches")
@@ -207,8 +204,7 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
     described = manifest.to_dict()
     seed_rows = sum(1 for r in rows if r.batch_id is None)
     if seed_rows:  # lineage names every source of prices: the seed set as much as the batches
-        names = sorted(set(SeedLabel.objects.values_list("seed_set", flat=True)))
-        described["seed_set"] = {"name": ", ".join(names), "rows": seed_rows}
+        described["seed_set"] = {"name": selectors.seed_set_name(), "rows": seed_rows}
     with transaction.atomic():
         dataset, _ = TrainingDataset.objects.update_or_create(
             run=run,
