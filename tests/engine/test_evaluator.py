@@ -152,6 +152,18 @@ def test_it_promotes_a_clearly_better_candidate() -> None:
     json.dumps(d.to_dict())  # stored as JSON by the Django side
 
 
+def test_it_never_shows_a_bootstrap_p_of_zero() -> None:
+    # Not one of the 1,000 resampled mean differences is ≤ 0: the reviewer reads "p < 0.001", not "p = 0".
+    truths, good, bad = _synthetic()
+
+    c = compare_paired(truths, good, bad, n_boot=1000, seed=0)
+    d = gate_decide(c, min_delta=1.0, alpha=0.05)
+
+    assert c.p_bootstrap == 0.0
+    assert "ok: bootstrap p < 0.001 (< alpha 0.05)" in d.reasons
+    assert d.numbers["p_value"] == 0.0  # the stored figure stays the raw share of resamples
+
+
 @pytest.mark.parametrize("test", ["bootstrap", "wilcoxon"])
 def test_it_rejects_a_worse_candidate(test: GateTest) -> None:
     truths, good, bad = _synthetic()

@@ -253,10 +253,12 @@ def gate_decide(
     significant = p_value < alpha
     hit_ok = c.hit_rate_candidate >= c.hit_rate_champion
 
+    # No resample at or below zero means p < 1/n_boot, not p = 0: say so on the reviewer's screen.
+    p_text = f"< {1 / c.n_boot:g}" if test == "bootstrap" and p_value == 0 else f"= {p_value:.4g}"
     reasons = [
         f"{'ok' if mae_ok else 'fail'}: MAE ${c.mae_candidate:.2f} vs champion ${c.mae_champion:.2f} "
         f"(improvement ${c.mae_delta:.2f}, required ≥ ${min_delta:.2f})",
-        f"{'ok' if significant else 'fail'}: {test} p = {p_value:.4g} "
+        f"{'ok' if significant else 'fail'}: {test} p {p_text} "
         f"({'<' if significant else '≥'} alpha {alpha:g})",
         f"{'ok' if hit_ok else 'fail'}: hit rate {c.hit_rate_candidate:.1%} vs champion "
         f"{c.hit_rate_champion:.1%} ({'not lower' if hit_ok else 'lower'})",
