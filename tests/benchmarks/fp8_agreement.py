@@ -1,0 +1,156 @@
+"""Does FP8 guessing give the prices bf16 gives, on a trained model? (issue 15; GPUs of capability 8.9+)
+
+Run (device tool, one GPU; the shared data gzipped in .gpu/):
+    python tests/benchmarks/fp8_agreement.py --items .gpu/amazon_items.jsonl --out $OUT/fp8-agreement.json
+CPU dry run of the plumbing (where the PyTorch build refuses float8 matmuls, only bf16 is scored):
+    .venv/bin/python tests/benchmarks/fp8_agreement.py --synthetic 300 --size tiny --recipe tiny \
+        --seed-items 100
+
+The catalogue is split as the platform splits it (a stable share by id hash is the test split). A text-only
+base is built from the pool's texts, v1's adapter is trained on ``--seed-items`` labels with the recipe, and
+the test split is guessed twice through ``Predictor.from_recipe`` (the platform's path): ``predict.matmul``
+bf16, then fp8. Reported: top-1 number token agreement, the share of equal prices, the mean and largest
+absolute price difference, each path's MAE with its 95% interval, and the paired test of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--items", help="catalogue JSONL (id, text, price)")
+    source.add_argument("--synthetic", type=int, help="N generated products")
+    parser.add_argument("--size", default="small", help="base size (build-base --size)")
+    parser.add_argument("--base-steps", type=int, default=None, help="pretraining steps (the size's)")
+    parser.add_argument("--recipe", default="small")
+    parser.add_argument("--seed-items", type=int, default=1500)
+    parser.add_argument("--test-share", type=float, default=0.25)
+    parser.add_argument("--eager", action="store_true", help="no compiled layers")
+    parser.add_argument("--out", default="var/fp8-agreement.json")
+    args = parser.parse_args()
+
+    import torch
+
+    from training.engine.bootstrap import build_base
+    from training.engine.config import load_recipe
+    from training.engine.datasets import LabelRow, build_sft
+    from training.engine.evaluator import compare_paired, evaluate
+    from training.engine.model_io import load_tokenizer
+    from training.engine.predictor import Predictor
+    from training.engine.prompts import COMPLETION_RESERVE, price_trainable
+    from training.engine.split import in_holdout
+    from training.engine.trainer import train
+
+    if args.items:
+        with open(args.items, encoding="utf-8") as fh:
+            items = [json.loads(line) for line in fh if line.strip()]
+    else:
+        from training.engine.synthetic import generate_products
+
+        items = list(generate_products(args.synthetic, seed=7))
+    items = [i for i in items if price_trainable(float(i["price"]))]
+    test = [i for i in items if in_holdout(i["id"], args.test_share)]
+    pool = [i for i in items if not in_holdout(i["id"], args.test_share)]
+    seed_set = pool[: args.seed_items]
+    truths = [float(i["price"]) for i in test]
+    result: dict[str, Any] = {
+        "command": " ".join(sys.argv),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "items": Path(args.items).name if args.items else f"synthetic {args.synthetic}",
+        "test_items": len(test),
+        "seed_items": len(seed_set),
+        "recipe": args.recipe,
+        "eager": args.eager,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k != "command"}), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        began = time.perf_counter()
+        base = build_base(
+            [{"text": i["text"]} for i in pool], Path(tmp) / "base", size=args.size, steps=args.base_steps
+        )
+        result["base"] = {
+            **json.loads((base / "bootstrap.json").read_text()),
+            "seconds": round(time.perf_counter() - began, 1),
+        }
+        recipe = load_recipe(args.recipe, {"model": {"base": str(base)}})
+        tokenizer = load_tokenizer(str(base))
+        rows = [
+            LabelRow(i["id"], i["text"], float(i["price"]), guess_price=None, verdict="correct")
+            for i in seed_set
+        ]
+        ds = Path(tmp) / "sft.jsonl"
+        build_sft(
+            rows,
+            ds,
+            test_ids={i["id"] for i in test},
+            tokenizer=tokenizer,
+            max_prompt_tokens=recipe.train.max_length - COMPLETION_RESERVE,
+        )
+        began = time.perf_counter()
+        trained = train(recipe, ds, Path(tmp) / "run", base=str(base), resume=False)
+        result["train_seconds"] = round(time.perf_counter() - began, 1)
+        save()
+
+        texts = [i["text"] for i in test]
+        paths: dict[str, list[Any]] = {}
+        for matmul in ("bf16", "fp8"):
+            began = time.perf_counter()
+            try:
+                extra = {"compile": False} if args.eager else {}
+                predictor = Predictor.from_recipe(recipe, trained.adapter_dir, matmul=matmul, **extra)
+            except Exception as exc:  # the refusal on a device without FP8 units, named in the output
+                result[matmul] = {"refused": str(exc)}
+                save()
+                continue
+            preds = predictor.predict(texts)
+            m = evaluate(truths, [p.price for p in preds])
+            paths[matmul] = preds
+            result[matmul] = {
+                "mae": round(m.mae, 2),
+                "mae_ci95": [round(x, 2) for x in m.mae_ci95],
+                "hit_rate": round(m.hit_rate, 4),
+                "seconds": round(time.perf_counter() - began, 1),
+            }
+            del predictor
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            save()
+    if len(paths) == 2:
+        a, b = paths["bf16"], paths["fp8"]
+        n, pairs = len(a), list(zip(a, b, strict=True))
+        diffs = [abs(x.price - y.price) for x, y in zip(a, b, strict=True)]
+        c = compare_paired(truths, [y.price for y in b], [x.price for x in a])
+        result["agreement"] = {
+            "top1_token_same": round(sum(x.topk[0][0] == y.topk[0][0] for x, y in pairs) / n, 4),
+            "price_same": round(sum(d == 0 for d in diffs) / len(diffs), 4),
+            "mean_abs_price_diff": round(sum(diffs) / len(diffs), 3),
+            "max_abs_price_diff": round(max(diffs), 2),
+            # fp8 as the candidate against bf16: a positive delta means FP8 guessed better.
+            "mae_delta_bf16_minus_fp8": round(c.mae_delta, 3),
+            "mae_delta_ci95": [round(x, 3) for x in c.ci95],
+            "p_wilcoxon_fp8_better": c.p_wilcoxon,
+        }
+    save()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
