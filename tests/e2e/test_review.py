@@ -280,3 +280,30 @@ def test_a_run_approved_with_8_bit_shows_its_settings_on_the_leaderboard(
     expect(settings_cell).to_contain_text("LoRA r 8")
     expect(settings_cell).to_contain_text("2 steps")
     expect(page.locator("#metric-definitions")).to_contain_text("Share of green guesses")
+
+
+def test_the_run_page_follows_a_run_from_its_first_step_to_its_end_without_a_reload(
+    page: Any, login_as: Any, reviewer: User, annotator: User, annotator2: User, settings: Any
+) -> None:
+    from training.models import ProgressPoint
+
+    settings.ANNOTATION_GOLD_RATE = 0.0
+    batch = _labelled_batch(annotator, annotator2)
+    login_as(page.context, reviewer)
+    page.goto(f"/review/batches/{batch.pk}/")
+    page.get_by_role("button", name="Approve and train").click()
+    expect(page).to_have_url(re.compile(r"/review/runs/\d+/$"))
+    expect(page.locator("#loss-curve")).to_contain_text("waiting for the first step")
+    run = TrainingRun.objects.get(batch=batch)
+
+    # The worker (patched out here) logs its first step and then the run's end; the open page polls.
+    TrainingRun.objects.filter(pk=run.pk).update(status="running", stage="train")
+    ProgressPoint.objects.create(run=run, step=1, total_steps=4, loss=2.5, learning_rate=1e-3)
+    expect(page.locator("#curve-summary")).to_contain_text("step 1: loss 2.5000", timeout=10_000)
+    expect(page.locator("#run-status")).to_have_text("running")
+
+    ProgressPoint.objects.create(run=run, step=4, total_steps=4, loss=1.25, learning_rate=1e-4)
+    expect(page.locator("#curve-summary")).to_contain_text("step 4: loss 1.2500", timeout=10_000)
+    TrainingRun.objects.filter(pk=run.pk).update(status="failed", stage="train")
+    expect(page.locator("#run-status")).to_have_text("failed", timeout=10_000)
+    expect(page.get_by_role("button", name="Retry the run")).to_be_visible(timeout=10_000)  # the reload

@@ -49,9 +49,16 @@
   }
 
   function poll() {
-    var after = points.length ? points[points.length - 1].step : -1;
-    fetch(svg.dataset.progressUrl + "?after_step=" + after, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (r) { return r.ok ? r.json() : null; })
+    // No point yet: ask for all of them (the endpoint takes only steps >= 0).
+    var url = svg.dataset.progressUrl + (points.length ? "?after_step=" + points[points.length - 1].step : "");
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (r.ok) return r.json();
+        // Say so and keep asking: a page that silently stops would show "running" for ever.
+        if (summary) summary.textContent = "live updates paused (HTTP " + r.status + "); reload the page to see the latest";
+        setTimeout(poll, 5000);
+        return null;
+      })
       .then(function (body) {
         if (!body) return;
         points = points.concat(body.points);
