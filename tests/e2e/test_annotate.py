@@ -207,6 +207,49 @@ def test_it_asks_for_a_keystroke_before_saving_an_unusual_price(
     assert (fixed.corrected_price, fixed.price_flag) == (Decimal("11.00"), "")
 
 
+def test_it_names_a_price_it_cannot_read_in_the_page_and_saves_nothing(
+    page: Any, login_as: Any, annotator: User, reviewer: User
+) -> None:
+    _codebook(reviewer, annotator)
+    kettle, lamp, _ = _queue(["Kettle", "Lamp", "Chair"])  # guesses $10, $11, $12
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("load")
+    title, error, box = (
+        page.locator("#item-title"),
+        page.locator("#price-error"),
+        page.locator("#id_corrected_price"),
+    )
+    expect(title).to_have_text("Kettle")
+
+    page.keyboard.type("-5")  # from the item view: the minus sign starts the price, it is not dropped
+    expect(box).to_have_value("-5")
+    page.keyboard.press("Enter")
+    expect(error).to_be_visible()
+    expect(error).to_have_text(
+        "“-5” is not a price: type digits with at most 2 decimals, such as 12 or 12.99."
+    )
+    for typed, says in (
+        ("1e9", "“1e9” is not a price"),
+        ("12.345", "“12.345” is not a price"),
+        ("0", "not a positive"),
+    ):
+        box.fill(typed)
+        expect(error).to_be_hidden()  # typing withdraws the message
+        page.keyboard.press("Enter")
+        expect(error).to_contain_text(says)
+    expect(title).to_have_text("Kettle")
+    assert _annotation(annotator, kettle) is None
+
+    box.fill("$12")  # a dollar sign is fine, as the server reads it
+    page.keyboard.press("Enter")
+    expect(title).to_have_text("Lamp")
+    saved = _annotation(annotator, kettle)
+    assert saved is not None
+    assert saved.corrected_price == Decimal("12.00")
+    assert _annotation(annotator, lamp) is None
+
+
 def test_it_loads_the_page_without_a_failed_request(page: Any, login_as: Any, annotator: User) -> None:
     failed: list[str] = []
     page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)

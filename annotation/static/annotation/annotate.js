@@ -96,6 +96,24 @@
     return /^[0-9]+(\.[0-9]{1,2})?$/.test(plain) ? Number(plain) : null;
   }
 
+  // Why a typed price cannot be sent, in the page (the form has novalidate: the browser's own bubble
+  // fades and names no fix), or null. The server says the same (forms.parse_price) without the script.
+  function priceProblem(text) {
+    const typed = text.trim();
+    if (!typed) return "Type a price first: digits, then Enter.";
+    const price = parsePrice(typed);
+    if (price === null) return `“${typed}” is not a price: type digits with at most 2 decimals, such as 12 or 12.99.`;
+    if (price <= 0) return `“${typed}” is not a positive price: type what the product costs, such as 12.99.`;
+    return null;
+  }
+
+  function showPriceError(text) {
+    const box = $("#price-error");
+    if (!box) return;
+    box.textContent = text || "";
+    box.hidden = !text;
+  }
+
   function money(value) {
     return "$" + value.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
   }
@@ -276,7 +294,8 @@
       else announce("Reject: press a reason number (Esc cancels).");
       return true;
     }
-    if (/^[0-9.]$/.test(key)) startCorrection(key);
+    // A minus sign or "$" starts a price too: typed into the box, where a wrong one is named on Enter.
+    if (/^[0-9.$-]$/.test(key)) startCorrection(key);
     else if (key === "a") submit("accept-form") || announce("This item shows no guess: type your price.");
     else if (key === "r") setRejectMode(true);
     else if (key === "f") setFlagMode(true);
@@ -327,6 +346,14 @@
       if (form instanceof HTMLFormElement && form.id === "correct-form") {
         const input = form.querySelector("#id_corrected_price");
         const confirmed = form.querySelector("input[name=confirm_price]");
+        const problem = input ? priceProblem(input.value) : null;
+        if (problem) {
+          event.preventDefault();
+          event.stopImmediatePropagation();
+          showPriceError(problem);
+          input.focus();
+          return;
+        }
         const price = input ? parsePrice(input.value) : null;
         const reason = price === null ? null : unusualPrice(form, price);
         if (reason && confirmed && confirmed.value !== "1") {
@@ -368,6 +395,7 @@
 
   // Typing in the price box after a warning withdraws it: the new price is checked when it is sent.
   document.addEventListener("input", (event) => {
+    if (event.target.id === "id_corrected_price") showPriceError(null);
     if (pendingPrice !== null && event.target.id === "id_corrected_price" && event.target.value !== pendingPrice) {
       clearConfirmation();
     }
