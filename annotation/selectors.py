@@ -191,9 +191,10 @@ def agreement_report(*, limit: int = 50_000) -> dict[str, Any]:
     """Agreement on the newest ``limit`` annotations of non-gold tasks.
 
     Krippendorff's alpha (interval) on log price — overall and per annotator (on the items they
-    priced, with everyone's prices on those items) — over items with at least two prices; the share of
-    prices within tolerance of the resolved label; each annotator's accept rate. Prices outside
-    0.50–999.49 are left out of every figure and counted in ``out_of_range`` (overall and per annotator).
+    priced, with everyone's prices on those items) — over items with at least two prices; on the same
+    items, the share of prices within tolerance of the resolved label; each annotator's accept rate.
+    Prices outside 0.50–999.49 are left out of every figure and counted in ``out_of_range`` (overall and
+    per annotator).
     """
     cfg = annotation_config()
     rows = list(
@@ -213,6 +214,7 @@ def agreement_report(*, limit: int = 50_000) -> dict[str, Any]:
     by_task: dict[int, dict[int, float]] = defaultdict(dict)
     per: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     within_all = [0, 0]
+    compared: list[tuple[int, int, Any, Any]] = []
     out_of_range = 0
     for task_id, user_id, username, verdict, corrected, guess_price, label_price in rows:
         names[user_id] = username
@@ -228,12 +230,19 @@ def agreement_report(*, limit: int = 50_000) -> dict[str, Any]:
             continue
         by_task[task_id][user_id] = math.log(float(price))
         if label_price is not None and price_in_range(label_price):
-            ok = within_tolerance(Decimal(price), Decimal(label_price), cfg)
-            stats["compared"] += 1
-            stats["within"] += ok
-            within_all[0] += 1
-            within_all[1] += ok
+            compared.append((task_id, user_id, price, label_price))
     units = [t for t, values in by_task.items() if len(values) >= 2]
+    # Within tolerance only where the label came from two or more prices: an item priced once is its own
+    # label, and counting it would show 100% agreement where nobody was compared with anybody.
+    shared = set(units)
+    for task_id, user_id, price, label_price in compared:
+        if task_id not in shared:
+            continue
+        ok = within_tolerance(Decimal(price), Decimal(label_price), cfg)
+        per[user_id]["compared"] += 1
+        per[user_id]["within"] += ok
+        within_all[0] += 1
+        within_all[1] += ok
     annotators = sorted(names)
 
     def matrix(unit_ids: list[int]) -> list[list[float]]:

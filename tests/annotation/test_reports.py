@@ -107,6 +107,24 @@ def test_it_reports_krippendorff_alpha_and_tolerance_per_annotator() -> None:
 
 
 @pytest.mark.django_db
+def test_it_claims_no_agreement_on_items_priced_by_one_annotator_only() -> None:
+    # Overlap 1 (the default): each label is its one annotator's own price, so nobody was compared.
+    make_tasks(3, overlap=1, guess="100.00")
+    user = user_create_with_role(username="solo", role=Role.ANNOTATOR)[0]
+    for price in ("20.00", "400.00", "90.00"):
+        submit(user, lease(user), "correct", price)
+
+    report = selectors.agreement_report()
+
+    assert report["annotations"] == 3
+    assert report["items_with_two_or_more_prices"] == 0
+    assert report["within_tolerance"] is None  # was 1.0: "100% within tolerance" of themselves
+    (row,) = report["per_annotator"]
+    assert row["within_tolerance"] is None
+    assert row["alpha"] is None
+
+
+@pytest.mark.django_db
 def test_it_reports_the_alpha_computed_by_hand_on_log_prices() -> None:
     """Two annotators, four tasks, guess $32; prices are powers of two so the logs are easy.
 
