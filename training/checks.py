@@ -131,12 +131,13 @@ def _out_of_range(items: list[tuple[Any, Any, bool]]) -> QualityCheck:
     outside = sum(1 for trainable in priced if not trainable)
     value = outside / len(priced) if priced else 0.0
     passed = value <= threshold
+    stored = round(value, 4)  # the text gives the same 4 decimals, so the page's Value column agrees
     return QualityCheck(
         "out_of_range_share",
         passed,
-        round(value, 4),
+        stored,
         threshold,
-        f"{outside} of {len(priced)} priced label(s) ({value:.1%}) lie outside $0.50–$999.49; at most "
+        f"{outside} of {len(priced)} priced label(s) ({stored:.2%}) lie outside $0.50–$999.49; at most "
         f"{threshold:.1%} may (RETRAIN_OUT_OF_RANGE_MAX_SHARE)."
         + ("" if passed else " Look for typos such as extra zeros before training on them."),
     )

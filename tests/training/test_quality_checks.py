@@ -106,6 +106,21 @@ def test_out_of_range_prices_fail_the_batch(annotator: User, reviewer: User) -> 
     assert checks["gold_accuracy"]["passed"] is True
 
 
+def test_the_batch_page_and_the_check_text_give_the_same_share(annotator: User, reviewer: User) -> None:
+    from django.test import Client
+
+    _gold_record(annotator, correct=10, seen=10)
+    batch = _batch(annotator, ["80"] * 21 + ["999999999"])
+    checks = _checks(reviewer, batch)
+    assert checks["out_of_range_share"]["value"] == 0.0455
+    assert "1 of 22 priced label(s) (4.55%)" in checks["out_of_range_share"]["message"]
+    browser = Client()
+    browser.force_login(reviewer)
+    page = browser.get(f"/review/batches/{batch.pk}/").content.decode()
+    assert '<td class="num">0.0455</td>' in page  # was 0.046 beside "(4.5%)": rounded twice
+    assert "(4.55%)" in page
+
+
 def test_an_annotator_paused_after_the_snapshot_fails_the_batch(
     annotator: User, annotator2: User, reviewer: User
 ) -> None:
