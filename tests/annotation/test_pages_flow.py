@@ -267,6 +267,17 @@ def test_it_asks_for_the_new_codebook_before_the_next_item(
     assert CodebookAck.objects.filter(annotator=annotator, version__number=2).exists()
 
 
+def test_it_asks_a_new_annotator_to_read_the_first_codebook_not_what_changed(
+    annotator: User, reviewer: User
+) -> None:
+    make_tasks(1)
+    services.codebook_publish(author=reviewer, markdown=CODEBOOK)
+    body = _client(annotator).get("/annotate/").content.decode()
+    assert "The codebook: version 1" in body
+    assert "acknowledge version 1 to get your first item" in body
+    assert "The rules changed" not in body  # nothing came before it
+
+
 def test_it_tells_a_paused_annotator_why(annotator: User, codebook: CodebookVersion) -> None:
     make_tasks(1)
     AnnotatorStatus.objects.create(user=annotator, paused=True, paused_reason="gold accuracy 1/5 = 20%.")
