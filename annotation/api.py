@@ -885,6 +885,9 @@ class QueueTaskCountsOut(serializers.Serializer):
     )
     open = serializers.IntegerField(help_text="waiting for an annotator or being labelled")
     available = serializers.IntegerField(help_text="the open items waiting for an annotator")
+    claimed = serializers.IntegerField(
+        help_text="open items taken by an annotator (on screen or fetched ahead); open = available + claimed"
+    )
     needs_adjudication = serializers.IntegerField(help_text="annotators disagreed: a reviewer sets the price")
     resolved = serializers.IntegerField()
     flagged = serializers.IntegerField(
@@ -917,8 +920,8 @@ class QueueStatsApi(AnnotationApi):
         summary="Queue statistics",
         description=(
             "Item counts by state (open, needs_adjudication, resolved, flagged, dropped: together the "
-            "total, gold apart; available is the part of open waiting for an annotator), live and "
-            "overdue leases, annotations in total and today, paused annotators."
+            "total, gold apart; open = available + claimed: waiting for an annotator or taken by one), "
+            "live and overdue leases, annotations in total and today, paused annotators."
         ),
         responses={200: QueueStatsOut},
     )

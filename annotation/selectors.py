@@ -125,8 +125,8 @@ def codebook_diff(a: CodebookVersion | None, b: CodebookVersion, *, html: bool =
 
 def queue_stats() -> dict[str, Any]:
     """Counts for the reviewers' queue card and ``GET annotation/queue``. Of the items (gold apart):
-    ``total = open + needs_adjudication + resolved + flagged + dropped``; ``available`` is the part of
-    ``open`` waiting for an annotator. Gold items are counted under ``gold`` whatever their state."""
+    ``total = open + needs_adjudication + resolved + flagged + dropped``; ``open = available + claimed``:
+    waiting for an annotator, or taken by one. Gold items are counted under ``gold`` whatever their state."""
     now = timezone.now()
     item = Q(is_gold=False)
     tasks = Task.objects.aggregate(
@@ -139,6 +139,8 @@ def queue_stats() -> dict[str, Any]:
         dropped=Count("id", filter=item & Q(status=TaskStatus.DROPPED)),
         gold=Count("id", filter=Q(is_gold=True)),
     )
+    # Open but not waiting: every copy is claimed by an annotator (on screen, or fetched ahead).
+    tasks["claimed"] = tasks["open"] - tasks["available"]
     leases = Assignment.objects.filter(status=AssignmentStatus.LIVE).aggregate(
         live=Count("id"), overdue=Count("id", filter=Q(expires_at__lt=now))
     )

@@ -195,6 +195,7 @@ def test_it_reports_the_queue(annotator: User) -> None:
         "total": 3,
         "open": 2,
         "available": 1,
+        "claimed": 1,
         "needs_adjudication": 0,
         "resolved": 1,
         "flagged": 0,
