@@ -250,8 +250,13 @@ class RunProgressOut(ClientVisibleSerializer):
     status = serializers.ChoiceField(choices=RunStatus.choices)
     stage = serializers.CharField()
     points = PointOut(many=True)
+    worker_silent_s = serializers.IntegerField(
+        allow_null=True,
+        help_text="running, but its worker has not renewed its lease for this many seconds (longer than "
+        "RETRAIN_RUN_LEASE_S): the worker is gone; a reviewer may retry the run now. Null otherwise.",
+    )
 
-    client_plain = frozenset({"status", "stage", "points"})
+    client_plain = frozenset({"status", "stage", "points", "worker_silent_s"})
 
 
 class BatchOut(ClientVisibleSerializer):
@@ -537,7 +542,12 @@ class RunProgressApi(TrainingApi):
         points = selectors.run_points(run_id=run.pk, after_step=after)
         return Response(
             RunProgressOut(
-                {"status": run.status, "stage": run.stage, "points": points},
+                {
+                    "status": run.status,
+                    "stage": run.stage,
+                    "points": points,
+                    "worker_silent_s": run_services.run_worker_silent_s(run),
+                },
                 context=self.get_serializer_context(),
             ).data
         )
@@ -564,10 +574,12 @@ class RunRetryApi(TrainingApi):
 
     @extend_schema(
         operation_id="runs_retry",
-        summary="Retry a failed or cancelled run",
+        summary="Retry a failed or cancelled run, or one whose worker is gone",
         description="Start a failed or cancelled run again from its last step (a trained run resumes from "
-        "its last checkpoint); audited. A run still going answers 409. 503 when the broker is down: the "
-        "retry is recorded and starts by itself once it is back.",
+        "its last checkpoint); audited. A running run whose worker has been silent for longer than "
+        "RETRAIN_RUN_LEASE_S (`worker_silent_s` in its progress) may be retried too, without waiting for "
+        "recovery; any other run still going answers 409. 503 when the broker is down: the retry is "
+        "recorded and starts by itself once it is back.",
         request=None,
         responses={200: RunOut, 404: ERROR, 409: ERROR, 503: ERROR},
     )

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import User
 from django.core.exceptions import ObjectDoesNotExist
@@ -253,6 +254,9 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "points": points,
         "gate": run.gate,
         "dataset": getattr(run, "dataset", None),
+        "worker_silent_s": run_services.run_worker_silent_s(run),
+        "lease_s": settings.RETRAIN_RUN_LEASE_S,
+        "stale_s": settings.RETRAIN_RUN_STALE_S,
         "chosen_settings": [
             f"{section}.{name}={value}"
             for section, values in sorted((run.hyperparameters or {}).items())

@@ -363,7 +363,7 @@ RETRAIN_FROM = env_str("RETRAIN_FROM", "base").strip().lower()
 if RETRAIN_FROM not in ("champion", "base"):
     raise ImproperlyConfigured(f"RETRAIN_FROM={RETRAIN_FROM!r}: use champion or base.")
 RETRAIN_RUN_LEASE_S = env_int("RETRAIN_RUN_LEASE_S", 120)
-RETRAIN_RUN_STALE_S = env_int("RETRAIN_RUN_STALE_S", 900)
+RETRAIN_RUN_STALE_S = env_int("RETRAIN_RUN_STALE_S", 300)
 # Recovery (training/services/recovery.py): how often the beat looks for runs whose step has no live
 # task, how old a sent task may get before it is sent again, and how often a run whose worker was lost
 # is retried from its last checkpoint before it stays failed (a reviewer can still retry it).

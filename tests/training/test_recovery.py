@@ -179,6 +179,60 @@ def test_it_shows_a_retry_button_on_a_failed_runs_page(
     assert sent == [("workers.pipeline.build_dataset", [run.pk])]
 
 
+@pytest.mark.django_db
+def test_a_reviewer_retries_a_run_whose_worker_went_silent_without_waiting_for_recovery(
+    sent: Any, reviewer: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # The worker was killed at step 20: the lease (120 s) lapsed long before recovery's 300 s.
+    settings.RETRAIN_RUN_LEASE_S, settings.RETRAIN_RUN_STALE_S = 120, 300
+    run = _run(
+        status=RunStatus.RUNNING, stage=RunStage.TRAIN, heartbeat=timezone.now() - timedelta(seconds=200)
+    )
+    TrainingDataset.objects.create(run=run, kind="sft", path="datasets/x.jsonl", sha256="0" * 64, rows=3)
+    live = _run(
+        status=RunStatus.RUNNING, stage=RunStage.TRAIN, heartbeat=timezone.now() - timedelta(seconds=30)
+    )
+    progress = client_for(reviewer).get(f"/api/v1/runs/{run.pk}/progress").json()
+    assert 200 <= progress["worker_silent_s"] < 210
+    assert client_for(reviewer).get(f"/api/v1/runs/{live.pk}/progress").json()["worker_silent_s"] is None
+
+    page = client_for(reviewer).get(f"/review/runs/{run.pk}/").content.decode()
+    assert 'No sign of life from its worker for <span id="run-silent-s">20' in page
+    assert "Recovery retries the run by itself once it has been silent for 300 s" in page
+    assert 'id="run-retry"' in page
+    assert 'id="run-retry"' not in client_for(reviewer).get(f"/review/runs/{live.pk}/").content.decode()
+
+    refused = client_for(reviewer).post(f"/api/v1/runs/{live.pk}/retry")
+    assert refused.status_code == 409
+    assert "silent for over RETRAIN_RUN_LEASE_S (120 s)" in refused.json()["error"]["message"]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for(reviewer).post(f"/review/runs/{run.pk}/retry/", follow=True)
+    assert b"retry started" in response.content
+    run.refresh_from_db()
+    assert (run.status, run.stage, run.heartbeat) == ("running", "train", None)
+    assert sent == [("workers.training.train_run", [run.pk])]
+    assert AuditEvent.objects.get(action=AuditAction.RUN_RETRY, run=run).numbers["from_status"] == "running"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_step_keeps_its_lease_while_it_runs_without_progress_events() -> None:
+    import time
+
+    from training.services.run_log import lease_kept
+
+    old = timezone.now() - timedelta(hours=1)
+    run = _run(status=RunStatus.RUNNING, stage=RunStage.EVALUATE, heartbeat=old)
+    with lease_kept(run.pk, every_s=0.05):
+        time.sleep(0.5)  # scoring the test split: no progress event renews the lease
+        run.refresh_from_db()
+        assert run.heartbeat is not None
+        assert run.heartbeat > timezone.now() - timedelta(seconds=5)
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat=old)
+    time.sleep(0.3)  # the step ended: nothing renews it any more
+    run.refresh_from_db()
+    assert run.heartbeat == old
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_answers_503_json_when_the_broker_is_down_and_keeps_the_approval(
     labelled_batch: RetrainBatch, reviewer: Any, broker_down: None

@@ -46,7 +46,7 @@ from training.models import (
 )
 from training.recipes import predictor_settings_of
 from training.services.evaluation import baselines_evaluate, evaluation_of_version, test_products
-from training.services.run_log import append_log, failure_cause, run_fail
+from training.services.run_log import append_log, failure_cause, lease_kept, run_fail
 from webapp.roles import Role, has_role
 
 logger = logging.getLogger(__name__)
@@ -215,7 +215,8 @@ def run_evaluate_and_gate(*, run_id: int) -> dict[str, Any] | None:
     if not claimed:
         return None
     try:
-        return _evaluate_and_gate(run_id)
+        with lease_kept(run_id):  # scoring two versions on the test split renews no lease by itself
+            return _evaluate_and_gate(run_id)
     except Exception as exc:  # noqa: BLE001 - any error (time limit included) ends the run, named
         run_fail(run_id=run_id, error=f"evaluation failed: {failure_cause(exc)}", exc_info=exc)
         return None

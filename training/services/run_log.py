@@ -7,9 +7,12 @@ trace goes to the server log. Every step (dataset, train, evaluate, the recovery
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from training.models import RUN_FINAL_STATES, AuditAction, AuditEvent, RunStatus, TrainingRun
@@ -73,3 +76,36 @@ def failure_cause(exc: BaseException) -> str:
         limit = settings.TRAIN_TIME_LIMIT_S
         return f"time limit reached (TRAIN_TIME_LIMIT_S={limit} s); raise it or train fewer steps."
     return f"{name}: {text}"
+
+
+@contextmanager
+def lease_kept(run_id: int, *, every_s: float | None = None) -> Iterator[None]:
+    """Renew the run's lease (``heartbeat``) from a background thread while a step runs.
+
+    Progress events renew it too, but loading a base, building a dataset or scoring the test split can
+    go minutes without one. With this, a lease older than ``RETRAIN_RUN_LEASE_S`` means the worker is
+    gone (killed, its host down), so recovery and a reviewer's retry may act on it without racing a
+    live worker. The thread uses its own database connection and closes it when the step ends.
+    """
+    every = every_s if every_s is not None else max(1.0, float(settings.RETRAIN_RUN_LEASE_S) / 4)
+    stop = threading.Event()
+
+    def renew() -> None:
+        try:
+            while not stop.wait(every):
+                try:
+                    TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+                        heartbeat=timezone.now()
+                    )
+                except Exception:  # a missed renewal is retried; the step goes on
+                    logger.warning("run %s: could not renew its lease", run_id, exc_info=True)
+        finally:
+            connections.close_all()  # this thread's connections only (they are per thread)
+
+    thread = threading.Thread(target=renew, name=f"run-{run_id}-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every + 5)

@@ -40,7 +40,7 @@ from training.models import (
 from training.recipes import run_recipe
 from training.services.registry import version_register
 from training.services.run_log import append_log as _append_log
-from training.services.run_log import failure_cause, run_fail
+from training.services.run_log import failure_cause, lease_kept, run_fail
 from webapp.roles import Role, has_role
 
 logger = logging.getLogger(__name__)
@@ -292,83 +292,85 @@ def run_train(*, run_id: int, enqueue_next: bool = True) -> str:
     if run.cancel_requested:
         _finish_cancelled(run_id)
         return "cancelled"
-    heartbeat = _Heartbeat(run_id)
-    try:
-        recipe = run_recipe(
-            recipe_name=run.recipe_name,
-            method=run.recipe,
-            base_model=run.base_model,
-            overrides=run.hyperparameters,
-        )
-        parent = run.parent
-        if parent is None and run.batch_id is not None and settings.RETRAIN_FROM == "champion":
-            parent = ModelVersion.objects.filter(
-                status=VersionStatus.CHAMPION, base_model=run.base_model
-            ).first()
-            if parent is not None:
-                TrainingRun.objects.filter(pk=run_id).update(parent=parent)
-        parent_dir = (  # on a GPU worker of a split deployment: fetched from the store, verified
-            storage.version_local(parent.artifact_path, manifest=parent.manifest)
-            if parent is not None
-            else None
-        )
-        dataset = TrainingDataset.objects.get(run_id=run_id)
-        _append_log(
-            run_id,
-            f"training attempt {run.attempts} ({recipe.train.method}, {dataset.rows} rows) from "
-            f"{parent.name if parent else 'the base'}",
-        )
-        options: dict[str, Any] = {
-            "base": run.base_model,
-            "parent_adapter": parent_dir,
-            "progress": heartbeat.progress,
-            "resume": True,
-            "should_stop": heartbeat.should_stop,
-        }
-        dataset_path = storage.dataset_local(dataset.path, sha256=dataset.sha256)
-        work_dir = paths.run_work_dir(run_id)
-        processes = int(settings.RETRAIN_NPROC)
-        if processes > 1:
-            # DDP on this worker's GPUs: the engine CLI under torchrun, N processes (engine/launch.py).
-            from training.engine.launch import train_processes
+    with lease_kept(run_id):  # loading the base or a checkpoint can take minutes without a step
+        heartbeat = _Heartbeat(run_id)
+        try:
+            recipe = run_recipe(
+                recipe_name=run.recipe_name,
+                method=run.recipe,
+                base_model=run.base_model,
+                overrides=run.hyperparameters,
+            )
+            parent = run.parent
+            if parent is None and run.batch_id is not None and settings.RETRAIN_FROM == "champion":
+                parent = ModelVersion.objects.filter(
+                    status=VersionStatus.CHAMPION, base_model=run.base_model
+                ).first()
+                if parent is not None:
+                    TrainingRun.objects.filter(pk=run_id).update(parent=parent)
+            parent_dir = (  # on a GPU worker of a split deployment: fetched from the store, verified
+                storage.version_local(parent.artifact_path, manifest=parent.manifest)
+                if parent is not None
+                else None
+            )
+            dataset = TrainingDataset.objects.get(run_id=run_id)
+            _append_log(
+                run_id,
+                f"training attempt {run.attempts} ({recipe.train.method}, {dataset.rows} rows) from "
+                f"{parent.name if parent else 'the base'}",
+            )
+            options: dict[str, Any] = {
+                "base": run.base_model,
+                "parent_adapter": parent_dir,
+                "progress": heartbeat.progress,
+                "resume": True,
+                "should_stop": heartbeat.should_stop,
+            }
+            dataset_path = storage.dataset_local(dataset.path, sha256=dataset.sha256)
+            work_dir = paths.run_work_dir(run_id)
+            processes = int(settings.RETRAIN_NPROC)
+            if processes > 1:
+                # DDP on this worker's GPUs: the engine CLI under torchrun, N processes (engine/launch.py).
+                from training.engine.launch import train_processes
 
-            _append_log(run_id, f"launching {processes} training processes (torchrun)")
-            result = train_processes(recipe, dataset_path, work_dir, processes=processes, **options)
-        else:
-            result = train(recipe, dataset_path, work_dir, **options)
-        if TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists():
+                _append_log(run_id, f"launching {processes} training processes (torchrun)")
+                result = train_processes(recipe, dataset_path, work_dir, processes=processes, **options)
+            else:
+                result = train(recipe, dataset_path, work_dir, **options)
+            if TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists():
+                _finish_cancelled(run_id)
+                return "cancelled"
+            numbers = {
+                "steps": int(result.steps),
+                "final_loss": _finite(result.final_loss),
+                "tokens": int(result.tokens),
+                "seconds": float(result.seconds),
+                "resumed_from_step": int(getattr(result, "resumed_from_step", 0) or 0),
+                # How many processes (GPUs, on CUDA) trained it; the version's manifest keeps these numbers.
+                "processes": int(result.processes),
+                "device": str(result.device),
+            }
+            TrainingRun.objects.filter(pk=run_id).update(result=numbers)
+            version = version_register(
+                run_id=run_id, adapter_dir=Path(result.adapter_dir), recipe=recipe, enqueue_next=enqueue_next
+            )
+        except TrainingCancelled:
             _finish_cancelled(run_id)
             return "cancelled"
-        numbers = {
-            "steps": int(result.steps),
-            "final_loss": _finite(result.final_loss),
-            "tokens": int(result.tokens),
-            "seconds": float(result.seconds),
-            "resumed_from_step": int(getattr(result, "resumed_from_step", 0) or 0),
-            # How many processes (GPUs, on CUDA) trained it; the version's manifest keeps these numbers.
-            "processes": int(result.processes),
-            "device": str(result.device),
-        }
-        TrainingRun.objects.filter(pk=run_id).update(result=numbers)
-        version = version_register(
-            run_id=run_id, adapter_dir=Path(result.adapter_dir), recipe=recipe, enqueue_next=enqueue_next
+        except Exception as exc:  # noqa: BLE001 - any error (time limit included) ends the run as failed
+            run_fail(run_id=run_id, error=f"training failed: {failure_cause(exc)}", exc_info=exc)
+            return "failed"
+        _append_log(
+            run_id,
+            f"trained: {numbers['steps']} steps, loss {numbers['final_loss']}, {numbers['processes']} "
+            f"process(es) on {numbers['device']}; candidate {version.name}",
         )
-    except TrainingCancelled:
-        _finish_cancelled(run_id)
-        return "cancelled"
-    except Exception as exc:  # noqa: BLE001 - any error (time limit included) ends the run as failed
-        run_fail(run_id=run_id, error=f"training failed: {failure_cause(exc)}", exc_info=exc)
-        return "failed"
-    _append_log(
-        run_id,
-        f"trained: {numbers['steps']} steps, loss {numbers['final_loss']}, {numbers['processes']} "
-        f"process(es) on {numbers['device']}; candidate {version.name}",
-    )
-    return "trained"
+        return "trained"
 
 
 def run_retry(*, reviewer: User, run_id: int) -> TrainingRun:
-    """Start a failed or cancelled run again from where it stopped (audited).
+    """Start a failed or cancelled run again from where it stopped (audited); also a running run whose
+    worker went silent (``run_worker_silent_s``: killed, its host down), without waiting for recovery.
 
     A run with a candidate version is evaluated again; one with a dataset trains again, resuming from
     its last checkpoint; any other builds its dataset again. So a failed run never locks its batch's
@@ -390,10 +392,23 @@ def run_retry(*, reviewer: User, run_id: int) -> TrainingRun:
     return run
 
 
+def run_worker_silent_s(run: TrainingRun) -> int | None:
+    """Seconds since a running run's worker last renewed its lease, when that is longer than the lease
+    (``RETRAIN_RUN_LEASE_S``): the worker is gone, since a live one renews it every quarter lease
+    (``run_log.lease_kept``). None otherwise (not running, renewed lately, or waiting for a worker)."""
+    if run.status != RunStatus.RUNNING or run.heartbeat is None:
+        return None
+    silent = (timezone.now() - run.heartbeat).total_seconds()
+    return int(silent) if silent > settings.RETRAIN_RUN_LEASE_S else None
+
+
 def _run_reset_for_retry(*, reviewer: User, run_id: int) -> TrainingRun:
     run = TrainingRun.objects.select_for_update().get(pk=run_id)
-    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-        raise RunStateError(f"run {run_id} is {run.status}; only a failed or cancelled run can be retried.")
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED) and run_worker_silent_s(run) is None:
+        raise RunStateError(
+            f"run {run_id} is {run.status}; only a failed or cancelled run can be retried, or a running "
+            f"one whose worker is silent for over RETRAIN_RUN_LEASE_S ({settings.RETRAIN_RUN_LEASE_S} s)."
+        )
     if run.batch_id is None:
         raise RunStateError(
             f"run {run_id} is the bootstrap run of v1; run `manage.py bootstrap_champion` again instead."

@@ -65,6 +65,12 @@
         draw();
         if (statusEl) { statusEl.textContent = body.status; statusEl.className = "status status-" + body.status; }
         if (stageEl) stageEl.textContent = body.stage;
+        var silent = document.getElementById("run-worker-silent");
+        if (silent) {
+          silent.hidden = !body.worker_silent_s;
+          var seconds = document.getElementById("run-silent-s");
+          if (seconds && body.worker_silent_s) seconds.textContent = body.worker_silent_s;
+        }
         if (body.status === "queued" || body.status === "running") setTimeout(poll, 2000);
         else setTimeout(function () { window.location.reload(); }, 1500);  // show the gate decision
       })
