@@ -54,9 +54,30 @@ def test_it_passes_the_deploy_check_with_production_settings(tmp_path: Path) -> 
         "SECRET_KEY": "x" * 20 + "-production-like-secret-key-with-enough-entropy-1234567890",
         "ALLOWED_HOSTS": "priceloop.example.com",
         "PRICELOOP_DATA_DIR": str(tmp_path),
+        "CACHE_URL": "redis://127.0.0.1:6379/9",  # as deploy/priceloop.env.example has it
     }
     result = _manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_it_warns_that_the_api_throttle_is_per_process_without_a_shared_cache(tmp_path: Path) -> None:
+    env = {
+        "DEBUG": "0",
+        "SECRET_KEY": _SECRET,
+        "ALLOWED_HOSTS": "priceloop.example.com",
+        "PRICELOOP_DATA_DIR": str(tmp_path),
+        "CACHE_URL": "",
+    }
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert result.returncode != 0
+    assert "(priceloop.W001) API_THROTTLE_RATE=600/minute is counted in each web process" in result.stderr
+    assert "HINT: Set CACHE_URL=redis://" in result.stderr
+    assert (
+        _manage(
+            "check", "--deploy", "--fail-level", "WARNING", env=env | {"API_THROTTLE_RATE": "off"}
+        ).returncode
+        == 0
+    )
 
 
 def test_it_rejects_a_malformed_boolean_with_the_variable_name(tmp_path: Path) -> None:
@@ -137,6 +158,7 @@ def test_it_silences_only_the_https_warnings_in_plain_http_mode(tmp_path: Path) 
         "SECRET_KEY": _SECRET,
         "ALLOWED_HOSTS": "10.0.0.5",
         "PRICELOOP_DATA_DIR": str(tmp_path),
+        "CACHE_URL": "redis://127.0.0.1:6379/9",
     }
     result = _manage("check", "--deploy", "--fail-level", "WARNING", env=env | {"HTTPS": "0"})
     assert result.returncode == 0, result.stdout + result.stderr
