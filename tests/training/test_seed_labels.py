@@ -56,6 +56,22 @@ def test_it_refuses_the_whole_file_naming_each_bad_line(tmp_path: Path) -> None:
     message = str(refused.value)
     assert "seed.jsonl:2: needs" in message
     assert "seed.jsonl:3: price 5000 is outside 0.50-999.49" in message
-    assert "'nope' is not an imported product" in message
-    assert f"{test.external_id!r} is in the test split" in message
+    assert "1 id(s) are not imported products (import the catalogue first): 'nope'" in message
+    assert (
+        f"1 id(s) are in the test split, which is never trained on (remove them): {test.external_id!r}"
+        in message
+    )
     assert not SeedLabel.objects.exists()  # nothing stored
+
+
+def test_it_names_every_test_split_id_in_one_refusal(tmp_path: Path) -> None:
+    # An operator found 20 named and "… and 12 more": three runs to clean the file.
+    tests = make_products(32, price=None, split="test")
+    (pool,) = make_products(1, price=None)
+    path = _write(tmp_path / "seed.jsonl", [{"id": p.external_id, "price": 10} for p in [pool, *tests]])
+    with pytest.raises(RunStateError) as refused:
+        seed_labels_import(path=path)
+    message = str(refused.value)
+    assert "32 id(s) are in the test split" in message
+    assert all(repr(p.external_id) in message for p in tests)
+    assert "more" not in message

@@ -95,16 +95,23 @@ def seed_labels_import(*, path: Path, name: str | None = None) -> dict[str, obje
         p.external_id: p
         for p in Product.objects.filter(external_id__in=list(wanted)).only("id", "external_id", "split")
     }
-    for external_id in wanted:
-        product = products.get(external_id)
-        if product is None:
-            errors.append(
-                f"{path.name}: id {external_id!r} is not an imported product; import the catalogue first"
-            )
-        elif product.split != Split.POOL:
-            errors.append(f"{path.name}: id {external_id!r} is in the test split, which is never trained on")
-    if errors:
-        shown = "\n".join(errors[:20]) + (f"\n… and {len(errors) - 20} more" if len(errors) > 20 else "")
+    # Every refused id is named (grouped, one line each), so one run gives the whole list to remove.
+    missing = [i for i in wanted if i not in products]
+    in_test = [i for i in wanted if i in products and products[i].split != Split.POOL]
+    id_lines: list[str] = []
+    if missing:
+        id_lines.append(
+            f"{path.name}: {len(missing)} id(s) are not imported products (import the catalogue first): "
+            + ", ".join(map(repr, missing))
+        )
+    if in_test:
+        id_lines.append(
+            f"{path.name}: {len(in_test)} id(s) are in the test split, which is never trained on (remove "
+            "them): " + ", ".join(map(repr, in_test))
+        )
+    if errors or id_lines:
+        more = f"\n… and {len(errors) - 20} more bad line(s)" if len(errors) > 20 else ""
+        shown = "\n".join(id_lines + errors[:20]) + more
         raise RunStateError(f"seed labels refused, nothing stored:\n{shown}")
     if not wanted:
         raise RunStateError(f'{path.name} holds no seed label; write one {{"id", "price"}} object per line')
