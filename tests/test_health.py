@@ -48,6 +48,31 @@ def test_it_shows_whether_the_worker_heartbeat_is_fresh() -> None:
 
 
 @pytest.mark.django_db
+def test_it_shows_the_training_worker_apart_from_the_cpu_worker() -> None:
+    from training.models import RetrainBatch, RunStatus, TrainingRun
+    from webapp.celery import BEAT_SCHEDULE
+
+    # Beat sends a heartbeat through the `train` queue too: only a training worker takes it.
+    assert BEAT_SCHEDULE["heartbeat-train"]["options"]["queue"] == "train"
+    heartbeat_record(source="worker")  # the CPU worker is alive; no training worker ever answered
+    body = Client().get("/healthz").json()
+    assert body["worker"]["state"] == "ok"
+    assert body["train_worker"] == {"state": "unknown", "last_heartbeat": None}
+
+    beat = heartbeat_record(source="train-worker")
+    assert Client().get("/healthz").json()["train_worker"]["state"] == "ok"
+    Heartbeat.objects.filter(pk=beat.pk).update(at=timezone.now() - timedelta(minutes=10))
+    assert Client().get("/healthz").json()["train_worker"]["state"] == "stale"  # killed
+
+    # Busy training (its heartbeats wait in its queue): the run's lease, renewed by it, shows it alive.
+    batch = RetrainBatch.objects.create(content_sha256="0" * 64)
+    TrainingRun.objects.create(
+        batch=batch, recipe_name="tiny", base_model="b", status=RunStatus.RUNNING, heartbeat=timezone.now()
+    )
+    assert Client().get("/healthz").json()["train_worker"]["state"] == "ok"
+
+
+@pytest.mark.django_db
 def test_it_serves_the_login_page() -> None:
     response = Client().get("/login/")
     assert response.status_code == 200

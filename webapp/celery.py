@@ -34,6 +34,14 @@ app.conf.task_routes = {
 BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Proves the worker and beat are alive (the health page shows the last beat).
     "heartbeat": {"task": "workers.system.heartbeat", "schedule": 60.0},
+    # The same through the `train` queue: /healthz shows whether a training worker takes tasks. A beat it
+    # has not taken within 2 minutes expires (a busy worker renews its run's lease instead).
+    "heartbeat-train": {
+        "task": "workers.system.heartbeat",
+        "schedule": 60.0,
+        "args": ("train-worker",),
+        "options": {**_GPU, "expires": 120},
+    },
     # Resolved labels become a retrain batch once there are RETRAIN_MIN_BATCH_SIZE of them.
     "retrain-batch": {
         "task": "workers.pipeline.batch_resolved_labels",

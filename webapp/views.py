@@ -7,6 +7,7 @@ import logging
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
+from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -45,14 +46,22 @@ def _broker_ok() -> bool:
     return True
 
 
-def _worker_state() -> dict[str, object]:
-    beat = Heartbeat.objects.filter(source="worker").first()
-    if beat is None:
+def _worker_state(source: str = "worker") -> dict[str, object]:
+    beat = Heartbeat.objects.filter(source=source).first()
+    at = beat.at if beat else None
+    if source == "train-worker":
+        # A training worker runs one task at a time: while it trains, the heartbeats wait in its queue,
+        # but it renews its run's lease every quarter lease (run_log.lease_kept). Either proves it alive.
+        from training.models import RunStatus, TrainingRun
+
+        lease = TrainingRun.objects.filter(status=RunStatus.RUNNING).aggregate(last=Max("heartbeat"))["last"]
+        at = max((t for t in (at, lease) if t is not None), default=None)
+    if at is None:
         return {"state": "unknown", "last_heartbeat": None}
-    age_s = round((timezone.now() - beat.at).total_seconds(), 1)
+    age_s = round((timezone.now() - at).total_seconds(), 1)
     return {
         "state": "ok" if age_s <= WORKER_STALE_AFTER_S else "stale",
-        "last_heartbeat": beat.at.isoformat(),
+        "last_heartbeat": at.isoformat(),
         "age_s": age_s,
     }
 
@@ -67,7 +76,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
     """
     db_ok = _database_ok()
     broker_ok = _broker_ok()
-    worker = _worker_state() if db_ok else {"state": "unknown", "last_heartbeat": None}
+    unknown = {"state": "unknown", "last_heartbeat": None}
+    worker = _worker_state() if db_ok else unknown
+    train_worker = _worker_state("train-worker") if db_ok else unknown
     healthy = db_ok and broker_ok
     body = {
         "status": "ok" if healthy else "unavailable",
@@ -77,7 +88,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
             "state": "ok" if broker_ok else "unreachable",
             "url_scheme": settings.CELERY_BROKER_URL.split(":")[0],
         },
-        "worker": worker,
+        "worker": worker,  # takes the `default` queue (imports, batches, datasets, housekeeping)
+        "train_worker": train_worker,  # takes the `train` queue (training, evaluation, guessing)
     }
     return JsonResponse(body, status=200 if healthy else 503)
 
