@@ -391,6 +391,14 @@ LANGSMITH_PROJECT = env_str("LANGSMITH_PROJECT", "priceloop")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # Time, level and logger on every line, so an operator can grep a component (e.g. webapp.lockout).
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # On CPUs with AVX512-BF16, bitsandbytes warns at import that it could not fetch a kernel from the
+        # model hub (`pip install kernels`); PriceLoop never fetches code from the hub, and 4-bit on CPU
+        # works without it. The warning alarmed demo users; errors still show.
+        "bitsandbytes.backends.cpu.ops": {"level": "ERROR"},
+    },
 }
