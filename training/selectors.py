@@ -80,8 +80,12 @@ def version_lineage(version: ModelVersion) -> dict[str, Any]:
     run = version_run(version)
     batch = run.batch if run else None
     dataset = _dataset_of(run)
+    replays = list(dataset.replay_batches.all()) if dataset else []
     return {
         "run_id": run.pk if run else None,
+        # Batches it learnt from that a reviewer approved over failing quality checks (written reason kept
+        # on the batch page and in the audit trail).
+        "overridden_batches": sorted(b.pk for b in ([batch] if batch else []) + replays if b.reason),
         "batch": (
             {
                 "id": batch.pk,
@@ -97,7 +101,7 @@ def version_lineage(version: ModelVersion) -> dict[str, Any]:
                 "kind": dataset.kind,
                 "rows": dataset.rows,
                 "sha256": dataset.sha256,
-                "replay_batches": sorted(b.pk for b in dataset.replay_batches.all()),
+                "replay_batches": sorted(b.pk for b in replays),
                 # {"name", "rows"} when the seed set's labels are in it (v1; candidates from the base).
                 "seed_set": (dataset.manifest or {}).get("seed_set"),
             }

@@ -99,6 +99,17 @@ def test_its_lineage_names_every_source_of_a_version_trained_from_the_base(
     dataset.replay_batches.set([earlier])
     page = _client(reviewer).get("/review/versions/").content.decode()
     assert f"batch #{latest.pk} + #{earlier.pk} + seed set (400) → sft 820 rows → base" in page
+    assert "approved over failing quality checks" not in page
+
+    # The earlier batch went through over a failing gold check: whoever trusts the version should know.
+    RetrainBatch.objects.filter(pk=earlier.pk).update(reason="gold items arrive next week")
+    page = _client(reviewer).get("/review/versions/").content.decode()
+    assert (
+        f'trained on batch <a href="/review/batches/{earlier.pk}/">#{earlier.pk}</a>, approved over failing'
+        in page
+    )
+    api = _client(reviewer).get(f"/api/v1/versions/{run.candidate.number}").json()
+    assert api["lineage"]["overridden_batches"] == [earlier.pk]
 
 
 @pytest.mark.django_db
