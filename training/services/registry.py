@@ -274,9 +274,11 @@ def _evaluate_and_gate(run_id: int) -> dict[str, Any] | None:
 def _run_log(run_id: int, what: str, evaluation: Evaluation) -> None:
     """An evaluation line in the run's log: the numbers the gate is about to compare."""
     m, p = evaluation.metrics, evaluation.predictor_settings
+    # The words of the Versions page and the approval form ("not quantized", not the recipe's "none").
+    quant = "not quantized" if p.get("quantization") == "none" else p.get("quantization")
     append_log(
         run_id,
-        f"{what} on {m.get('n')} test items ({p.get('quantization')}, prompt {p.get('prompt_style')}): "
+        f"{what} on {m.get('n')} test items ({quant}, prompt {p.get('prompt_style')}): "
         f"MAE ${m.get('mae', 0):.2f}, RMSLE {m.get('rmsle', 0):.3f}, hits {m.get('hit_rate', 0):.0%}",
     )
 
