@@ -257,7 +257,11 @@ def batch_items_filtered(*, batch: RetrainBatch, item_filter: ItemFilter) -> lis
 
     from annotation.models import AnnotatorStatus
 
-    items = list(batch.items.select_related("product", "guess_version", "excluded_by").order_by("id"))
+    items = list(
+        batch.items.select_related(
+            "product", "guess_version", "excluded_by", "resolved_label__task"
+        ).order_by("id")
+    )
     annotator_ids = sorted({int(a) for item in items for a in item.annotator_ids or []})
     names = dict(User.objects.filter(pk__in=annotator_ids).values_list("pk", "username"))
     missed = set(

@@ -180,3 +180,20 @@ def test_the_batch_page_filters_and_excludes_the_matching_items(
     assert "2 item(s) excluded; 4 item(s) left to approve." in response.content.decode()
     assert BatchItem.objects.filter(batch=batch, excluded=True).count() == 2
     assert response.redirect_chain[-1][0] == f"{url}?annotator={annotator2.username}#items"
+
+
+def test_the_batch_page_marks_an_item_whose_guess_the_annotators_never_saw(
+    reviewer: User, annotator: User, annotator2: User
+) -> None:
+    from annotation.models import Task
+
+    batch = _batch(annotator, annotator2)
+    blind = BatchItem.objects.filter(batch=batch).order_by("id").first()
+    assert blind is not None
+    Task.objects.filter(pk=blind.resolved_label.task_id).update(is_blind=True)
+    client = Client()
+    client.force_login(reviewer)
+    page = client.get(reverse("training:batch", args=[batch.pk])).content.decode()
+    row = page.split(f'data-item="{blind.pk}"', 1)[1].split("</tr>", 1)[0]
+    assert "not shown (blind)" in row  # its error vs the guess is no sign of a careless annotator
+    assert page.count("not shown (blind)") == 1
