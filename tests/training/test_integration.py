@@ -131,6 +131,9 @@ def test_it_closes_the_loop_with_a_real_worker(
         assert v1.status == VersionStatus.CHAMPION
         assert v1.manifest["seed_set"]["name"] == "wrong-seed-labels.jsonl"  # its lineage names the set
         assert v1.manifest["seed_set"]["rows"] == 30
+        # The bootstrap run (no dataset step) records the base exactly as its version does.
+        assert v1.manifest["base_revision"].startswith("sha256:")
+        assert TrainingRun.objects.get(candidate=v1).base_revision == v1.manifest["base_revision"]
 
         # The promotion of v1 queued its guesses: the worker guesses the pool and queues the tasks.
         pool = Product.objects.filter(split=Split.POOL).count()

@@ -76,6 +76,8 @@ def version_register(
     dest = paths.version_dir(f"run-{run_id}")
     dataset = getattr(run, "dataset", None)
     revision = run.base_revision or _base_revision(run.base_model)
+    if revision and not run.base_revision:  # the run's record names the same base as its version's
+        TrainingRun.objects.filter(pk=run_id, base_revision="").update(base_revision=revision)
     manifest = {
         # The base named exactly (hub id + commit, or a local folder's name + its manifest's sha256).
         "base_model": run.base_label,
