@@ -81,4 +81,7 @@ def test_it_pages_every_list(reviewer: Any) -> None:
     for url in ("/api/v1/annotation/codebook/versions", "/api/v1/annotation/quarantine", "/api/v1/versions"):
         body = client.get(url).json()
         assert set(body) >= {"count", "next", "previous", "results"}, url
-    assert client.get("/api/v1/versions?page=9").status_code == 404  # beyond the last page
+    beyond = client.get("/api/v1/versions?page=9")
+    assert beyond.status_code == 404  # beyond the last page: no such resource, as DRF answers
+    assert beyond.json()["error"]["message"].startswith("page 9 does not exist (")
+    assert "?page=last is the last page" in beyond.json()["error"]["message"]

@@ -13,6 +13,12 @@ from rest_framework.pagination import PageNumberPagination
 
 
 class Pagination(PageNumberPagination):
+    # DRF's text is "Invalid page.": say which page and how to find the real ones.
+    invalid_page_message = (
+        "page {page_number} does not exist ({message}); the first page's `count` says how many items there "
+        "are, and ?page=last is the last page."
+    )
+
     def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list[Any] | None:
         raw = request.query_params.get(self.page_query_param)
         if raw is not None and raw not in self.last_page_strings and not (raw.isdigit() and int(raw) >= 1):
