@@ -73,6 +73,13 @@ def _annotation(annotator: User, product: Product) -> Annotation | None:
     return Annotation.objects.filter(annotator=annotator, task__product=product).first()
 
 
+def _open(page: Any, login_as: Any, annotator: User) -> None:
+    """The annotator, logged in, on the annotate page with its scripts loaded."""
+    login_as(page.context, annotator)
+    page.goto("/annotate/")
+    page.wait_for_load_state("load")
+
+
 def _screenshot(page: Any, name: str) -> None:
     """Saved only when asked (E2E_SCREENSHOT_DIR), for a person to look at: not an assertion."""
     folder = os.environ.get("E2E_SCREENSHOT_DIR")
@@ -170,9 +177,7 @@ def test_it_asks_for_a_keystroke_before_saving_an_unusual_price(
 ) -> None:
     _codebook(reviewer, annotator)
     kettle, lamp, _ = _queue(["Kettle", "Lamp", "Chair"])  # guesses $10, $11, $12
-    login_as(page.context, annotator)
-    page.goto("/annotate/")
-    page.wait_for_load_state("load")
+    _open(page, login_as, annotator)
     title, notice = page.locator("#item-title"), page.locator("#price-confirm")
     expect(title).to_have_text("Kettle")
     expect(notice).to_be_hidden()
@@ -212,9 +217,7 @@ def test_it_names_a_price_it_cannot_read_in_the_page_and_saves_nothing(
 ) -> None:
     _codebook(reviewer, annotator)
     kettle, lamp, _ = _queue(["Kettle", "Lamp", "Chair"])  # guesses $10, $11, $12
-    login_as(page.context, annotator)
-    page.goto("/annotate/")
-    page.wait_for_load_state("load")
+    _open(page, login_as, annotator)
     title, error, box = (
         page.locator("#item-title"),
         page.locator("#price-error"),
@@ -271,9 +274,7 @@ def test_it_clears_a_key_notice_when_the_next_item_comes(
     _codebook(reviewer, annotator)
     blind, _ = _queue(["Blind kettle", "Lamp"])
     Task.objects.filter(product=blind).update(is_blind=True)
-    login_as(page.context, annotator)
-    page.goto("/annotate/")
-    page.wait_for_load_state("load")
+    _open(page, login_as, annotator)
     expect(page.locator("#guess-hidden")).to_be_visible()
     page.keyboard.press("a")  # nothing to accept on a blind item
     expect(page.locator("#key-status")).to_have_text("This item shows no guess: type your price.")
@@ -291,9 +292,7 @@ def test_it_keeps_reject_mode_armed_by_a_key_pressed_as_the_item_appears(
     # must still arm the reject, as it does for a slower hand (CI once caught exactly that).
     _codebook(reviewer, annotator)
     _queue(["Item 0", "Item 1", "Item 2"])
-    login_as(page.context, annotator)
-    page.goto("/annotate/")
-    page.wait_for_load_state("load")
+    _open(page, login_as, annotator)
     page.evaluate(
         """() => document.addEventListener("htmx:afterSwap", () => {
             document.body.dispatchEvent(new KeyboardEvent("keydown", {key: "r", bubbles: true}));
@@ -312,9 +311,7 @@ def test_it_lets_a_keystroke_confirm_a_price_the_server_questioned(
 ) -> None:
     _codebook(reviewer, annotator)
     kettle, _ = _queue(["Kettle", "Lamp"])  # guess $10
-    login_as(page.context, annotator)
-    page.goto("/annotate/")
-    page.wait_for_load_state("load")
+    _open(page, login_as, annotator)
     expect(page.locator("#item-title")).to_have_text("Kettle")
     settings.ANNOTATION_CONFIRM_FACTOR = 3  # the rule changed after the page was rendered (factor 10)
 
