@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 from training import paths, run_settings, selectors, storage
 from training.checks import batch_checks, checks_passed
 from training.exceptions import TrainingError
-from training.models import AuditAction, BatchStatus, Recipe, VersionStatus
+from training.models import AuditAction, BatchStatus, Recipe, RunStatus, VersionStatus
 from training.services import batches as batch_services
 from training.services import evaluation as evaluation_services
 from training.services import registry as registry_services
@@ -248,13 +248,18 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         {"step": p.step, "loss": p.loss, "learning_rate": p.learning_rate, "tokens_per_s": p.tokens_per_s}
         for p in selectors.run_points(run_id=run.pk)
     ]
+    worker_silent_s = run_services.run_worker_silent_s(run)
     context = {
         "section": "runs",
         "run": run,
         "points": points,
         "gate": run.gate,
         "dataset": getattr(run, "dataset", None),
-        "worker_silent_s": run_services.run_worker_silent_s(run),
+        "worker_silent_s": worker_silent_s,
+        # The one retry form: a failed or cancelled run, or a running one whose worker is gone (the
+        # bootstrap run of v1 is retried by running bootstrap_champion again).
+        "retry_offered": run.batch_id is not None
+        and (run.status in (RunStatus.FAILED, RunStatus.CANCELLED) or worker_silent_s is not None),
         "lease_s": settings.RETRAIN_RUN_LEASE_S,
         "stale_s": settings.RETRAIN_RUN_STALE_S,
         "chosen_settings": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -46,16 +47,21 @@ def _broker_ok() -> bool:
     return True
 
 
-def _worker_state(source: str = "worker") -> dict[str, object]:
+def _last_beat(source: str) -> datetime | None:
     beat = Heartbeat.objects.filter(source=source).first()
-    at = beat.at if beat else None
-    if source == "train-worker":
-        # A training worker runs one task at a time: while it trains, the heartbeats wait in its queue,
-        # but it renews its run's lease every quarter lease (run_log.lease_kept). Either proves it alive.
-        from training.models import RunStatus, TrainingRun
+    return beat.at if beat else None
 
-        lease = TrainingRun.objects.filter(status=RunStatus.RUNNING).aggregate(last=Max("heartbeat"))["last"]
-        at = max((t for t in (at, lease) if t is not None), default=None)
+
+def _last_train_sign() -> datetime | None:
+    """A training worker runs one task at a time: while it trains, the heartbeats wait in its queue, but
+    it renews its run's lease every quarter lease (run_log.lease_kept). Either proves it alive."""
+    from training.models import RunStatus, TrainingRun
+
+    lease = TrainingRun.objects.filter(status=RunStatus.RUNNING).aggregate(last=Max("heartbeat"))["last"]
+    return max((t for t in (_last_beat("train-worker"), lease) if t is not None), default=None)
+
+
+def _freshness(at: datetime | None) -> dict[str, object]:
     if at is None:
         return {"state": "unknown", "last_heartbeat": None}
     age_s = round((timezone.now() - at).total_seconds(), 1)
@@ -77,8 +83,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
     db_ok = _database_ok()
     broker_ok = _broker_ok()
     unknown = {"state": "unknown", "last_heartbeat": None}
-    worker = _worker_state() if db_ok else unknown
-    train_worker = _worker_state("train-worker") if db_ok else unknown
+    worker = _freshness(_last_beat("worker")) if db_ok else unknown
+    train_worker = _freshness(_last_train_sign()) if db_ok else unknown
     healthy = db_ok and broker_ok
     body = {
         "status": "ok" if healthy else "unavailable",

@@ -47,19 +47,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("var/base-seed-variance"))
     args = parser.parse_args()
 
+    from label_data import read_catalogue, split  # this folder (the script's own path)
+
     from training.engine.bootstrap import build_base
     from training.engine.config import load_recipe
     from training.engine.evaluator import evaluate, iqr_ratio
     from training.engine.predictor import Predictor
-    from training.engine.prompts import price_trainable
-    from training.engine.split import in_holdout
     from training.engine.trainer import train
 
-    with args.catalogue.open(encoding="utf-8") as fh:
-        items = [json.loads(line) for line in fh if line.strip()]
-    items = [i for i in items if price_trainable(float(i["price"]))]
-    test = [i for i in items if in_holdout(i["id"], args.test_share)]
-    pool = [i for i in items if not in_holdout(i["id"], args.test_share)]
+    test, pool = split(read_catalogue(args.catalogue), args.test_share)
     truths = [float(i["price"]) for i in test]
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.base or args.out / f"base-s{args.base_seed}-{args.base_steps or 'default'}"

@@ -42,27 +42,16 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
+    from label_data import read_catalogue, split, write_sft  # this folder (the script's own path)
 
     from training.engine.bootstrap import build_base
     from training.engine.config import load_recipe
-    from training.engine.datasets import LabelRow, build_sft
     from training.engine.evaluator import compare_paired, evaluate
     from training.engine.model_io import load_tokenizer
     from training.engine.predictor import Predictor
-    from training.engine.prompts import COMPLETION_RESERVE, price_trainable
-    from training.engine.split import in_holdout
     from training.engine.trainer import train
 
-    if args.items:
-        with open(args.items, encoding="utf-8") as fh:
-            items = [json.loads(line) for line in fh if line.strip()]
-    else:
-        from training.engine.synthetic import generate_products
-
-        items = list(generate_products(args.synthetic, seed=7))
-    items = [i for i in items if price_trainable(float(i["price"]))]
-    test = [i for i in items if in_holdout(i["id"], args.test_share)]
-    pool = [i for i in items if not in_holdout(i["id"], args.test_share)]
+    test, pool = split(read_catalogue(args.items, synthetic=args.synthetic), args.test_share)
     seed_set = pool[: args.seed_items]
     truths = [float(i["price"]) for i in test]
     result: dict[str, Any] = {
@@ -92,17 +81,13 @@ def main() -> int:
         }
         recipe = load_recipe(args.recipe, {"model": {"base": str(base)}})
         tokenizer = load_tokenizer(str(base))
-        rows = [
-            LabelRow(i["id"], i["text"], float(i["price"]), guess_price=None, verdict="correct")
-            for i in seed_set
-        ]
         ds = Path(tmp) / "sft.jsonl"
-        build_sft(
-            rows,
+        write_sft(
+            seed_set,
             ds,
             test_ids={i["id"] for i in test},
             tokenizer=tokenizer,
-            max_prompt_tokens=recipe.train.max_length - COMPLETION_RESERVE,
+            max_length=recipe.train.max_length,
         )
         began = time.perf_counter()
         trained = train(recipe, ds, Path(tmp) / "run", base=str(base), resume=False)

@@ -49,15 +49,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _read_items(args: argparse.Namespace) -> list[dict[str, Any]]:
-    if args.items:
-        with open(args.items, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-    from training.engine.synthetic import generate_products
-
-    return list(generate_products(args.synthetic, seed=args.catalogue_seed))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -84,19 +75,17 @@ def main() -> int:
 
     from training.engine.bootstrap import build_base
     from training.engine.config import load_recipe
-    from training.engine.datasets import LabelRow, build_sft
     from training.engine.evaluator import evaluate, iqr_ratio
     from training.engine.model_io import load_tokenizer
     from training.engine.predictor import Predictor
-    from training.engine.prompts import COMPLETION_RESERVE, price_trainable
-    from training.engine.split import in_holdout
     from training.engine.trainer import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    items = [i for i in _read_items(args) if price_trainable(float(i["price"]))]
-    test = [i for i in items if in_holdout(i["id"], args.test_share)]
-    pool = [i for i in items if not in_holdout(i["id"], args.test_share)]
+    from label_data import read_catalogue, split, write_sft  # this folder (the script's own path)
+
+    items = read_catalogue(args.items, synthetic=args.synthetic, seed=args.catalogue_seed)
+    test, pool = split(items, args.test_share)
     val, rest = pool[: args.val_items], pool[args.val_items :]
     seed_set = rest[: args.seed_items]
     print(f"items {len(items)}: test {len(test)}, pool {len(pool)} (val {len(val)}, seed {len(seed_set)})")
@@ -150,17 +139,13 @@ def main() -> int:
             recipe = load_recipe(args.recipe, overrides)
             with tempfile.TemporaryDirectory(dir=out) as tmp:
                 ds = Path(tmp) / "sft.jsonl"
-                build_sft(
-                    [
-                        LabelRow(product_id=i["id"], text=i["text"], price=float(i["price"]), guess_price=None,
-                                 verdict="correct")
-                        for i in seed_set
-                    ],
+                write_sft(
+                    seed_set,
                     ds,
                     test_ids={i["id"] for i in test},
                     tokenizer=tokenizer,
-                    max_prompt_tokens=recipe.train.max_length - COMPLETION_RESERVE,
-                )  # fmt: skip
+                    max_length=recipe.train.max_length,
+                )
                 rows: list[dict[str, Any]] = []
                 began_train = time.perf_counter()
                 pred_tok = load_tokenizer(str(base))

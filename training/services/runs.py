@@ -228,7 +228,8 @@ def dataset_build(*, run_id: int) -> TrainingDataset | None:
 
 
 class _Heartbeat:
-    """Progress sink and stop check for the engine: stores points, renews the lease, reads cancel."""
+    """Progress sink and stop check for the engine: stores points and reads cancel. The lease is renewed
+    by ``run_log.lease_kept`` around the whole step, not here on every step."""
 
     def __init__(self, run_id: int, *, interval_s: float = 1.0) -> None:
         self.run_id = run_id
@@ -247,16 +248,15 @@ class _Heartbeat:
                 "tokens_per_s": _finite(getattr(event, "tokens_per_s", None)),
             },
         )
-        self._renew()
+        self._check_cancel()
 
     def should_stop(self) -> bool:
         if time.monotonic() - self._last_check >= self.interval_s:
-            self._renew()
+            self._check_cancel()
         return self._stop
 
-    def _renew(self) -> None:
+    def _check_cancel(self) -> None:
         self._last_check = time.monotonic()
-        TrainingRun.objects.filter(pk=self.run_id).update(heartbeat=timezone.now())
         self._stop = bool(TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists())
 
 
