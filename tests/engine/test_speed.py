@@ -132,3 +132,97 @@ def test_it_skips_the_gpu_kernels_on_cpu(tiny_model: Any) -> None:
         pytest.skip("checks the CPU fallback")
     assert speed.apply_liger(tiny_model) == []
     assert speed.compile_layers(tiny_model) == 0
+
+
+class _HostReads:
+    """Where tensors are read back to the host (``item``, ``tolist``, ``bool``: on a GPU each waits for the
+    device to drain) during one training step that logs nothing: the file of the innermost caller."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+        import collections
+        import traceback
+
+        self.origins: collections.Counter[str] = collections.Counter()
+        self.counting, self.step = False, step
+        for name in ("item", "tolist", "__bool__"):
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor: torch.Tensor, *a: Any, _original: Any = original, **kw: Any) -> Any:
+                if self.counting:
+                    self.origins[Path(traceback.extract_stack(limit=2)[0].filename).name] += 1
+                return _original(tensor, *a, **kw)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        reads = self
+
+        class Window(TrainerCallback):
+            def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                reads.counting = state.global_step + 1 == reads.step
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                reads.counting = False
+
+        return Window()
+
+
+def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
+    tmp_path: Path, tiny_base: Path, datasets_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path's trainer (DeferredStepMetrics) leaves the metric and token sums on the device
+    between logged steps, and still logs the loss, TRL's entropy/accuracy/token metrics and the token
+    count that TRL's own per-step reads give, and trains the same adapter."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from training.engine.config import load_recipe
+    from training.engine.trainer import train
+
+    # price_sigma 0: the plain completion loss, the path DeferredStepMetrics takes over from TRL.
+    recipe = load_recipe(
+        "tiny",
+        {
+            "model.base": str(tiny_base),
+            "train.max_steps": 6,
+            "train.logging_steps": 3,
+            "train.price_sigma": 0.0,
+        },
+    )
+    hooks = speed.train_hooks(recipe)
+    assert hooks is not None
+    assert speed.DeferredStepMetrics in hooks.trainer_mixins
+    runs = {}
+    for name, mixins in (("fast", hooks.trainer_mixins), ("trl", ())):
+        reads = _HostReads(monkeypatch, step=2)  # step 2 of 6 logs nothing (logging_steps 3)
+        result = train(
+            recipe,
+            datasets_dir / "sft.jsonl",
+            tmp_path / name,
+            hooks=dataclasses.replace(hooks, trainer_mixins=mixins),
+            callbacks=[reads.callback()],
+        )
+        monkeypatch.undo()
+        runs[name] = (result, reads.origins)
+
+    (fast, fast_reads), (trl, trl_reads) = runs["fast"], runs["trl"]
+    # What TRL (its entropy/accuracy/token metrics) and the Trainer (its token count) read every step ...
+    assert trl_reads["sft_trainer.py"] >= 4
+    assert trl_reads["trainer.py"] >= 1
+    # ... the fast path does not. What is left is not the trainer's: torch's single-tensor AdamW reading its
+    # CPU step counters (CPU only: the fused AdamW the fast path uses on CUDA keeps them on the device) and
+    # transformers testing the padding mask once per forward.
+    assert set(fast_reads) <= {"optimizer.py", "masking_utils.py"}, fast_reads
+    keys = ("step", "loss", "entropy", "mean_token_accuracy", "num_tokens", "num_input_tokens_seen")
+    logged = [[{k: row[k] for k in keys} for row in r.log_history if "loss" in row] for r in (fast, trl)]
+    assert [row["step"] for row in logged[0]] == [3, 6]
+    for ours, theirs in zip(*logged, strict=True):
+        assert ours == pytest.approx(theirs, rel=1e-5)
+    assert fast.tokens == trl.tokens > 0
+    a = load_file(fast.adapter_dir / "adapter_model.safetensors")
+    b = load_file(trl.adapter_dir / "adapter_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])

@@ -236,7 +236,10 @@ class SpeedSection:
     )
     liger: bool = field(
         default=True,
-        metadata={"help": "fast only: Liger Triton kernels for RMSNorm and SwiGLU (CUDA; skipped on CPU)."},
+        metadata={
+            "help": "fast only: Liger Triton kernels for RMSNorm and SwiGLU where layers are not compiled "
+            "(CUDA; skipped on CPU)."
+        },
     )
     compile: bool = field(
         default=True,

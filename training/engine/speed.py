@@ -4,11 +4,12 @@ Used as a library by ``trainer.py`` and ``predictor.py``; ``speed.mode`` in a re
 
 - ``reference``: nothing here is applied; the recipe runs exactly as the reference pricer ran it
   (TRL SFTTrainer defaults, gradient checkpointing as the recipe says, eager PyTorch kernels).
-- ``fast``: fused Triton kernels for RMSNorm and SwiGLU (Liger, CUDA only), ``torch.compile`` per decoder
-  layer, no gradient checkpointing (the recipe's batch still fits 24 GB), fused AdamW instead of the paged
-  one, and no full-vocabulary logits: the loss and the guess read the language-model head only at the
-  positions that matter (the answer tokens in training - TRL 1.16 already does this - and the last prompt
-  position in guessing, optionally only the rows of the 1,000 number tokens).
+- ``fast``: ``torch.compile`` per decoder layer on CUDA (Inductor fuses the RMSNorm and SwiGLU chains; Liger's
+  fused Triton kernels take that place only where nothing is compiled), no gradient checkpointing (the
+  recipe's batch still fits 24 GB), fused AdamW instead of the paged one, no host read of the device inside
+  a training step (``DeferredStepMetrics``), and no full-vocabulary logits: the loss and the guess read the
+  language-model head only at the positions that matter (the answer tokens in training - TRL 1.16 already
+  does this - and the last prompt position in guessing, optionally only the rows of the 1,000 number tokens).
 
 Everything works on CPU (the Triton kernels are skipped there), so the tiny-model tests exercise the same
 code as the GPU runs. ``answer_only_loss`` equals the completion-only loss computed from full logits
@@ -183,7 +184,9 @@ def sft_config_overrides(
 
     if section.mode == "reference":
         return {}
-    out: dict[str, Any] = {}
+    # The Trainer's NaN filter tests every step's loss on the host (a device sync per step; see
+    # DeferredStepMetrics). Off: a NaN loss shows in the logged loss instead of being averaged away.
+    out: dict[str, Any] = {"logging_nan_inf_filter": False}
     if optimizer in ("paged_adamw_32bit", "adamw_torch") and torch.cuda.is_available():
         out["optim"] = "adamw_torch_fused"
     if section.compile and torch.cuda.is_available():
@@ -202,17 +205,122 @@ def sft_config_overrides(
 
 
 def prepare_model(section: SpeedSection, model: Any) -> Any:
-    """The model changes of the fast path, in order: Liger modules, then per-layer ``torch.compile``.
+    """The model changes of the fast path: per-layer ``torch.compile`` where it runs (CUDA), else Liger.
 
-    Compilation is lazy (first forward), so it can be set up before PEFT inserts the LoRA layers: they are
-    traced as part of each decoder layer on the first step.
+    Liger only where nothing is compiled, as in guessing: Inductor fuses the same RMSNorm/SwiGLU chains
+    itself, and tracing Liger's Triton kernels fails inside a compiled layer (Triton cannot compile
+    Liger's SwiGLU with a Python-float multiplier: "'float' object has no attribute 'to'", one warning
+    per layer graph, after which Dynamo treats every input as mutated). Measured side by side in
+    docs/benchmarks.md §6. Compilation is lazy (first forward), so it can be set up before PEFT inserts
+    the LoRA layers: they are traced as part of each decoder layer on the first step.
     """
+    import torch
+
     if section.mode == "fast":
-        if section.liger:
+        compiled = section.compile and torch.cuda.is_available()
+        if section.liger and not compiled:
             apply_liger(model)
-        if section.compile:
+        if compiled:
             compile_layers(model)
     return model
+
+
+class DeferredStepMetrics:
+    """Trainer mixin for TRL's SFT trainer on the fast path: no host-device synchronisation inside a step.
+
+    Per step, TRL reads its entropy/token-accuracy/token-count metrics with ``.item()`` between the forward
+    and the backward, and the Trainer reads the non-padding token count with ``.item()`` after it. Each read
+    waits for the GPU to drain, so the host cannot queue the next kernels while the GPU works, which is
+    what bounds a compiled QLoRA step (docs/benchmarks.md §1). Here the same sums stay on the device and
+    are read once per logged step (``log``): the loss, its gradient, the logged metrics and
+    ``state.num_input_tokens_seen`` at every log are the values TRL and the Trainer give
+    (tests/engine/test_speed.py). Anything but a plain training forward (evaluation, a custom
+    ``compute_loss_func`` such as ``train.price_sigma``, auxiliary or non-NLL losses) goes to TRL as is.
+    """
+
+    # What the mixin reads from TRL's SFTTrainer and the Trainer (annotations only, for the type checker).
+    accelerator: Any
+    args: Any
+    state: Any
+    model: Any
+    compute_loss_func: Any
+    label_smoother: Any
+    aux_loss_enabled: bool
+    get_tp_size: Any
+    _metrics: Any
+    _total_train_tokens: int
+
+    def compute_loss(  # type: ignore[no-untyped-def]
+        self, model, inputs, return_outputs=False, num_items_in_batch=None
+    ):
+        import torch
+
+        sequence_parallel = getattr(
+            getattr(self.accelerator, "parallelism_config", None), "sp_enabled", False
+        )
+        if (
+            return_outputs
+            or not self.model.training
+            or self.compute_loss_func is not None
+            or self.label_smoother is not None
+            or self.aux_loss_enabled
+            or self.args.loss_type != "nll"
+            or sequence_parallel
+            or "attention_mask" not in inputs
+        ):
+            return super().compute_loss(  # type: ignore[misc]
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        # TRL's loss, unchanged: mean negative log-likelihood over the labelled tokens.
+        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = (-outputs.log_probs).sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        sums = [outputs.entropy.detach().sum(), outputs.is_top1.sum(), outputs.label_mask.sum()]
+        sums.append(inputs["attention_mask"].sum())
+        self._pending("_pending_metrics").append(torch.stack([x.double() for x in sums]))
+        return loss
+
+    def _track_num_input_tokens(self, inputs):  # type: ignore[no-untyped-def]
+        if self.args.include_num_input_tokens_seen == "non_padding" and "attention_mask" in inputs:
+            self._pending("_pending_tokens").append(inputs["attention_mask"].sum())
+        else:
+            super()._track_num_input_tokens(inputs)  # type: ignore[misc]
+
+    def log(self, logs, start_time=None):  # type: ignore[no-untyped-def]
+        self.flush_step_metrics()
+        super().log(logs, start_time)  # type: ignore[misc]
+
+    def flush_step_metrics(self) -> None:
+        """Add the pending per-step sums to TRL's metrics and the Trainer's token count (one read)."""
+        import torch
+
+        metrics, tokens = self._pending("_pending_metrics"), self._pending("_pending_tokens")
+        if not metrics and not tokens:
+            return
+        world = self.accelerator.num_processes
+        if metrics:
+            # Every process logs at the same steps (DDP), so each gathers the same number of rows; the
+            # per-step sums over processes are what TRL gathers at each step.
+            rows = self.accelerator.gather(torch.stack(metrics)).view(world, len(metrics), 4).sum(0)
+            train = self._metrics["train"]
+            for entropy, correct, valid, attended in rows.tolist():
+                train["entropy"].append(entropy / valid if valid > 0 else 0.0)
+                train["mean_token_accuracy"].append(correct / valid if valid > 0 else 0.0)
+                self._total_train_tokens += int(attended) // getattr(self, "_tp_size", 1)
+            train["num_tokens"] = [self._total_train_tokens]
+        if tokens:
+            total = self.accelerator.gather(torch.stack(tokens).sum().reshape(1)).sum()
+            self.state.num_input_tokens_seen += int(total.item())
+        metrics.clear()
+        tokens.clear()
+
+    def _pending(self, name: str) -> list[Any]:
+        if name not in self.__dict__:
+            self.__dict__[name] = []
+        return self.__dict__[name]
 
 
 def train_hooks(recipe: Any) -> Any:
@@ -230,6 +338,7 @@ def train_hooks(recipe: Any) -> Any:
             gradient_checkpointing=recipe.train.gradient_checkpointing,
             optimizer=recipe.train.optimizer,
         ),
+        trainer_mixins=(DeferredStepMetrics,) if recipe.train.method == "sft" else (),
     )
 
 
