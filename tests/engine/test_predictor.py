@@ -51,6 +51,49 @@ def test_it_gives_the_same_answers_batched_and_one_by_one(
         assert b.entropy == pytest.approx(s.entropy, abs=1e-4)
 
 
+def test_queuing_a_batch_reads_nothing_back_and_prices_as_transformers_own_mask_does(
+    predictor: Predictor, test_items: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``predict`` overlaps the host's work on the next batch with the device's on this one, which holds
+    only while queuing a batch reads nothing back (on a GPU each read waits for the device to drain). The
+    4-D mask the predictor builds for that must give what transformers' own 2-D mask path gives."""
+    import torch
+
+    texts = [i["text"][: 40 + 37 * n] for n, i in enumerate(test_items[:8])]  # left-padded batch
+    prompts = predictor.prompts(texts)
+    enc = predictor._encode(prompts)
+    reads: list[str] = []
+    for name in ("item", "tolist", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(
+            tensor: torch.Tensor, *a: Any, _name: str = name, _original: Any = original, **k: Any
+        ) -> Any:
+            reads.append(_name)
+            return _original(tensor, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    launched = predictor._forward(enc)
+    monkeypatch.undo()
+    assert reads == []
+
+    mask = enc["attention_mask"]
+    assert (mask == 0).any()  # really padded
+    with torch.inference_mode():
+        logits = predictor.model(
+            input_ids=enc["input_ids"],
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=False,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
+    numbers = torch.softmax(logits.float(), dim=-1)[:, predictor.number_ids]
+    dist = numbers / numbers.sum(-1, keepdim=True)
+    top_p, top_n = torch.topk(dist, predictor.k, dim=-1)
+    assert launched["top_n"].tolist() == top_n.tolist()
+    torch.testing.assert_close(launched["top_p"], top_p / top_p.sum(-1, keepdim=True))
+
+
 def test_the_adapter_changes_the_guesses(
     predictor: Predictor, tiny_base: Path, test_items: list[dict[str, Any]]
 ) -> None:

@@ -11,6 +11,7 @@ from training.engine.prompts import (
     PRICE_PREFIX,
     QUESTION,
     build_prompt,
+    build_prompts,
     completion,
     count_tokens,
     price_trainable,
@@ -43,6 +44,21 @@ def test_it_cuts_product_text_so_the_prompt_fits(tokenizer: Any) -> None:
     assert "sturdy stainless" in prompt
     short = build_prompt("A red mug", tokenizer=tokenizer, max_tokens=60)
     assert short == build_prompt("A red mug")
+
+
+@pytest.mark.parametrize(
+    ("style", "max_tokens"),
+    [("base", None), ("base", 40), ("base", 90), ("base", 400), ("chat", 110), ("chat", 160)],
+)
+def test_many_prompts_at_once_are_the_prompts_built_one_by_one(
+    tokenizer: Any, catalogue: list[dict[str, Any]], style: str, max_tokens: int | None
+) -> None:
+    texts = [i["text"] for i in catalogue[:60]] + ["  A red mug  ", "sturdy kettle " * 90, ""]
+    one_by_one = [build_prompt(t, tokenizer=tokenizer, max_tokens=max_tokens, style=style) for t in texts]
+    assert build_prompts(texts, tokenizer=tokenizer, max_tokens=max_tokens, style=style) == one_by_one
+    if max_tokens in (40, 110):  # most texts really were cut
+        uncut = [build_prompt(t, tokenizer=tokenizer, style=style) for t in texts]
+        assert sum(p != u for p, u in zip(one_by_one, uncut, strict=True)) > 30
 
 
 def test_it_wraps_the_chat_variant_in_the_tokenizers_template(tokenizer: Any) -> None:

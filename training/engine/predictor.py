@@ -12,6 +12,7 @@ uncertain items to people. Tokenizers without single-token numbers fall back to 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from training.engine.model_io import default_device, load_for_inference
-from training.engine.prompts import PRICE_PREFIX, build_prompt, encode_prompt
+from training.engine.prompts import PRICE_PREFIX, build_prompts, encode_prompts
 
 # How a price is read off the number distribution: "topk" is the reference's expected value over the
 # top-k; "median" is the median of the whole distribution, the estimate that minimises the expected
@@ -207,83 +208,134 @@ class Predictor:
 
     def prompts(self, texts: Sequence[str]) -> list[str]:
         budget = None if self.max_length is None else self.max_length - 4
-        return [
-            build_prompt(t, tokenizer=self.tokenizer, max_tokens=budget, style=self.prompt_style)
-            for t in texts
-        ]
+        return build_prompts(texts, tokenizer=self.tokenizer, max_tokens=budget, style=self.prompt_style)
 
     def predict(self, texts: Sequence[str], *, progress: bool = False) -> list[Prediction]:
-        prompts = self.prompts(texts)
-        order = list(range(len(prompts)))
+        """A Prediction per text, in the texts' order.
+
+        Single-pass guessing is a two-stage pipeline: while the device runs one batch, the host builds,
+        tokenizes and sends the next (prompts are built per batch; inputs go through pinned memory without a
+        device sync), and only then reads the finished batch's few numbers back. Until a batch's results are
+        read, nothing waits for the device, so the host work hides behind the device's (issue 15).
+        """
+        order = list(range(len(texts)))
         if self.sort_by_length:
-            order.sort(key=lambda i: len(prompts[i]))
-            prompts = [prompts[i] for i in order]
-        batches = range(0, len(prompts), self.batch_size)
+            # Batches of similar lengths carry less padding; the text's length stands in for its prompt's,
+            # so the prompts need not all be built before the first batch starts.
+            order.sort(key=lambda i: len(texts[i]))
+        chunks = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="predict", unit="batch")
-        out: list[Prediction] = []
-        for start in batches:
-            chunk = prompts[start : start + self.batch_size]
-            began = time.perf_counter()
-            preds = self._single_pass(chunk) if self.single_pass else self._generate(chunk)
-            per_item = (time.perf_counter() - began) / len(chunk)
-            for p in preds:
-                p.seconds = per_item
-            out.extend(preds)
-        if self.sort_by_length:
-            # out[pos] answers texts[order[pos]]: put each answer back at its text's index.
-            by_text = dict(zip(order, out, strict=True))
-            out = [by_text[i] for i in range(len(out))]
-        return out
+            chunks = tqdm(chunks, desc="predict", unit="batch")
+        out: list[Prediction | None] = [None] * len(texts)
+        pending: tuple[list[int], Any] | None = None
+        mark = time.perf_counter()
+        for chunk in itertools.chain(chunks, [None]):  # lazily, so a progress bar advances per batch
+            launched = None
+            if chunk is not None:
+                prompts = self.prompts([texts[i] for i in chunk])
+                # generate() reads its tokens back itself; a single pass is read in the next round.
+                launched = self._launch(prompts) if self.single_pass else self._generate(prompts)
+            if pending is not None:
+                done, started = pending
+                preds = self._collect(started) if self.single_pass else started
+                now = time.perf_counter()
+                for i, p in zip(done, preds, strict=True):
+                    p.seconds = (now - mark) / len(done)
+                    out[i] = p
+                mark = now
+            pending = None if chunk is None else (chunk, launched)
+        answered = [p for p in out if p is not None]
+        if len(answered) != len(texts):  # every chunk is collected once; a gap would misalign the callers
+            raise RuntimeError(f"{len(texts) - len(answered)} of {len(texts)} texts got no prediction")
+        return answered
 
     def _encode(self, prompts: list[str]) -> dict[str, Any]:
         import torch
 
         from training.engine.speed import padded_width
 
-        rows = [encode_prompt(self.tokenizer, p) for p in prompts]
+        rows = encode_prompts(self.tokenizer, prompts)
         width = padded_width(max(len(r) for r in rows), self.pad_to_multiple_of)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
         device = next(self.model.parameters()).device
+        if device.type == "cuda":
+            # From pageable memory a copy waits for the device to finish its queue; from pinned memory it
+            # joins the queue and the host goes on.
+            return {
+                "input_ids": input_ids.pin_memory().to(device, non_blocking=True),
+                "attention_mask": mask.pin_memory().to(device, non_blocking=True),
+            }
         return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 
     def _single_pass(self, prompts: list[str]) -> list[Prediction]:
+        return self._collect(self._launch(prompts))
+
+    def _launch(self, prompts: list[str]) -> dict[str, Any]:
+        """Queue one batch's forward pass and the reduction of its number distribution on the device; reads
+        nothing back (``_collect`` does)."""
+        return self._forward(self._encode(prompts))
+
+    def _forward(self, enc: dict[str, Any]) -> dict[str, Any]:
         import torch
 
-        enc = self._encode(prompts)
+        padding = enc["attention_mask"]
         # Positions count real tokens only, so a left-padded row sees the same positions as it would
         # alone: this is what makes batched predictions equal unbatched ones.
-        position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        position_ids = (padding.cumsum(-1) - 1).clamp(min=0)
+        # The 4-D mask transformers would build (causal and not padding, True = attend), built here because
+        # from a 2-D mask transformers first tests on the host whether any row is padded, which waits for
+        # the device to finish the batch before (and so stalls the pipeline in ``predict``).
+        width = padding.shape[-1]
+        causal = torch.ones(width, width, dtype=torch.bool, device=padding.device).tril()
+        mask = causal[None, None] & padding.bool()[:, None, None, :]
         with torch.inference_mode():
             # logits_to_keep=1: the LM head runs on the last position only (the same numbers, without a
             # batch x length x vocabulary tensor; see speed.last_position_logits and docs/benchmarks.md).
-            logits = self.model(**enc, position_ids=position_ids, use_cache=False, logits_to_keep=1).logits[
-                :, -1, :
-            ]
-        probs = torch.softmax(logits.float(), dim=-1)
-        numbers = probs[:, torch.tensor(self.number_ids, device=probs.device)]
-        mass = numbers.sum(-1)
-        dist = numbers / mass.unsqueeze(-1)
-        entropy = -(dist * torch.log(dist.clamp_min(1e-30))).sum(-1)
-        top_p, top_n = torch.topk(dist, self.k, dim=-1)
-        top_p = top_p / top_p.sum(-1, keepdim=True)
-        if self.estimate == "median":
+            logits = self.model(
+                input_ids=enc["input_ids"],
+                attention_mask=mask,
+                position_ids=position_ids,
+                use_cache=False,
+                logits_to_keep=1,
+            ).logits[:, -1, :]
+            probs = torch.softmax(logits.float(), dim=-1)
+            numbers = probs[:, self._number_index(probs.device)]
+            mass = numbers.sum(-1)
+            dist = numbers / mass.unsqueeze(-1)
+            entropy = -(dist * torch.log(dist.clamp_min(1e-30))).sum(-1)
+            top_p, top_n = torch.topk(dist, self.k, dim=-1)
+            top_p = top_p / top_p.sum(-1, keepdim=True)
             # The first number whose cumulative probability reaches one half (numbers are 0..999 in order).
-            medians = (dist.cumsum(-1) < 0.5).sum(-1).clamp(max=999).tolist()
+            medians = (dist.cumsum(-1) < 0.5).sum(-1).clamp(max=999)
+        return {"top_p": top_p, "top_n": top_n, "entropy": entropy, "mass": mass, "medians": medians}
+
+    def _number_index(self, device: Any) -> Any:
+        """The number tokens' ids as a tensor on ``device``, made once (a new one per batch would be a
+        host-to-device copy per batch)."""
+        import torch
+
+        cached = getattr(self, "_number_ids_on", None)
+        if cached is None or cached.device != device:
+            cached = self._number_ids_on = torch.tensor(self.number_ids, device=device)
+        return cached
+
+    def _collect(self, launched: dict[str, Any]) -> list[Prediction]:
+        """Read a launched batch's results back (this waits for its device work) as Predictions."""
+        values, weights = launched["top_n"].tolist(), launched["top_p"].tolist()
+        entropy, mass = launched["entropy"].tolist(), launched["mass"].tolist()
+        medians = launched["medians"].tolist() if self.estimate == "median" else None
         preds = []
-        for row in range(len(prompts)):
-            values = top_n[row].tolist()
-            weights = top_p[row].tolist()
+        for row in range(len(values)):
             preds.append(
                 Prediction(
                     price=float(medians[row])
-                    if self.estimate == "median"
-                    else expected_price(values, weights),
-                    topk=list(zip(values, weights, strict=True)),
+                    if medians is not None
+                    else expected_price(values[row], weights[row]),
+                    topk=list(zip(values[row], weights[row], strict=True)),
                     entropy=float(entropy[row]),
                     number_mass=float(mass[row]),
                 )

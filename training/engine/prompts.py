@@ -9,6 +9,7 @@ is always the first token the model writes and the predictor reads it at the sam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 QUESTION = "How much does this cost to the nearest dollar?"
@@ -102,3 +103,51 @@ def build_prompt(
             return prompt
         keep -= 1
     return _format("", tokenizer=tokenizer, style=style)
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """``encode_prompt`` for many prompts, in one tokenizer call where no prompt carries the BOS text."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and any(p.startswith(bos) for p in prompts):
+        return [encode_prompt(tokenizer, p) for p in prompts]
+    return [list(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+
+
+def build_prompts(
+    texts: Sequence[str],
+    *,
+    tokenizer: Any = None,
+    max_tokens: int | None = None,
+    style: PromptStyle | str = "base",
+) -> list[str]:
+    """``build_prompt`` for many texts: the same strings, but the tokenizer is called on whole lists (a fast
+    tokenizer encodes and decodes a list in parallel, outside the GIL) rather than several times per text.
+
+    Measured on 1,024 catalogue texts cut to 178 tokens (2-core CPU): see docs/benchmarks.md §6. A text
+    whose first cut still does not fit (a re-encoding that merges differently) takes ``build_prompt``'s
+    one-token-at-a-time path, as it would alone.
+    """
+    stripped = [t.strip() for t in texts]
+    prompts = [_format(t, tokenizer=tokenizer, style=style) for t in stripped]
+    if max_tokens is None or not prompts:
+        return prompts
+    if tokenizer is None:
+        raise ValueError("max_tokens needs a tokenizer to count tokens")
+    over = [i for i, ids in enumerate(encode_prompts(tokenizer, prompts)) if len(ids) > max_tokens]
+    if not over:
+        return prompts
+    overhead = count_tokens(tokenizer, _format("", tokenizer=tokenizer, style=style))
+    if overhead >= max_tokens:
+        raise ValueError(f"max_tokens={max_tokens} leaves no room for the product text ({overhead} tokens)")
+    keep = max_tokens - overhead
+    text_ids = tokenizer([stripped[i] for i in over], add_special_tokens=False)["input_ids"]
+    cuts = tokenizer.batch_decode([ids[:keep] for ids in text_ids], skip_special_tokens=True)
+    candidates = [_format(cut.strip(), tokenizer=tokenizer, style=style) for cut in cuts]
+    for i, candidate, ids in zip(over, candidates, encode_prompts(tokenizer, candidates), strict=True):
+        fits = len(ids) <= max_tokens
+        prompts[i] = (
+            candidate
+            if fits
+            else build_prompt(texts[i], tokenizer=tokenizer, max_tokens=max_tokens, style=style)
+        )
+    return prompts
