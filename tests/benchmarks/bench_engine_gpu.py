@@ -15,6 +15,15 @@ between the end of step ``warmup`` and the last step; MFU is 4 × 8.03e9 × toke
 measured at the start of this process. Guessing: ``Predictor.from_recipe`` for each recipe (and the fast
 recipe with ``predict.matmul=fp8``) on the same prompts with the reference run's adapter, so their prices
 are comparable; agreement is against the reference recipe's predictor.
+
+Training variants (``--variants``): ``reference`` and ``fast`` are the packaged recipes as they are;
+``fast_before`` is the fast recipe as it was until 2026-12-06 (Liger kernels inside the compiled layers,
+TRL's and the Trainer's per-step host reads, the NaN filter); ``fast_liger`` adds only the Liger kernels back
+and ``fast_reads`` only the per-step reads, to tell the two changes apart. Timing runs between two logged
+steps (``train.logging_steps`` = ``--warmup``), where the token count is exact, with a device sync at
+each end and none in between. ``--profile`` runs a short extra copy of the named variants under the torch
+profiler (kernel time by kind, GPU busy share). Guessing prints the bf16 ceiling (the process's matmul rate
+over 2 x 7.50e9 non-embedding parameters x the prompts' mean tokens) and each predictor's share of it.
 """
 
 from __future__ import annotations
@@ -47,10 +56,40 @@ from gpu_common import (
 
 from training.engine.config import Recipe, load_recipe
 from training.engine.predictor import Predictor
-from training.engine.trainer import ProgressEvent, train
+from training.engine.trainer import ProgressEvent, TrainHooks, train
 
 CUDA = torch.cuda.is_available()
 RECIPES = {"reference": "llama-3.1-8b-qlora", "fast": "llama-3.1-8b-qlora-fast"}
+VARIANTS = ("reference", "fast", "fast_before", "fast_liger", "fast_reads")
+NON_EMBEDDING_PARAMS = 7.50e9  # Llama-3.1-8B less its 525 M-parameter embedding table (docs/benchmarks.md)
+
+
+def variant_hooks(name: str, recipe: Recipe) -> TrainHooks | None:
+    """The speed hooks a training variant runs with (None: the recipe's own)."""
+    from training.engine import speed
+
+    hooks = speed.train_hooks(recipe)
+    if name in ("reference", "fast") or hooks is None:
+        return None
+
+    def liger_then_compile(model: Any) -> Any:
+        speed.apply_liger(model)
+        speed.compile_layers(model)
+        return model
+
+    with_reads = {k: v for k, v in hooks.args_overrides.items() if k != "logging_nan_inf_filter"}
+    return TrainHooks(
+        prepare_model=hooks.prepare_model if name == "fast_reads" else liger_then_compile,
+        args_overrides=hooks.args_overrides if name == "fast_liger" else with_reads,
+        trainer_mixins=hooks.trainer_mixins if name == "fast_liger" else (),
+    )
+
+
+def graph_breaks() -> dict[str, Any]:
+    from torch._dynamo.utils import counters
+
+    reasons = counters["graph_break"]
+    return {"total": sum(reasons.values()), "top": [[r[:160], n] for r, n in reasons.most_common(5)]}
 
 
 def sync() -> None:
@@ -75,50 +114,89 @@ def memory() -> dict[str, float]:
     }
 
 
-def step_clock() -> Any:
-    """A TrainerCallback: wall time (after a device sync) and the Trainer's token counter at each step end."""
+def log_clock() -> Any:
+    """A TrainerCallback: wall time (after a device sync) and the Trainer's token count at each logged step;
+    nothing is synced between logs, so the host may run ahead of the device as it does in a real run."""
     from transformers import TrainerCallback
 
-    class StepClock(TrainerCallback):
+    class LogClock(TrainerCallback):
         def __init__(self) -> None:
-            self.ends: list[float] = []
-            self.tokens: list[int] = []
+            self.marks: dict[int, tuple[float, int]] = {}
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and "loss" in logs:
+                sync()
+                self.marks[state.global_step] = (time.perf_counter(), int(state.num_input_tokens_seen))
+
+    return LogClock()
+
+
+def profiled_steps(first: int, last: int) -> Any:
+    """A TrainerCallback: the torch profiler from the start of step ``first`` to the end of ``last``."""
+    from transformers import TrainerCallback
+
+    class Profiled(TrainerCallback):
+        def __init__(self) -> None:
+            self.profiler: Any = None
+            self.summary: dict[str, Any] | None = None
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step + 1 == first:
+                sync()
+                self.profiler = torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+                )
+                self.profiler.__enter__()
+                self.t0 = time.perf_counter()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            sync()
-            self.ends.append(time.perf_counter())
-            self.tokens.append(int(state.num_input_tokens_seen))
+            if self.profiler is not None and state.global_step == last:
+                sync()
+                wall = time.perf_counter() - self.t0
+                self.profiler.__exit__(None, None, None)
+                from bench_train_gpu import summarize_profile
 
-    return StepClock()
+                self.summary = summarize_profile(self.profiler, wall, last - first + 1)
+                self.profiler = None
+
+    return Profiled()
 
 
 def run_training(
     name: str, recipe: Recipe, dataset: Path, out_dir: Path, *, warmup: int, rate_tflops: float | None
 ) -> dict[str, Any]:
     reset_memory()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     events: list[ProgressEvent] = []
-    clock = step_clock()
+    clock = log_clock()
     t0 = time.perf_counter()
-    result = train(recipe, dataset, out_dir, progress=events.append, callbacks=[clock], resume=False)
+    hooks = variant_hooks(name, recipe)
+    result = train(
+        recipe, dataset, out_dir, progress=events.append, callbacks=[clock], resume=False, hooks=hooks
+    )
     wall = time.perf_counter() - t0
-    steps = len(clock.ends)
-    timed = clock.ends[-1] - clock.ends[warmup - 1]
-    tokens = clock.tokens[-1] - clock.tokens[warmup - 1]
+    last = max(clock.marks)
+    timed = clock.marks[last][0] - clock.marks[warmup][0]
+    tokens = clock.marks[last][1] - clock.marks[warmup][1]
+    steps = last - warmup
     tps = tokens / timed
     out: dict[str, Any] = {
         "recipe": recipe.name,
+        "variant": name,
         "speed": recipe.to_dict()["speed"],
         "steps": result.steps,
-        "steps_clocked": steps,
-        "warmup_steps_excluded": warmup,
+        "timed_steps": [warmup, last],
         "batch": recipe.train.batch_size,
         "tokens_per_s": round(tps, 1),
-        "samples_per_s": round(recipe.train.batch_size * (steps - warmup) / timed, 2),
-        "s_per_step": round(timed / (steps - warmup), 4),
+        "samples_per_s": round(recipe.train.batch_size * steps / timed, 2),
+        "s_per_step": round(timed / steps, 4),
+        "graph_breaks": graph_breaks(),
         "mfu": None if rate_tflops is None else round(4 * n_params_8b() * tps / (rate_tflops * 1e12), 4),
         **memory(),
         "final_loss": result.final_loss,
-        "loss_log": [e.loss for e in events],
+        "loss_log": [[e.step, e.loss] for e in events],
         "progress_tokens_per_s": [None if e.tokens_per_s is None else round(e.tokens_per_s) for e in events],
         "result_tokens": result.tokens,
         "result_seconds": round(result.seconds, 1),
@@ -144,8 +222,26 @@ def run_predictor(
     preds = predictor.predict(texts)
     sync()
     seconds = time.perf_counter() - t0
+    bare = None
+    if predictor.single_pass:
+        # The same batches' forward passes alone, inputs already on the device: what predict() would reach
+        # with no host work at all (its share of this is the host overhead left).
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        step = predictor.batch_size
+        encoded = [
+            predictor._encode(predictor.prompts([texts[i] for i in order[s : s + step]]))
+            for s in range(0, len(order), step)
+        ]
+        sync()
+        t0 = time.perf_counter()
+        for enc in encoded:
+            predictor._forward(enc)
+        sync()
+        bare = len(texts) / (time.perf_counter() - t0)
     info = {
         "recipe": recipe.name,
+        "bare_forward_items_per_s": None if bare is None else round(bare, 2),
+        "share_of_bare_forward": None if bare is None else round(len(texts) / seconds / bare, 3),
         "matmul": predictor.matmul,
         "batch_size": predictor.batch_size,
         "pad_to_multiple_of": predictor.pad_to_multiple_of,
@@ -180,6 +276,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
     parser.add_argument("--n-predict", type=int, default=1024)
     parser.add_argument("--predict-batches", default="recipe,128", help="'recipe' and/or batch sizes")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"training variants of {VARIANTS}")
+    parser.add_argument("--profile", default="", help="variants to profile in a short extra run (2 steps)")
     parser.add_argument("--cpu-base", type=Path, help="wiring check on CPU with this (tiny) base folder")
     opts = parser.parse_args()
 
@@ -193,7 +291,12 @@ def main() -> None:
 
     scratch = scratch_dir()
     items = load_items(opts.items)
-    overrides: dict[str, Any] = {"train.max_steps": opts.steps, "train.save_steps": 100_000}
+    # Logged (and so timed) at the end of the warm-up and every as many steps after it.
+    overrides: dict[str, Any] = {
+        "train.max_steps": opts.steps,
+        "train.save_steps": 100_000,
+        "train.logging_steps": opts.warmup,
+    }
     if opts.cpu_base:
         from training.engine.model_io import load_tokenizer
 
@@ -231,7 +334,12 @@ def main() -> None:
     print("rows", result["rows"], flush=True)
     save()
 
-    for name, recipe in recipes.items():
+    variants = [v for v in opts.variants.split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or not {"reference", "fast"} <= set(variants):
+        parser.error(f"--variants {opts.variants}: use reference, fast and any of {VARIANTS}")
+    for name in variants:
+        recipe = recipes["reference" if name == "reference" else "fast"]
         try:
             res = run_training(
                 name,
@@ -255,10 +363,35 @@ def main() -> None:
         save()
     ref_train = result["training"]["reference"]
     fast_train = result["training"]["fast"]
-    if "tokens_per_s" in ref_train and "tokens_per_s" in fast_train:
-        result["training_ratio_fast_vs_reference"] = round(
-            fast_train["tokens_per_s"] / ref_train["tokens_per_s"], 3
+    if "tokens_per_s" in ref_train:
+        result["training_ratio_vs_reference"] = {
+            name: round(v["tokens_per_s"] / ref_train["tokens_per_s"], 3)
+            for name, v in result["training"].items()
+            if "tokens_per_s" in v
+        }
+    result["profiles"] = {}
+    for name in filter(None, opts.profile.split(",")):
+        recipe = load_recipe(
+            RECIPES["reference" if name == "reference" else "fast"],
+            {**overrides, "train.max_steps": opts.warmup + 4},
         )
+        profiler = profiled_steps(opts.warmup + 2, opts.warmup + 3)
+        try:
+            reset_memory()
+            train(
+                recipe,
+                dataset,
+                scratch / f"engine-profile-{name}",
+                callbacks=[profiler],
+                resume=False,
+                hooks=variant_hooks(name, recipe),
+            )
+            result["profiles"][name] = profiler.summary
+        except Exception as exc:
+            traceback.print_exc()
+            result["profiles"][name] = {"error": f"{type(exc).__name__}: {exc}"[:3000]}
+        print("profile", name, json.dumps(result["profiles"][name])[:600], flush=True)
+        save()
 
     trained = ref_train.get("adapter_dir") or fast_train.get("adapter_dir")
     adapter = Path(trained) if trained else None
@@ -267,6 +400,19 @@ def main() -> None:
         save()
         return
     texts = [it["text"] for it in items[-opts.n_predict :]]  # not the training rows' order
+    budget = recipes["fast"].train.max_length - 4
+    from training.engine.prompts import build_prompt, encode_prompt
+
+    prompt_tokens = sum(
+        len(encode_prompt(tokenizer, build_prompt(t, tokenizer=tokenizer, max_tokens=budget))) for t in texts
+    ) / len(texts)
+    ceiling = None
+    if result["bf16_matmul_tflops"]:
+        ceiling = result["bf16_matmul_tflops"] * 1e12 / (2 * NON_EMBEDDING_PARAMS * prompt_tokens)
+    result["guessing_ceiling"] = {
+        "prompt_tokens_mean": round(prompt_tokens, 1),
+        "bf16_items_per_s": None if ceiling is None else round(ceiling, 1),
+    }
     fp8 = load_recipe(RECIPES["fast"], {**overrides, "predict.matmul": "fp8"})
     runs: list[tuple[str, Recipe, dict[str, Any]]] = []
     for b in opts.predict_batches.split(","):
@@ -284,6 +430,8 @@ def main() -> None:
             elif key in ref_preds:
                 info["agreement_vs_reference_predictor"] = agreement(preds, ref_preds[key])
             info["first_prices"] = [round(p.price, 2) for p in preds[:5]]
+            if ceiling:
+                info["share_of_bf16_ceiling"] = round(info["items_per_s"] / ceiling, 3)
         except Exception as exc:
             traceback.print_exc()
             info = {"error": f"{type(exc).__name__}: {exc}"[:3000]}
@@ -291,17 +439,35 @@ def main() -> None:
         print(name, json.dumps({k: v for k, v in info.items() if k != "first_prices"}), flush=True)
         save()
 
-    print(f"\n{'training':10} {'tok/s':>8} {'samp/s':>7} {'x ref':>6} {'MFU':>6} {'peak GiB':>9} {'loss':>7}")
+    print(
+        f"\n{'training':12} {'tok/s':>8} {'samp/s':>7} {'x ref':>6} {'MFU':>6} {'peak GiB':>9} {'loss':>7} "
+        f"{'breaks':>6}"
+    )
     for name, v in result["training"].items():
         if "error" in v:
-            print(f"{name:10} ERROR {v['error'][:100]}")
+            print(f"{name:12} ERROR {v['error'][:100]}")
             continue
         ratio = v["tokens_per_s"] / ref_train["tokens_per_s"] if "tokens_per_s" in ref_train else float("nan")
         print(
-            f"{name:10} {v['tokens_per_s']:8.0f} {v['samples_per_s']:7.1f} {ratio:6.2f} {v['mfu'] or 0:6.3f} "
-            f"{v.get('peak_allocated_gib', 0):9.2f} {v['final_loss'] or float('nan'):7.3f}"
+            f"{name:12} {v['tokens_per_s']:8.0f} {v['samples_per_s']:7.1f} {ratio:6.2f} {v['mfu'] or 0:6.3f} "
+            f"{v.get('peak_allocated_gib', 0):9.2f} {v['final_loss'] or float('nan'):7.3f} "
+            f"{v['graph_breaks']['total']:6d}"
         )
-    print(f"\n{'guessing':16} {'items/s':>8} {'peak GiB':>9} {'max|dP|':>8} {'mean|dP|':>9} {'top1':>5}")
+    for name, prof in result["profiles"].items():
+        if prof and "error" not in prof:
+            print(
+                f"profile {name}: {prof['wall_ms_per_step']} ms a step, "
+                f"{prof['gpu_kernel_ms_per_step']} ms of kernels (busy {prof['gpu_busy_share']:.0%}): "
+                f"{prof['kernel_ms_per_step_by_kind']}"
+            )
+    print(
+        f"\nbf16 ceiling {result['guessing_ceiling']['bf16_items_per_s']} items/s "
+        f"({result['guessing_ceiling']['prompt_tokens_mean']} tokens a prompt)"
+    )
+    print(
+        f"{'guessing':16} {'items/s':>8} {'ceiling':>8} {'peak GiB':>9} {'max|dP|':>8} {'mean|dP|':>9} "
+        f"{'top1':>5}"
+    )
     for name, v in result["guessing"].items():
         if "error" in v:
             print(f"{name:16} ERROR {v['error'][:100]}")
@@ -309,7 +475,8 @@ def main() -> None:
         a = v.get("agreement_vs_reference_predictor", {})
         nan = float("nan")
         print(
-            f"{name:16} {v['items_per_s']:8.1f} {v.get('peak_allocated_gib', 0):9.2f} "
+            f"{name:16} {v['items_per_s']:8.1f} {v.get('share_of_bf16_ceiling') or nan:8.3f} "
+            f"{v.get('peak_allocated_gib', 0):9.2f} "
             f"{a.get('max_abs_price_diff', nan):8.2f} {a.get('mean_abs_price_diff', nan):9.3f} "
             f"{a.get('top1_agreement', nan):5.2f}"
         )
