@@ -189,6 +189,8 @@ def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
             "model.base": str(tiny_base),
             "train.max_steps": 6,
             "train.logging_steps": 3,
+            "train.save_steps": 2,  # checkpoints between logs: each must hold every step's tokens
+            "train.save_total_limit": 5,
             "train.price_sigma": 0.0,
         },
     )
@@ -222,6 +224,18 @@ def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
     for ours, theirs in zip(*logged, strict=True):
         assert ours == pytest.approx(theirs, rel=1e-5)
     assert fast.tokens == trl.tokens > 0
+    import json
+
+    for step in (2, 4):
+        saved = [
+            json.loads(
+                (
+                    r.adapter_dir.parent / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
+                ).read_text()
+            )
+            for r in (fast, trl)
+        ]
+        assert saved[0]["num_input_tokens_seen"] == saved[1]["num_input_tokens_seen"] > 0
     a = load_file(fast.adapter_dir / "adapter_model.safetensors")
     b = load_file(trl.adapter_dir / "adapter_model.safetensors")
     for key in a:

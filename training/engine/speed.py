@@ -293,6 +293,11 @@ class DeferredStepMetrics:
         self.flush_step_metrics()
         super().log(logs, start_time)  # type: ignore[misc]
 
+    def _save_checkpoint(self, model, trial):  # type: ignore[no-untyped-def]
+        # A checkpoint stores state.num_input_tokens_seen, so it must hold every step's tokens.
+        self.flush_step_metrics()
+        super()._save_checkpoint(model, trial)  # type: ignore[misc]
+
     def flush_step_metrics(self) -> None:
         """Add the pending per-step sums to TRL's metrics and the Trainer's token count (one read)."""
         import torch
