@@ -231,20 +231,25 @@ class Predictor:
         out: list[Prediction | None] = [None] * len(texts)
         pending: tuple[list[int], Any] | None = None
         mark = time.perf_counter()
+
+        def answer(done: list[int], preds: list[Prediction]) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            for i, p in zip(done, preds, strict=True):
+                p.seconds = (now - mark) / len(done)
+                out[i] = p
+            mark = now
+
         for chunk in itertools.chain(chunks, [None]):  # lazily, so a progress bar advances per batch
-            launched = None
-            if chunk is not None:
-                prompts = self.prompts([texts[i] for i in chunk])
-                # generate() reads its tokens back itself; a single pass is read in the next round.
-                launched = self._launch(prompts) if self.single_pass else self._generate(prompts)
+            if chunk is not None and not self.single_pass:
+                # generate() reads its tokens back itself: nothing to overlap.
+                answer(chunk, self._generate(self.prompts([texts[i] for i in chunk])))
+                continue
+            launched = None if chunk is None else self._launch(self.prompts([texts[i] for i in chunk]))
             if pending is not None:
-                done, started = pending
-                preds = self._collect(started) if self.single_pass else started
-                now = time.perf_counter()
-                for i, p in zip(done, preds, strict=True):
-                    p.seconds = (now - mark) / len(done)
-                    out[i] = p
-                mark = now
+                answer(
+                    pending[0], self._collect(pending[1])
+                )  # the batch before: read once this one is queued
             pending = None if chunk is None else (chunk, launched)
         answered = [p for p in out if p is not None]
         if len(answered) != len(texts):  # every chunk is collected once; a gap would misalign the callers
@@ -286,12 +291,15 @@ class Predictor:
         # Positions count real tokens only, so a left-padded row sees the same positions as it would
         # alone: this is what makes batched predictions equal unbatched ones.
         position_ids = (padding.cumsum(-1) - 1).clamp(min=0)
-        # The 4-D mask transformers would build (causal and not padding, True = attend), built here because
-        # from a 2-D mask transformers first tests on the host whether any row is padded, which waits for
-        # the device to finish the batch before (and so stalls the pipeline in ``predict``).
-        width = padding.shape[-1]
-        causal = torch.ones(width, width, dtype=torch.bool, device=padding.device).tril()
-        mask = causal[None, None] & padding.bool()[:, None, None, :]
+        mask = padding
+        if getattr(getattr(self.model, "config", None), "_attn_implementation", None) == "sdpa":
+            # The 4-D mask transformers builds for SDPA (causal and not padding, True = attend), built here
+            # because from a 2-D mask transformers first tests on the host whether any row is padded, which
+            # waits for the device to finish the batch before (and so stalls the pipeline in ``predict``).
+            # Other attention backends read masks differently (eager adds it), so they get the 2-D one.
+            width = padding.shape[-1]
+            causal = torch.ones(width, width, dtype=torch.bool, device=padding.device).tril()
+            mask = causal[None, None] & padding.bool()[:, None, None, :]
         with torch.inference_mode():
             # logits_to_keep=1: the LM head runs on the last position only (the same numbers, without a
             # batch x length x vocabulary tensor; see speed.last_position_logits and docs/benchmarks.md).

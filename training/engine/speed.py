@@ -232,10 +232,13 @@ class DeferredStepMetrics:
     and the backward, and the Trainer reads the non-padding token count with ``.item()`` after it. Each read
     waits for the GPU to drain, so the host cannot queue the next kernels while the GPU works, which is
     what bounds a compiled QLoRA step (docs/benchmarks.md §1). Here the same sums stay on the device and
-    are read once per logged step (``log``): the loss, its gradient, the logged metrics and
-    ``state.num_input_tokens_seen`` at every log are the values TRL and the Trainer give
-    (tests/engine/test_speed.py). Anything but a plain training forward (evaluation, a custom
-    ``compute_loss_func`` such as ``train.price_sigma``, auxiliary or non-NLL losses) goes to TRL as is.
+    are read once per logged step (``log``) and before a checkpoint: the loss, its gradient, the logged
+    metrics and ``state.num_input_tokens_seen`` are the values TRL and the Trainer give
+    (tests/engine/test_speed.py), except that under DDP the metrics gather every micro-batch where TRL's
+    ``gather_for_metrics`` drops an epoch's padded remainder. Anything but a plain training forward
+    (evaluation, a custom ``compute_loss_func`` such as ``train.price_sigma``, auxiliary or non-NLL losses)
+    goes to TRL as is. The fast path also turns the Trainer's NaN filter off, so a NaN step shows in the
+    logged loss.
     """
 
     # What the mixin reads from TRL's SFTTrainer and the Trainer (annotations only, for the type checker).
