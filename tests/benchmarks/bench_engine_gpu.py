@@ -131,37 +131,6 @@ def log_clock() -> Any:
     return LogClock()
 
 
-def profiled_steps(first: int, last: int) -> Any:
-    """A TrainerCallback: the torch profiler from the start of step ``first`` to the end of ``last``."""
-    from transformers import TrainerCallback
-
-    class Profiled(TrainerCallback):
-        def __init__(self) -> None:
-            self.profiler: Any = None
-            self.summary: dict[str, Any] | None = None
-
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if state.global_step + 1 == first:
-                sync()
-                self.profiler = torch.profiler.profile(
-                    activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-                )
-                self.profiler.__enter__()
-                self.t0 = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if self.profiler is not None and state.global_step == last:
-                sync()
-                wall = time.perf_counter() - self.t0
-                self.profiler.__exit__(None, None, None)
-                from bench_train_gpu import summarize_profile
-
-                self.summary = summarize_profile(self.profiler, wall, last - first + 1)
-                self.profiler = None
-
-    return Profiled()
-
-
 def run_training(
     name: str, recipe: Recipe, dataset: Path, out_dir: Path, *, warmup: int, rate_tflops: float | None
 ) -> dict[str, Any]:
@@ -226,11 +195,9 @@ def run_predictor(
     if predictor.single_pass:
         # The same batches' forward passes alone, inputs already on the device: what predict() would reach
         # with no host work at all (its share of this is the host overhead left).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        step = predictor.batch_size
         encoded = [
-            predictor._encode(predictor.prompts([texts[i] for i in order[s : s + step]]))
-            for s in range(0, len(order), step)
+            predictor._encode(predictor.prompts([texts[i] for i in batch]))
+            for batch in predictor.batches(texts)
         ]
         sync()
         t0 = time.perf_counter()
@@ -375,18 +342,20 @@ def main() -> None:
             RECIPES["reference" if name == "reference" else "fast"],
             {**overrides, "train.max_steps": opts.warmup + 4},
         )
-        profiler = profiled_steps(opts.warmup + 2, opts.warmup + 3)
+        from bench_train_gpu import _step_clock, summarize_profile
+
+        clock = _step_clock((opts.warmup + 1, opts.warmup + 3))  # steps warmup+2 and warmup+3
         try:
             reset_memory()
             train(
                 recipe,
                 dataset,
                 scratch / f"engine-profile-{name}",
-                callbacks=[profiler],
+                callbacks=[clock],
                 resume=False,
                 hooks=variant_hooks(name, recipe),
             )
-            result["profiles"][name] = profiler.summary
+            result["profiles"][name] = summarize_profile(clock.done_profiler, clock.prof_wall, 2)
         except Exception as exc:
             traceback.print_exc()
             result["profiles"][name] = {"error": f"{type(exc).__name__}: {exc}"[:3000]}

@@ -70,6 +70,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():  # CPU wiring checks (bench_engine_gpu.py --cpu-base) profile too
+        torch.cuda.synchronize()
+
+
 def _step_clock(profile_steps: tuple[int, int] | None) -> Any:
     from transformers import TrainerCallback
 
@@ -94,12 +99,12 @@ class _ClockState:
         self.prof_wall = 0.0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        torch.cuda.synchronize()
+        _sync()
         self.start = time.perf_counter()
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.profile_steps and state.global_step == self.profile_steps[0]:
-            torch.cuda.synchronize()
+            _sync()
             self.profiler = torch.profiler.profile(
                 activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             )
@@ -107,7 +112,7 @@ class _ClockState:
             self.prof_t0 = time.perf_counter()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        torch.cuda.synchronize()
+        _sync()
         self.ends.append(time.perf_counter())
         if self.profiler is not None and self.profile_steps and state.global_step == self.profile_steps[1]:
             self.prof_wall = time.perf_counter() - self.prof_t0

@@ -6,6 +6,8 @@ need no downloads and no shared files.
 
 from __future__ import annotations
 
+import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,3 +157,30 @@ def sft_run(tmp_path_factory: pytest.TempPathFactory, tiny_recipe: Recipe, datas
         callbacks=[watch],
     )
     return SftRun(result=result, events=events, watch=watch)
+
+
+@dataclass
+class HostReads:
+    """Tensor reads back to the host (``item``, ``tolist``, ``bool``: on a GPU each waits for the device to
+    drain) made while ``counting`` is on, by the file of the code that made them."""
+
+    counting: bool = False
+    origins: Counter[str] = field(default_factory=Counter)
+
+    def counted(self, original: Any) -> Any:
+        def read(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.counting:
+                self.origins[Path(traceback.extract_stack(limit=2)[0].filename).name] += 1
+            return original(tensor, *args, **kwargs)
+
+        return read
+
+
+@pytest.fixture
+def host_reads(monkeypatch: pytest.MonkeyPatch) -> HostReads:
+    import torch
+
+    reads = HostReads()
+    for name in ("item", "tolist", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, reads.counted(getattr(torch.Tensor, name)))
+    return reads

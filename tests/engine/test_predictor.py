@@ -52,7 +52,7 @@ def test_it_gives_the_same_answers_batched_and_one_by_one(
 
 
 def test_queuing_a_batch_reads_nothing_back_and_prices_as_transformers_own_mask_does(
-    predictor: Predictor, test_items: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    predictor: Predictor, test_items: list[dict[str, Any]], host_reads: Any
 ) -> None:
     """``predict`` overlaps the host's work on the next batch with the device's on this one, which holds
     only while queuing a batch reads nothing back (on a GPU each read waits for the device to drain). The
@@ -60,22 +60,11 @@ def test_queuing_a_batch_reads_nothing_back_and_prices_as_transformers_own_mask_
     import torch
 
     texts = [i["text"][: 40 + 37 * n] for n, i in enumerate(test_items[:8])]  # left-padded batch
-    prompts = predictor.prompts(texts)
-    enc = predictor._encode(prompts)
-    reads: list[str] = []
-    for name in ("item", "tolist", "__bool__"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(
-            tensor: torch.Tensor, *a: Any, _name: str = name, _original: Any = original, **k: Any
-        ) -> Any:
-            reads.append(_name)
-            return _original(tensor, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    enc = predictor._encode(predictor.prompts(texts))
+    host_reads.counting = True
     launched = predictor._forward(enc)
-    monkeypatch.undo()
-    assert reads == []
+    host_reads.counting = False
+    assert not host_reads.origins
 
     mask = enc["attention_mask"]
     assert (mask == 0).any()  # really padded

@@ -5,6 +5,8 @@ Run: .venv/bin/python -m pytest tests/engine/test_speed.py
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -134,43 +136,22 @@ def test_it_skips_the_gpu_kernels_on_cpu(tiny_model: Any) -> None:
     assert speed.compile_layers(tiny_model) == 0
 
 
-class _HostReads:
-    """Where tensors are read back to the host (``item``, ``tolist``, ``bool``: on a GPU each waits for the
-    device to drain) during one training step that logs nothing: the file of the innermost caller."""
+def _one_step(reads: Any, step: int) -> Any:
+    """A TrainerCallback that has ``reads`` count during training step ``step`` only."""
+    from transformers import TrainerCallback
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-        import collections
-        import traceback
+    class Window(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            reads.counting = state.global_step + 1 == step
 
-        self.origins: collections.Counter[str] = collections.Counter()
-        self.counting, self.step = False, step
-        for name in ("item", "tolist", "__bool__"):
-            original = getattr(torch.Tensor, name)
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            reads.counting = False
 
-            def counted(tensor: torch.Tensor, *a: Any, _original: Any = original, **kw: Any) -> Any:
-                if self.counting:
-                    self.origins[Path(traceback.extract_stack(limit=2)[0].filename).name] += 1
-                return _original(tensor, *a, **kw)
-
-            monkeypatch.setattr(torch.Tensor, name, counted)
-
-    def callback(self) -> Any:
-        from transformers import TrainerCallback
-
-        reads = self
-
-        class Window(TrainerCallback):
-            def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                reads.counting = state.global_step + 1 == reads.step
-
-            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                reads.counting = False
-
-        return Window()
+    return Window()
 
 
 def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
-    tmp_path: Path, tiny_base: Path, datasets_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_base: Path, datasets_dir: Path, host_reads: Any
 ) -> None:
     """The fast path's trainer (DeferredStepMetrics) leaves the metric and token sums on the device
     between logged steps, and still logs the loss, TRL's entropy/accuracy/token metrics and the token
@@ -180,7 +161,7 @@ def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
     from safetensors.torch import load_file
 
     from training.engine.config import load_recipe
-    from training.engine.trainer import train
+    from training.engine.trainer import CHECKPOINTS_DIRNAME, train
 
     # price_sigma 0: the plain completion loss, the path DeferredStepMetrics takes over from TRL.
     recipe = load_recipe(
@@ -199,16 +180,15 @@ def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
     assert speed.DeferredStepMetrics in hooks.trainer_mixins
     runs = {}
     for name, mixins in (("fast", hooks.trainer_mixins), ("trl", ())):
-        reads = _HostReads(monkeypatch, step=2)  # step 2 of 6 logs nothing (logging_steps 3)
+        host_reads.origins = Counter()
         result = train(
             recipe,
             datasets_dir / "sft.jsonl",
             tmp_path / name,
             hooks=dataclasses.replace(hooks, trainer_mixins=mixins),
-            callbacks=[reads.callback()],
+            callbacks=[_one_step(host_reads, 2)],  # step 2 of 6 logs nothing (logging_steps 3)
         )
-        monkeypatch.undo()
-        runs[name] = (result, reads.origins)
+        runs[name] = (result, host_reads.origins)
 
     (fast, fast_reads), (trl, trl_reads) = runs["fast"], runs["trl"]
     # What TRL (its entropy/accuracy/token metrics) and the Trainer (its token count) read every step ...
@@ -224,13 +204,11 @@ def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
     for ours, theirs in zip(*logged, strict=True):
         assert ours == pytest.approx(theirs, rel=1e-5)
     assert fast.tokens == trl.tokens > 0
-    import json
-
     for step in (2, 4):
         saved = [
             json.loads(
                 (
-                    r.adapter_dir.parent / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json"
+                    r.adapter_dir.parent / CHECKPOINTS_DIRNAME / f"checkpoint-{step}" / "trainer_state.json"
                 ).read_text()
             )
             for r in (fast, trl)
@@ -238,5 +216,6 @@ def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
         assert saved[0]["num_input_tokens_seen"] == saved[1]["num_input_tokens_seen"] > 0
     a = load_file(fast.adapter_dir / "adapter_model.safetensors")
     b = load_file(trl.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key])

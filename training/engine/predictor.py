@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from training.engine.model_io import default_device, load_for_inference
 from training.engine.prompts import PRICE_PREFIX, build_prompts, encode_prompts
@@ -169,6 +169,14 @@ class Predictor:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.sort_by_length = sort_by_length
         self.number_ids = number_token_ids(tokenizer)
+        import torch
+
+        # The number tokens' ids on the model's device, made once (not a host-to-device copy per batch).
+        self._number_index = (
+            None
+            if self.number_ids is None
+            else torch.tensor(self.number_ids, device=next(model.parameters()).device)
+        )
 
     @classmethod
     def from_recipe(cls, recipe: Any, adapter_dir: str | Path | None = None, **kwargs: Any) -> Predictor:
@@ -218,18 +226,13 @@ class Predictor:
         device sync), and only then reads the finished batch's few numbers back. Until a batch's results are
         read, nothing waits for the device, so the host work hides behind the device's (issue 15).
         """
-        order = list(range(len(texts)))
-        if self.sort_by_length:
-            # Batches of similar lengths carry less padding; the text's length stands in for its prompt's,
-            # so the prompts need not all be built before the first batch starts.
-            order.sort(key=lambda i: len(texts[i]))
-        chunks = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        chunks: Any = self.batches(texts)
         if progress:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc="predict", unit="batch")
         out: list[Prediction | None] = [None] * len(texts)
-        pending: tuple[list[int], Any] | None = None
+        pending: tuple[list[int], dict[str, Any]] | None = None
         mark = time.perf_counter()
 
         def answer(done: list[int], preds: list[Prediction]) -> None:
@@ -245,16 +248,20 @@ class Predictor:
                 # generate() reads its tokens back itself: nothing to overlap.
                 answer(chunk, self._generate(self.prompts([texts[i] for i in chunk])))
                 continue
-            launched = None if chunk is None else self._launch(self.prompts([texts[i] for i in chunk]))
-            if pending is not None:
-                answer(
-                    pending[0], self._collect(pending[1])
-                )  # the batch before: read once this one is queued
-            pending = None if chunk is None else (chunk, launched)
-        answered = [p for p in out if p is not None]
-        if len(answered) != len(texts):  # every chunk is collected once; a gap would misalign the callers
-            raise RuntimeError(f"{len(texts) - len(answered)} of {len(texts)} texts got no prediction")
-        return answered
+            queued = None if chunk is None else (chunk, self._launch(self.prompts([texts[i] for i in chunk])))
+            if pending is not None:  # the batch before, read once this one is queued
+                answer(pending[0], self._collect(pending[1]))
+            pending = queued
+        return cast(list[Prediction], out)  # every index is in exactly one batch, and every batch answered
+
+    def batches(self, texts: Sequence[str]) -> list[list[int]]:
+        """The indices of ``texts`` in the batches ``predict`` runs, in its order."""
+        order = list(range(len(texts)))
+        if self.sort_by_length:
+            # Batches of similar lengths carry less padding; the text's length stands in for its prompt's,
+            # so the prompts need not all be built before the first batch starts.
+            order.sort(key=lambda i: len(texts[i]))
+        return [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
 
     def _encode(self, prompts: list[str]) -> dict[str, Any]:
         import torch
@@ -275,9 +282,6 @@ class Predictor:
                 "attention_mask": mask.pin_memory().to(device, non_blocking=True),
             }
         return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
-
-    def _single_pass(self, prompts: list[str]) -> list[Prediction]:
-        return self._collect(self._launch(prompts))
 
     def _launch(self, prompts: list[str]) -> dict[str, Any]:
         """Queue one batch's forward pass and the reduction of its number distribution on the device; reads
@@ -311,7 +315,7 @@ class Predictor:
                 logits_to_keep=1,
             ).logits[:, -1, :]
             probs = torch.softmax(logits.float(), dim=-1)
-            numbers = probs[:, self._number_index(probs.device)]
+            numbers = probs[:, self._number_index]
             mass = numbers.sum(-1)
             dist = numbers / mass.unsqueeze(-1)
             entropy = -(dist * torch.log(dist.clamp_min(1e-30))).sum(-1)
@@ -320,16 +324,6 @@ class Predictor:
             # The first number whose cumulative probability reaches one half (numbers are 0..999 in order).
             medians = (dist.cumsum(-1) < 0.5).sum(-1).clamp(max=999)
         return {"top_p": top_p, "top_n": top_n, "entropy": entropy, "mass": mass, "medians": medians}
-
-    def _number_index(self, device: Any) -> Any:
-        """The number tokens' ids as a tensor on ``device``, made once (a new one per batch would be a
-        host-to-device copy per batch)."""
-        import torch
-
-        cached = getattr(self, "_number_ids_on", None)
-        if cached is None or cached.device != device:
-            cached = self._number_ids_on = torch.tensor(self.number_ids, device=device)
-        return cached
 
     def _collect(self, launched: dict[str, Any]) -> list[Prediction]:
         """Read a launched batch's results back (this waits for its device work) as Predictions."""

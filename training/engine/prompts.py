@@ -94,8 +94,14 @@ def build_prompt(
     if overhead >= max_tokens:
         raise ValueError(f"max_tokens={max_tokens} leaves no room for the product text ({overhead} tokens)")
     text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    keep = max_tokens - overhead
-    # Decoding a cut and re-encoding it can merge differently at the edges, so shrink until it fits.
+    return _longest_cut(
+        text_ids, max_tokens - overhead, tokenizer=tokenizer, max_tokens=max_tokens, style=style
+    )
+
+
+def _longest_cut(text_ids: list[int], keep: int, *, tokenizer: Any, max_tokens: int, style: str) -> str:
+    """The prompt of the text's first ``keep`` tokens, or of fewer: decoding a cut and re-encoding it can
+    merge differently at the edges, so it shrinks one token at a time until the prompt fits."""
     while keep > 0:
         cut = tokenizer.decode(text_ids[:keep], skip_special_tokens=True).strip()
         prompt = _format(cut, tokenizer=tokenizer, style=style)
@@ -123,9 +129,9 @@ def build_prompts(
     """``build_prompt`` for many texts: the same strings, but the tokenizer is called on whole lists (a fast
     tokenizer encodes and decodes a list in parallel, outside the GIL) rather than several times per text.
 
-    Measured on 1,024 catalogue texts cut to 178 tokens (2-core CPU): see docs/benchmarks.md §6. A text
-    whose first cut still does not fit (a re-encoding that merges differently) takes ``build_prompt``'s
-    one-token-at-a-time path, as it would alone.
+    Measured on 1,024 catalogue texts cut to 178 tokens: see docs/benchmarks.md §6. A text whose first cut
+    still does not fit (a re-encoding that merges differently) goes on shrinking one token at a time, as it
+    would alone.
     """
     stripped = [t.strip() for t in texts]
     prompts = [_format(t, tokenizer=tokenizer, style=style) for t in stripped]
@@ -143,11 +149,13 @@ def build_prompts(
     text_ids = tokenizer([stripped[i] for i in over], add_special_tokens=False)["input_ids"]
     cuts = tokenizer.batch_decode([ids[:keep] for ids in text_ids], skip_special_tokens=True)
     candidates = [_format(cut.strip(), tokenizer=tokenizer, style=style) for cut in cuts]
-    for i, candidate, ids in zip(over, candidates, encode_prompts(tokenizer, candidates), strict=True):
-        fits = len(ids) <= max_tokens
+    for i, ids, candidate, candidate_ids in zip(
+        over, text_ids, candidates, encode_prompts(tokenizer, candidates), strict=True
+    ):
+        fits = len(candidate_ids) <= max_tokens
         prompts[i] = (
             candidate
             if fits
-            else build_prompt(texts[i], tokenizer=tokenizer, max_tokens=max_tokens, style=style)
+            else _longest_cut(ids, keep - 1, tokenizer=tokenizer, max_tokens=max_tokens, style=style)
         )
     return prompts

@@ -214,14 +214,10 @@ def prepare_model(section: SpeedSection, model: Any) -> Any:
     docs/benchmarks.md §6. Compilation is lazy (first forward), so it can be set up before PEFT inserts
     the LoRA layers: they are traced as part of each decoder layer on the first step.
     """
-    import torch
-
     if section.mode == "fast":
-        compiled = section.compile and torch.cuda.is_available()
+        compiled = section.compile and compile_layers(model) > 0  # 0 where it does not run (CPU)
         if section.liger and not compiled:
             apply_liger(model)
-        if compiled:
-            compile_layers(model)
     return model
 
 
@@ -253,6 +249,11 @@ class DeferredStepMetrics:
     _metrics: Any
     _total_train_tokens: int
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending_metrics: list[Any] = []  # per micro-batch: entropy, top-1 hits, labelled, attended
+        self._pending_tokens: list[Any] = []  # per micro-batch: non-padding tokens (the Trainer's count)
+
     def compute_loss(  # type: ignore[no-untyped-def]
         self, model, inputs, return_outputs=False, num_items_in_batch=None
     ):
@@ -281,14 +282,13 @@ class DeferredStepMetrics:
         loss = (-outputs.log_probs).sum() / torch.as_tensor(num_tokens).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-        sums = [outputs.entropy.detach().sum(), outputs.is_top1.sum(), outputs.label_mask.sum()]
-        sums.append(inputs["attention_mask"].sum())
-        self._pending("_pending_metrics").append(torch.stack([x.double() for x in sums]))
+        sums = (outputs.entropy.detach(), outputs.is_top1, outputs.label_mask, inputs["attention_mask"])
+        self._pending_metrics.append(torch.stack([x.sum().double() for x in sums]))
         return loss
 
     def _track_num_input_tokens(self, inputs):  # type: ignore[no-untyped-def]
         if self.args.include_num_input_tokens_seen == "non_padding" and "attention_mask" in inputs:
-            self._pending("_pending_tokens").append(inputs["attention_mask"].sum())
+            self._pending_tokens.append(inputs["attention_mask"].sum())
         else:
             super()._track_num_input_tokens(inputs)  # type: ignore[misc]
 
@@ -305,7 +305,7 @@ class DeferredStepMetrics:
         """Add the pending per-step sums to TRL's metrics and the Trainer's token count (one read)."""
         import torch
 
-        metrics, tokens = self._pending("_pending_metrics"), self._pending("_pending_tokens")
+        metrics, tokens = self._pending_metrics, self._pending_tokens
         if not metrics and not tokens:
             return
         world = self.accelerator.num_processes
@@ -324,11 +324,6 @@ class DeferredStepMetrics:
             self.state.num_input_tokens_seen += int(total.item())
         metrics.clear()
         tokens.clear()
-
-    def _pending(self, name: str) -> list[Any]:
-        if name not in self.__dict__:
-            self.__dict__[name] = []
-        return self.__dict__[name]
 
 
 def train_hooks(recipe: Any) -> Any:
