@@ -95,6 +95,10 @@ def predictor_settings_of(recipe: Any, recipe_name: str) -> dict[str, Any]:
     # FP8 prices differ from bf16 ones, so champion and candidate are then scored (and cached) apart.
     if recipe.predict.matmul != "bf16":
         out["matmul"] = recipe.predict.matmul
+    # Dense weights round the folded adapter once more, so they too are scored apart. Only an explicit
+    # 'on' counts here: 'auto' depends on the free GPU memory at run time, and a gate needs one setting.
+    if recipe.predict.dense_weights == "on":
+        out["dense_weights"] = "on"
     # Likewise named only when it is not the reference's top-k mean.
     if recipe.predict.estimate != "topk":
         out["estimate"] = recipe.predict.estimate
@@ -116,5 +120,6 @@ def make_predictor(*, base_model: str, adapter_dir: Path | None, predictor: dict
         max_new_tokens=predictor["max_new_tokens"],
         dtype=predictor["dtype"],
         matmul=predictor.get("matmul", "bf16"),
+        dense_weights=predictor.get("dense_weights", "off"),
         estimate=predictor.get("estimate", "topk"),
     )

@@ -24,7 +24,9 @@ from training.engine.trainer import ProgressEvent, TrainingCancelled
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _torchrun_train(tiny_base: Path, dataset: Path, out: Path, logs: Path) -> subprocess.CompletedProcess:
+def _torchrun_train(
+    tiny_base: Path, dataset: Path, out: Path, logs: Path, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -41,6 +43,7 @@ def _torchrun_train(tiny_base: Path, dataset: Path, out: Path, logs: Path) -> su
         f"--base={tiny_base}",
         f"--dataset={dataset}",
         f"--out={out}",
+        *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run(
@@ -49,11 +52,22 @@ def _torchrun_train(tiny_base: Path, dataset: Path, out: Path, logs: Path) -> su
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # the tiny recipe: soft price targets, TRL's own loss path
+        # The plain completion loss: the fast path's own head on host-made answer positions
+        # (speed.DeferredStepMetrics), its hidden states taken through the DDP wrapper.
+        {"train.price_sigma": 0.0},
+    ],
+    ids=["price-loss", "fast-head"],
+)
 def test_two_processes_train_once_and_save_one_complete_run_folder(
-    tmp_path: Path, tiny_base: Path, tiny_recipe: Recipe, datasets_dir: Path
+    tmp_path: Path, tiny_base: Path, tiny_recipe: Recipe, datasets_dir: Path, overrides: dict[str, float]
 ) -> None:
     out = tmp_path / "run"
-    done = _torchrun_train(tiny_base, datasets_dir / "sft.jsonl", out, tmp_path / "logs")
+    extra = tuple(f"--{key}={value}" for key, value in overrides.items())
+    done = _torchrun_train(tiny_base, datasets_dir / "sft.jsonl", out, tmp_path / "logs", extra)
     assert done.returncode == 0, done.stderr[-4000:]
 
     steps, save_steps = tiny_recipe.train.max_steps, tiny_recipe.train.save_steps
@@ -98,7 +112,7 @@ def test_two_processes_train_once_and_save_one_complete_run_folder(
     assert (
         results[0]["recipe_sha256"]
         == run["recipe_sha256"]
-        == load_recipe("tiny", {"train.max_steps": 8}).fingerprint()
+        == load_recipe("tiny", {"train.max_steps": 8, **overrides}).fingerprint()
     )
 
     # The adapter loads on the base and training moved it (PEFT starts every lora_B at zero).

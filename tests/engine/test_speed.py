@@ -194,10 +194,10 @@ def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
     # What TRL (its entropy/accuracy/token metrics) and the Trainer (its token count) read every step ...
     assert trl_reads["sft_trainer.py"] >= 4
     assert trl_reads["trainer.py"] >= 1
-    # ... the fast path does not. What is left is not the trainer's: torch's single-tensor AdamW reading its
-    # CPU step counters (CPU only: the fused AdamW the fast path uses on CUDA keeps them on the device) and
-    # transformers testing the padding mask once per forward.
-    assert set(fast_reads) <= {"optimizer.py", "masking_utils.py"}, fast_reads
+    # ... the fast path does not, nor does transformers test its padding mask (the 4-D mask is built on the
+    # device). What is left is not the trainer's: torch's single-tensor AdamW reading its CPU step counters
+    # (CPU only: the fused AdamW the fast path uses on CUDA keeps them on the device).
+    assert set(fast_reads) <= {"optimizer.py"}, fast_reads
     keys = ("step", "loss", "entropy", "mean_token_accuracy", "num_tokens", "num_input_tokens_seen")
     logged = [[{k: row[k] for k in keys} for row in r.log_history if "loss" in row] for r in (fast, trl)]
     assert [row["step"] for row in logged[0]] == [3, 6]
@@ -218,4 +218,6 @@ def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
     b = load_file(trl.adapter_dir / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key])
+        # Not bit-equal: the fast head sums its gradient over the labelled positions only (TRL's CPU path
+        # over every position, masked), so six Adam steps differ in the last float32 digits.
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)

@@ -75,6 +75,47 @@ def test_fp8_matmuls_stay_close_to_the_plain_prices(
     assert err < 0.25 * sum(abs(a - b) for a, b in zip(base_only, tuned, strict=True)) / len(texts)
 
 
+def test_dense_weights_fold_the_adapter_in_and_keep_its_prices(
+    plain: Predictor, tiny_base: Path, sft_run: Any, test_items: list[dict[str, Any]]
+) -> None:
+    import torch
+
+    texts = texts_of_many_lengths(test_items, 16)
+    dense = Predictor(
+        tiny_base, sft_run.result.adapter_dir, k=3, batch_size=4, max_length=96, dense_weights="on"
+    )
+    assert dense.dense
+    layers = speed.causal_lm_parts(dense.model)[0].layers
+    # Plain linears only: no LoRA wrapper or adapter matmul is left in a decoder layer.
+    assert not [n for layer in layers for n, _ in layer.named_modules() if "lora" in n]
+    assert all(type(m) is torch.nn.Linear for _, m in speed._outer_linears(layers[0]))
+
+    got, tuned = dense.predict(texts), plain.predict(texts)
+    base_only = Predictor(tiny_base, max_length=96, batch_size=4).predict(texts)
+    # The adapter matters here, so a fold that dropped it would show.
+    assert any(abs(b.price - t.price) > 1 for b, t in zip(base_only, tuned, strict=True))
+    for d, t in zip(got, tuned, strict=True):
+        assert [v for v, _ in d.topk] == [v for v, _ in t.topk]
+        assert d.price == pytest.approx(t.price, abs=1e-3)
+
+
+def test_dense_weights_follow_the_recipe_and_the_device(tiny_base: Path) -> None:
+    with pytest.raises(RecipeError, match=r"predict\.dense_weights=on contradicts speed\.mode=reference"):
+        load_recipe("llama-3.1-8b-qlora", {"predict.dense_weights": "on"})
+    with pytest.raises(RecipeError, match=r"predict\.dense_weights=on contradicts quant\.mode=8bit"):
+        load_recipe("llama-3.1-8b-qlora-fast", {"predict.dense_weights": "on", "quant.mode": "8bit"})
+    with pytest.raises(RecipeError, match=r"predict\.dense_weights='yes'"):
+        load_recipe("llama-3.1-8b-qlora-fast", {"predict.dense_weights": "yes"})
+    assert load_recipe("llama-3.1-8b-qlora-fast").predict.dense_weights == "auto"
+    recipe = load_recipe("tiny", {"model.base": str(tiny_base)})
+    # auto: only on a GPU with room for them; here (CPU) the weights stay as loaded.
+    assert not Predictor.from_recipe(recipe, device="cpu").dense
+    on = load_recipe("tiny", {"model.base": str(tiny_base), "predict.dense_weights": "on"})
+    assert Predictor.from_recipe(on, device="cpu").dense
+    reference = load_recipe("tiny", {"model.base": str(tiny_base), "speed.mode": "reference"})
+    assert not Predictor.from_recipe(reference, device="cpu").dense
+
+
 def test_it_refuses_fp8_on_a_gpu_without_fp8_units() -> None:
     message = speed.fp8_refusal("cuda", (8, 0), "NVIDIA A100-SXM4-80GB")
     assert message is not None

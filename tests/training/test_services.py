@@ -163,7 +163,7 @@ def test_it_picks_products_to_guess_new_only_or_the_unlabelled_pool(labelled: in
     assert fresh.pk not in products_needing_guess(version=version, reguess_pool=True)
 
 
-def test_it_scores_with_fp8_matmuls_only_when_the_recipe_says_so_and_fingerprints_them_apart(
+def test_it_scores_with_fp8_or_dense_weights_only_when_the_recipe_says_so_and_fingerprints_them_apart(
     settings: Any, tiny_base: Any
 ) -> None:
     from training.recipes import make_predictor, predictor_settings
@@ -178,6 +178,14 @@ def test_it_scores_with_fp8_matmuls_only_when_the_recipe_says_so_and_fingerprint
     fp8 = predictor_settings()
     assert fp8 == {**plain, "matmul": "fp8"}
     assert make_predictor(base_model=str(tiny_base), adapter_dir=None, predictor=fp8).matmul == "fp8"
+
+    # Dense weights: scored apart only when the recipe says 'on' ('auto' depends on the GPU's free memory).
+    assert "dense_weights" not in plain
+    assert not make_predictor(base_model=str(tiny_base), adapter_dir=None, predictor=plain).dense
+    settings.RETRAIN_RECIPE_OVERRIDES = '{"predict": {"dense_weights": "on"}}'
+    dense = predictor_settings()
+    assert dense == {**plain, "dense_weights": "on"}
+    assert make_predictor(base_model=str(tiny_base), adapter_dir=None, predictor=dense).dense
 
 
 @pytest.mark.django_db

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from training.engine.model_io import default_device, load_for_inference
 from training.engine.prompts import PRICE_PREFIX, build_prompts, encode_prompts
+from training.engine.speed import attention_mask_for, dense_weights_fit
 
 # How a price is read off the number distribution: "topk" is the reference's expected value over the
 # top-k; "median" is the median of the whole distribution, the estimate that minimises the expected
@@ -111,6 +112,7 @@ class Predictor:
         fused_kernels: bool = False,
         compile: bool = False,
         matmul: str = "bf16",
+        dense_weights: str = "off",
         estimate: str = "topk",
         pad_to_multiple_of: int = 1,
         sort_by_length: bool = False,
@@ -119,6 +121,8 @@ class Predictor:
             raise ValueError(f"k={k}: must be between 1 and 1000")
         if estimate not in ESTIMATES:
             raise ValueError(f"estimate={estimate!r}: use one of {', '.join(ESTIMATES)}")
+        if dense_weights not in ("auto", "on", "off"):
+            raise ValueError(f"dense_weights={dense_weights!r}: use auto, on or off")
         if pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of}: must be >= 1")
         if matmul != "bf16":
@@ -148,10 +152,15 @@ class Predictor:
             from training.engine.speed import apply_liger
 
             apply_liger(model)
+        self.dense = False  # decoder linears folded to dense bf16 weights (speed.fold_to_dense)
         if matmul == "fp8":
             from training.engine.speed import convert_to_fp8
 
-            convert_to_fp8(model)
+            convert_to_fp8(model)  # dense FP8 weights, the adapter folded in
+        elif dense_weights == "on" or (dense_weights == "auto" and dense_weights_fit(model)):
+            from training.engine.speed import fold_to_dense
+
+            self.dense = fold_to_dense(model) > 0
         if compile:
             from training.engine.speed import compile_layers
 
@@ -201,6 +210,8 @@ class Predictor:
             "fused_kernels": fast and recipe.speed.liger and not compiled,
             "compile": compiled,
             "matmul": recipe.predict.matmul,
+            # Fast only: the reference guesses on the weights as loaded.
+            "dense_weights": recipe.predict.dense_weights if fast else "off",
             "estimate": recipe.predict.estimate,
             # Few distinct widths for the compiled layers (speed.padded_width); plain runs need none.
             "pad_to_multiple_of": 8 if compiled else 1,
@@ -295,15 +306,9 @@ class Predictor:
         # Positions count real tokens only, so a left-padded row sees the same positions as it would
         # alone: this is what makes batched predictions equal unbatched ones.
         position_ids = (padding.cumsum(-1) - 1).clamp(min=0)
-        mask = padding
-        if getattr(getattr(self.model, "config", None), "_attn_implementation", None) == "sdpa":
-            # The 4-D mask transformers builds for SDPA (causal and not padding, True = attend), built here
-            # because from a 2-D mask transformers first tests on the host whether any row is padded, which
-            # waits for the device to finish the batch before (and so stalls the pipeline in ``predict``).
-            # Other attention backends read masks differently (eager adds it), so they get the 2-D one.
-            width = padding.shape[-1]
-            causal = torch.ones(width, width, dtype=torch.bool, device=padding.device).tril()
-            mask = causal[None, None] & padding.bool()[:, None, None, :]
+        # From a 2-D mask transformers first tests on the host whether any row is padded, which waits for the
+        # device to finish the batch before (and so stalls the pipeline in ``predict``).
+        mask = attention_mask_for(self.model, padding)
         with torch.inference_mode():
             # logits_to_keep=1: the LM head runs on the last position only (the same numbers, without a
             # batch x length x vocabulary tensor; see speed.last_position_logits and docs/benchmarks.md).

@@ -168,6 +168,23 @@ def last_position_logits(
     return torch.nn.functional.linear(hidden, weight, bias).float()
 
 
+def attention_mask_for(model: Any, padding: torch.Tensor) -> torch.Tensor:
+    """The mask to pass ``model`` for a 2-D padding mask (1 = token), built on the device without reading it.
+
+    Under SDPA: the 4-D mask transformers itself builds (causal and not padding, True = attend). Passed a
+    2-D mask, transformers first tests on the host whether any row is padded (a wait for the device); with
+    none at all it tests the position ids for packed sequences (another). Other attention backends read
+    4-D masks differently (eager adds them), so they get the 2-D mask as it is.
+    """
+    import torch
+
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) != "sdpa":
+        return padding
+    width = padding.shape[-1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=padding.device).tril()
+    return causal[None, None] & padding.bool()[:, None, None, :]
+
+
 def sft_config_overrides(
     section: SpeedSection, *, gradient_checkpointing: bool, optimizer: str
 ) -> dict[str, Any]:
@@ -187,6 +204,11 @@ def sft_config_overrides(
     # The Trainer's NaN filter tests every step's loss on the host (a device sync per step; see
     # DeferredStepMetrics). Off: a NaN loss shows in the logged loss instead of being averaged away.
     out: dict[str, Any] = {"logging_nan_inf_filter": False}
+    if torch.cuda.is_available():
+        # The batch goes from pinned memory to the GPU without the host waiting for the queue to drain (by
+        # default accelerate's copy is blocking: one more wait for the GPU at the start of every step).
+        out["dataloader_pin_memory"] = True
+        out["accelerator_config"] = {"non_blocking": True}
     if optimizer in ("paged_adamw_32bit", "adamw_torch") and torch.cuda.is_available():
         out["optim"] = "adamw_torch_fused"
     if section.compile and torch.cuda.is_available():
@@ -221,6 +243,52 @@ def prepare_model(section: SpeedSection, model: Any) -> Any:
     return model
 
 
+# Keys AnswerPositions adds to a collated SFT batch (taken out again before anything reaches the model).
+ANSWER_POSITIONS = "priceloop_answer_positions"
+RIGHT_PADDED = "priceloop_right_padded"
+
+
+class AnswerPositions:
+    """Wraps an SFT data collator: each batch also carries, worked out on the host from its CPU tensors,
+    the flat (row × width) positions whose next token is labelled and whether every row is right-padded.
+
+    With them ``DeferredStepMetrics`` needs no read of the device inside a step: TRL's fused head picks the
+    labelled positions with a boolean index (a host-device sync between the forward and the backward on
+    CUDA), and transformers tests a 2-D padding mask on the host before building the 4-D one (a sync at the
+    start of the forward). A right-padded batch gets the 4-D mask built on the device instead
+    (``attention_mask_for``): no row starts with padding, so no query row of it is empty.
+    """
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped collator's settings (e.g. padding_free)
+        return getattr(self.__dict__["collator"], name)
+
+    def __call__(self, features: Any) -> Any:
+        batch = self.collator(features)
+        labels, mask = batch.get("labels"), batch.get("attention_mask")
+        if labels is None or mask is None or "position_ids" in batch or labels.ndim != 2:
+            return batch
+        rows, cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+        batch[ANSWER_POSITIONS] = rows * labels.shape[1] + cols
+        batch[RIGHT_PADDED] = bool((mask[:, 1:] <= mask[:, :-1]).all())
+        return batch
+
+
+def _plain_logits(config: Any) -> bool:
+    """True when a model's logits are its LM head's output as is (no softcapping or scaling), as for Llama."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    scales = (
+        "final_logit_softcapping",
+        "logit_scale",
+        "output_multiplier",
+        "lm_head_multiplier",
+        "logits_scaling",
+    )
+    return all(getattr(text, name, None) is None for name in scales)
+
+
 class DeferredStepMetrics:
     """Trainer mixin for TRL's SFT trainer on the fast path: no host-device synchronisation inside a step.
 
@@ -231,10 +299,12 @@ class DeferredStepMetrics:
     are read once per logged step (``log``) and before a checkpoint: the loss, its gradient, the logged
     metrics and ``state.num_input_tokens_seen`` are the values TRL and the Trainer give
     (tests/engine/test_speed.py), except that under DDP the metrics gather every micro-batch where TRL's
-    ``gather_for_metrics`` drops an epoch's padded remainder. Anything but a plain training forward
-    (evaluation, a custom ``compute_loss_func`` such as ``train.price_sigma``, auxiliary or non-NLL losses)
-    goes to TRL as is. The fast path also turns the Trainer's NaN filter off, so a NaN step shows in the
-    logged loss.
+    ``gather_for_metrics`` drops an epoch's padded remainder. The labelled positions and the padding come
+    from the host (``AnswerPositions``), so neither TRL's head nor transformers' mask reads the device
+    either; the head is TRL's own kernel (``trl.kernels.ChunkedLogProbFunction``) on those positions.
+    Anything but a plain training forward (evaluation, a custom ``compute_loss_func`` such as
+    ``train.price_sigma``, auxiliary or non-NLL losses) goes to TRL as is. The fast path also turns the
+    Trainer's NaN filter off, so a NaN step shows in the logged loss.
     """
 
     # What the mixin reads from TRL's SFTTrainer and the Trainer (annotations only, for the type checker).
@@ -242,6 +312,7 @@ class DeferredStepMetrics:
     args: Any
     state: Any
     model: Any
+    data_collator: Any
     compute_loss_func: Any
     label_smoother: Any
     aux_loss_enabled: bool
@@ -253,12 +324,16 @@ class DeferredStepMetrics:
         super().__init__(*args, **kwargs)
         self._pending_metrics: list[Any] = []  # per micro-batch: entropy, top-1 hits, labelled, attended
         self._pending_tokens: list[Any] = []  # per micro-batch: non-padding tokens (the Trainer's count)
+        if not isinstance(self.data_collator, AnswerPositions):
+            self.data_collator = AnswerPositions(self.data_collator)
 
     def compute_loss(  # type: ignore[no-untyped-def]
         self, model, inputs, return_outputs=False, num_items_in_batch=None
     ):
         import torch
 
+        positions = inputs.pop(ANSWER_POSITIONS, None)
+        right_padded = inputs.pop(RIGHT_PADDED, False)
         sequence_parallel = getattr(
             getattr(self.accelerator, "parallelism_config", None), "sp_enabled", False
         )
@@ -276,15 +351,55 @@ class DeferredStepMetrics:
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         inputs["use_cache"] = False
-        outputs = model(**inputs, fused_lm_head=True)
+        if positions is None or not _plain_logits(self.model.config):
+            outputs = model(**inputs, fused_lm_head=True)
+            log_probs, entropy, is_top1, labelled = (
+                outputs.log_probs,
+                outputs.entropy,
+                outputs.is_top1,
+                outputs.label_mask.sum(),
+            )
+        else:
+            log_probs, entropy, is_top1 = self._answer_outputs(model, inputs, positions, right_padded)
+            labelled = log_probs.new_full((), positions.numel())  # a fill on the device, not a copy to it
         # TRL's loss, unchanged: mean negative log-likelihood over the labelled tokens.
-        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = (-outputs.log_probs).sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        num_tokens = labelled if num_items_in_batch is None else num_items_in_batch
+        loss = (-log_probs).sum() / torch.as_tensor(num_tokens).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-        sums = (outputs.entropy.detach(), outputs.is_top1, outputs.label_mask, inputs["attention_mask"])
+        sums = (entropy.detach(), is_top1, labelled, inputs["attention_mask"])
         self._pending_metrics.append(torch.stack([x.sum().double() for x in sums]))
         return loss
+
+    def _answer_outputs(self, model: Any, inputs: Any, positions: Any, right_padded: bool) -> tuple[Any, ...]:
+        """Log-probability, entropy and top-1 hit of each labelled token, in ``positions`` order.
+
+        The model is called through its wrappers (DDP, PEFT, accelerate's autocast) with no position for its
+        own LM head (``logits_to_keep`` empty: one position cost 2.9 ms a step on an H100, docs/benchmarks.md
+        §7); the backbone's hidden states are taken on the way out and TRL's fused head kernel runs on the
+        labelled positions, picked with the host's index (no boolean index, no sync).
+        """
+        import torch
+        from trl.kernels import ChunkedLogProbFunction
+
+        backbone, head = causal_lm_parts(self.model)
+        hidden: list[Any] = []
+        hook = backbone.register_forward_hook(lambda _m, _a, out: hidden.append(out.last_hidden_state))
+        kwargs = {k: v for k, v in inputs.items() if k != "labels"}
+        if right_padded:  # no row starts with padding, so no query row of the 4-D mask is empty
+            kwargs["attention_mask"] = attention_mask_for(self.model, inputs["attention_mask"])
+        try:
+            model(**kwargs, logits_to_keep=torch.empty(0, dtype=torch.long, device=positions.device))
+        finally:
+            hook.remove()
+        states = hidden[-1]
+        flat = states.reshape(-1, states.shape[-1]).index_select(0, positions)
+        targets = inputs["labels"].reshape(-1).index_select(0, positions + 1)
+        with self.accelerator.autocast():  # as inside the model's forward, where TRL's head runs
+            log_probs, entropy, _, _, is_top1 = ChunkedLogProbFunction.apply(
+                flat, head.weight, head.bias, targets, 1.0, 32768, None, 1.0, ("entropy", "is_top1")
+            )
+        return log_probs, entropy, is_top1
 
     def _track_num_input_tokens(self, inputs):  # type: ignore[no-untyped-def]
         if self.args.include_num_input_tokens_seen == "non_padding" and "attention_mask" in inputs:
@@ -459,6 +574,91 @@ def dense_weight(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     return dense, getattr(base, "bias", None)
 
 
+def _outer_linears(layer: Any) -> list[tuple[str, Any]]:
+    """The outermost linear-like modules of a decoder layer (a LoRA wrapper, not the linears inside it)."""
+    import torch
+
+    targets = [
+        (name, mod)
+        for name, mod in layer.named_modules()
+        if name and (isinstance(mod, torch.nn.Linear) or hasattr(mod, "get_base_layer"))
+    ]
+    return [(n, m) for n, m in targets if not any(n.startswith(f"{o}.") for o, _ in targets if o != n)]
+
+
+def _replace_linears(model: Any, make: Callable[[Any], Any]) -> int:
+    """Replace each decoder layer's outermost linear modules with ``make(module)``, in place; how many."""
+    backbone, _ = causal_lm_parts(model)
+    replaced = 0
+    for layer in backbone.layers:
+        for name, mod in _outer_linears(layer):
+            parent_name, _, attr = name.rpartition(".")
+            parent = layer.get_submodule(parent_name) if parent_name else layer
+            setattr(parent, attr, make(mod))
+            replaced += 1
+    return replaced
+
+
+def _compute_dtype(module: Any) -> torch.dtype:
+    """The dtype a linear layer multiplies in: a 4-bit layer's compute dtype, else its weight's dtype
+    (bf16 for a 4-bit layer that was given none: it multiplies in its input's dtype, bf16 in our recipes)."""
+    import torch
+
+    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+    dtype = getattr(base, "compute_dtype", None) or base.weight.dtype
+    return dtype if dtype.is_floating_point else torch.bfloat16
+
+
+def dense_bytes(model: Any) -> int:
+    """Bytes the decoder layers' linear weights take once dense (``fold_to_dense``) in their compute dtype."""
+    backbone, _ = causal_lm_parts(model)
+    total = 0
+    for layer in backbone.layers:
+        for _, mod in _outer_linears(layer):
+            base = mod.get_base_layer() if hasattr(mod, "get_base_layer") else mod
+            total += base.in_features * base.out_features * _compute_dtype(mod).itemsize
+    return total
+
+
+def dense_weights_fit(model: Any) -> bool:
+    """True when the model is on a GPU whose free memory holds its dense decoder weights twice over (the
+    second copy: room for a guessing batch's activations and for the 4-bit weights until released)."""
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return free >= 2 * dense_bytes(model)
+
+
+def fold_to_dense(model: Any) -> int:
+    """Replace every linear layer inside the decoder layers with a plain ``torch.nn.Linear`` holding its
+    dense weight (``dense_weight``: 4-bit dequantized, adapter folded in) in its compute dtype; how many.
+
+    Guessing then runs one bf16 matmul per projection: no 4-bit dequantization and no LoRA matmuls per pass
+    (docs/benchmarks.md §7). The weights are what a 4-bit layer multiplies by anyway (bitsandbytes dequantizes
+    to the compute dtype for a batch of prompts); only the adapter's sum is rounded once more. The decoder
+    weights then take 16 bits a parameter instead of ~4.5 (14 GB for Llama-3.1-8B).
+    """
+    import torch
+
+    def dense(mod: Any) -> Any:
+        weight, bias = dense_weight(mod)
+        dtype = _compute_dtype(mod)
+        out = torch.nn.Linear(
+            weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=dtype
+        )
+        with torch.no_grad():
+            out.weight.copy_(weight)
+            if bias is not None:
+                out.bias.copy_(bias)
+        out.requires_grad_(False)
+        return out
+
+    return _replace_linears(model, dense)
+
+
 def convert_to_fp8(model: Any, *, fast_accum: bool = False) -> int:
     """Replace every linear layer inside the decoder layers with an FP8 one, in place; returns how many.
 
@@ -466,23 +666,10 @@ def convert_to_fp8(model: Any, *, fast_accum: bool = False) -> int:
     bf16 weights of the replaced layers are released. Opt-in only (``predict.matmul=fp8``): the prices move
     by FP8 rounding, so a gate must score candidate and champion with the same setting.
     """
-    import torch
-
     fp8_class = _fp8_linear_class()
-    backbone, _ = causal_lm_parts(model)
-    replaced = 0
-    for layer in backbone.layers:
-        targets = [
-            (name, mod)
-            for name, mod in layer.named_modules()
-            if name and (isinstance(mod, torch.nn.Linear) or hasattr(mod, "get_base_layer"))
-        ]
-        # Outermost linear-like modules only (a LoRA wrapper, not its base_layer/lora_A/lora_B inside).
-        outer = [(n, m) for n, m in targets if not any(n.startswith(f"{o}.") for o, _ in targets if o != n)]
-        for name, mod in outer:
-            weight, bias = dense_weight(mod)
-            parent_name, _, attr = name.rpartition(".")
-            parent = layer.get_submodule(parent_name) if parent_name else layer
-            setattr(parent, attr, fp8_class(weight, bias, fast_accum=fast_accum))
-            replaced += 1
-    return replaced
+
+    def fp8(mod: Any) -> Any:
+        weight, bias = dense_weight(mod)
+        return fp8_class(weight, bias, fast_accum=fast_accum)
+
+    return _replace_linears(model, fp8)
