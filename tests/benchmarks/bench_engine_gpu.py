@@ -13,17 +13,23 @@ adapter on the same JSONL rows through ``train()`` with only ``model.base``, ``t
 ``train.save_steps`` overridden. Tokens/s counts real (non-padding) tokens from the Trainer's own counter
 between the end of step ``warmup`` and the last step; MFU is 4 × 8.03e9 × tokens/s ÷ the bf16 matmul rate
 measured at the start of this process. Guessing: ``Predictor.from_recipe`` for each recipe (and the fast
-recipe with ``predict.matmul=fp8``) on the same prompts with the reference run's adapter, so their prices
-are comparable; agreement is against the reference recipe's predictor.
+recipe with ``predict.matmul=fp8``, and with ``predict.dense_weights=off`` as ``fast_loaded``) on the same
+prompts with the reference run's adapter, so their prices are comparable; agreement is against the
+reference recipe's predictor (and for ``fast``, against ``fast_loaded``).
 
 Training variants (``--variants``): ``reference`` and ``fast`` are the packaged recipes as they are;
-``fast_before`` is the fast recipe as it was until 2026-12-06 (Liger kernels inside the compiled layers,
-TRL's and the Trainer's per-step host reads, the NaN filter); ``fast_liger`` adds only the Liger kernels back
-and ``fast_reads`` only the per-step reads, to tell the two changes apart. Timing runs between two logged
+``fast_syncs`` is the fast recipe as it was on 2026-12-06 (TRL's fused head picking the labelled positions
+with a boolean index, the 2-D padding mask, blocking batch copies: three waits for the GPU a step);
+``fast_graphs`` is the fast recipe with each compiled layer replayed as CUDA graphs (``torch.compile``'s
+``reduce-overhead``: less host work a step); ``fast_before`` is the fast recipe as it was until
+2026-12-06 (Liger kernels inside the compiled layers, TRL's and the Trainer's per-step host reads, the NaN
+filter); ``fast_liger`` adds only the Liger kernels back and ``fast_reads`` only the per-step reads, to
+tell the two changes apart. Timing runs between two logged
 steps (``train.logging_steps`` = ``--warmup``), where the token count is exact, with a device sync at
 each end and none in between. ``--profile`` runs a short extra copy of the named variants under the torch
-profiler (kernel time by kind, GPU busy share). Guessing prints the bf16 ceiling (the process's matmul rate
-over 2 x 7.50e9 non-embedding parameters x the prompts' mean tokens) and each predictor's share of it.
+profiler (kernel time by kind, GPU busy share, the host's busiest operators). Guessing prints the bf16
+ceiling (the process's matmul rate over 2 x 7.50e9 non-embedding parameters x the prompts' mean tokens)
+and each predictor's share of it.
 """
 
 from __future__ import annotations
@@ -60,8 +66,17 @@ from training.engine.trainer import ProgressEvent, TrainHooks, train
 
 CUDA = torch.cuda.is_available()
 RECIPES = {"reference": "llama-3.1-8b-qlora", "fast": "llama-3.1-8b-qlora-fast"}
-VARIANTS = ("reference", "fast", "fast_before", "fast_liger", "fast_reads")
+VARIANTS = ("reference", "fast", "fast_syncs", "fast_graphs", "fast_before", "fast_liger", "fast_reads")
 NON_EMBEDDING_PARAMS = 7.50e9  # Llama-3.1-8B less its 525 M-parameter embedding table (docs/benchmarks.md)
+
+
+class TrlHeadMetrics:
+    """``DeferredStepMetrics`` as it was on 2026-12-06 (fast_syncs): batches without host-made answer
+    positions, so TRL's fused head picks them with a boolean index and the model gets the 2-D mask."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.data_collator = self.data_collator.collator  # type: ignore[attr-defined]
 
 
 def variant_hooks(name: str, recipe: Recipe) -> TrainHooks | None:
@@ -71,13 +86,27 @@ def variant_hooks(name: str, recipe: Recipe) -> TrainHooks | None:
     hooks = speed.train_hooks(recipe)
     if name in ("reference", "fast") or hooks is None:
         return None
+    if name == "fast_graphs":
+
+        def graphs(model: Any) -> Any:  # each layer replayed as CUDA graphs (torch.compile reduce-overhead)
+            for layer in speed.causal_lm_parts(model)[0].layers:
+                layer.compile(mode="reduce-overhead")
+            return model
+
+        return TrainHooks(
+            prepare_model=graphs, args_overrides=hooks.args_overrides, trainer_mixins=hooks.trainer_mixins
+        )
+    blocking = {k: v for k, v in hooks.args_overrides.items() if k != "accelerator_config"}
+    if name == "fast_syncs":
+        mixin = type("FastSyncsMetrics", (TrlHeadMetrics, speed.DeferredStepMetrics), {})
+        return TrainHooks(prepare_model=hooks.prepare_model, args_overrides=blocking, trainer_mixins=(mixin,))
 
     def liger_then_compile(model: Any) -> Any:
         speed.apply_liger(model)
         speed.compile_layers(model)
         return model
 
-    with_reads = {k: v for k, v in hooks.args_overrides.items() if k != "logging_nan_inf_filter"}
+    with_reads = {k: v for k, v in blocking.items() if k != "logging_nan_inf_filter"}
     return TrainHooks(
         prepare_model=hooks.prepare_model if name == "fast_reads" else liger_then_compile,
         args_overrides=hooks.args_overrides if name == "fast_liger" else with_reads,
@@ -210,6 +239,7 @@ def run_predictor(
         "bare_forward_items_per_s": None if bare is None else round(bare, 2),
         "share_of_bare_forward": None if bare is None else round(len(texts) / seconds / bare, 3),
         "matmul": predictor.matmul,
+        "dense_weights": predictor.dense,
         "batch_size": predictor.batch_size,
         "pad_to_multiple_of": predictor.pad_to_multiple_of,
         "sort_by_length": predictor.sort_by_length,
@@ -383,13 +413,16 @@ def main() -> None:
         "bf16_items_per_s": None if ceiling is None else round(ceiling, 1),
     }
     fp8 = load_recipe(RECIPES["fast"], {**overrides, "predict.matmul": "fp8"})
+    loaded = load_recipe(RECIPES["fast"], {**overrides, "predict.dense_weights": "off"})
     runs: list[tuple[str, Recipe, dict[str, Any]]] = []
-    for b in opts.predict_batches.split(","):
+    for b in filter(None, opts.predict_batches.split(",")):  # "": no guessing
         extra = {} if b == "recipe" else {"batch_size": int(b)}
         tag = "" if b == "recipe" else f"_b{b}"
         runs += [(f"reference{tag}", recipes["reference"], extra), (f"fast{tag}", recipes["fast"], extra)]
+        runs.append((f"fast_loaded{tag}", loaded, extra))
         runs.append((f"fast_fp8{tag}", fp8, extra))
     ref_preds: dict[str, list[Any]] = {}
+    fast_preds: dict[str, list[Any]] = {}
     for name, recipe, extra in runs:
         try:
             info, preds = run_predictor(name, recipe, adapter, texts, **extra)
@@ -398,6 +431,13 @@ def main() -> None:
                 ref_preds[key] = preds
             elif key in ref_preds:
                 info["agreement_vs_reference_predictor"] = agreement(preds, ref_preds[key])
+            fast_name = name.replace("fast_loaded", "fast")
+            if name.startswith("fast_loaded") and fast_name in fast_preds:  # dense weights vs as loaded
+                result["guessing"][fast_name]["agreement_vs_loaded_weights"] = agreement(
+                    fast_preds[fast_name], preds
+                )
+            elif name.startswith("fast") and "fp8" not in name:
+                fast_preds[name] = preds
             info["first_prices"] = [round(p.price, 2) for p in preds[:5]]
             if ceiling:
                 info["share_of_bf16_ceiling"] = round(info["items_per_s"] / ceiling, 3)
@@ -427,7 +467,9 @@ def main() -> None:
             print(
                 f"profile {name}: {prof['wall_ms_per_step']} ms a step, "
                 f"{prof['gpu_kernel_ms_per_step']} ms of kernels (busy {prof['gpu_busy_share']:.0%}): "
-                f"{prof['kernel_ms_per_step_by_kind']}"
+                f"{prof['kernel_ms_per_step_by_kind']}; host ops {prof['host_ms_per_step']} ms a step, "
+                f"busiest "
+                f"{[(op['name'][:40], op['ms_per_step']) for op in prof['top_host_ops'][:6]]}"
             )
     print(
         f"\nbf16 ceiling {result['guessing_ceiling']['bf16_items_per_s']} items/s "

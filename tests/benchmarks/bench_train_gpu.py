@@ -146,6 +146,16 @@ def summarize_profile(prof: Any, wall_s: float, steps: int) -> dict[str, Any]:
         by_kind[kind] += dev_us
         top.append((dev_us, evt.key[:90], evt.count))
     top.sort(reverse=True)
+    # Host side: the operators and runtime calls with the most CPU time of their own (the profiler slows the
+    # host, so these are shares, not timings).
+    host = sorted(
+        (
+            (evt.self_cpu_time_total, evt.key[:90], evt.count)
+            for evt in prof.key_averages()
+            if evt.device_type == torch.autograd.DeviceType.CPU and evt.self_cpu_time_total
+        ),
+        reverse=True,
+    )
     return {
         "steps": steps,
         "wall_ms_per_step": round(wall_s * 1e3 / steps, 1),
@@ -154,6 +164,10 @@ def summarize_profile(prof: Any, wall_s: float, steps: int) -> dict[str, Any]:
         "kernel_ms_per_step_by_kind": {k: round(v / 1e3 / steps, 1) for k, v in by_kind.items()},
         "top_kernels": [
             {"ms_per_step": round(us / 1e3 / steps, 2), "name": n, "calls": c} for us, n, c in top[:15]
+        ],
+        "host_ms_per_step": round(sum(us for us, _, _ in host) / 1e3 / steps, 1),
+        "top_host_ops": [
+            {"ms_per_step": round(us / 1e3 / steps, 2), "name": n, "calls": c} for us, n, c in host[:20]
         ],
     }
 
