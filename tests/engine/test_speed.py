@@ -221,3 +221,35 @@ def test_the_fast_path_reads_nothing_back_inside_a_step_and_logs_what_trl_logs(
         # Not bit-equal: the fast head sums its gradient over the labelled positions only (TRL's CPU path
         # over every position, masked), so six Adam steps differ in the last float32 digits.
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)
+
+
+def test_answer_positions_come_from_the_collated_batch_on_the_host() -> None:
+    import copy
+
+    import torch
+
+    def collate(features: list[Any]) -> dict[str, Any]:  # right-padded, as TRL's SFT collator pads
+        width = max(len(f) for f in features)
+        ids = torch.tensor([f + [0] * (width - len(f)) for f in features])
+        mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in features])
+        labels = torch.full_like(ids, speed.IGNORE_INDEX)
+        for row, f in enumerate(features):
+            labels[row, len(f) - 2 : len(f)] = ids[row, len(f) - 2 : len(f)]  # the last two tokens answer
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    collate.padding_free = False  # type: ignore[attr-defined]
+    wrapped = speed.AnswerPositions(collate)
+    batch = wrapped([[5, 6, 7, 8], [9, 10, 11]])
+    positions = batch[speed.ANSWER_POSITIONS]
+    width = batch["labels"].shape[1]
+    # Each position's next token is labelled, and there is one position per labelled token after the first.
+    assert (batch["labels"].reshape(-1)[positions + 1] != speed.IGNORE_INDEX).all()
+    assert len(positions) == int((batch["labels"][:, 1:] != speed.IGNORE_INDEX).sum())
+    assert positions.tolist() == [1, 2, width, width + 1]  # rows of width 4: the tokens before the answers
+    assert batch[speed.RIGHT_PADDED] is True
+    left = speed.AnswerPositions(
+        lambda f: {**collate(f), "attention_mask": collate(f)["attention_mask"].flip(1)}
+    )
+    assert left([[5, 6, 7, 8], [9, 10, 11]])[speed.RIGHT_PADDED] is False
+    assert wrapped.padding_free is False  # the wrapped collator's settings show through
+    assert copy.deepcopy(wrapped).padding_free is False  # copies like a plain object (DataLoader workers)

@@ -99,6 +99,43 @@ def test_dense_weights_fold_the_adapter_in_and_keep_its_prices(
         assert d.price == pytest.approx(t.price, abs=1e-3)
 
 
+def test_dense_weights_take_the_activations_dtype(
+    tiny_base: Path, sft_run: Any, test_items: list[dict[str, Any]]
+) -> None:
+    import torch
+
+    from training.engine.model_io import load_for_inference
+
+    texts = texts_of_many_lengths(test_items, 8)
+    model, tokenizer = load_for_inference(tiny_base, sft_run.result.adapter_dir, device="cpu")
+    activations = speed.activation_dtype(model)
+    for layer in speed.causal_lm_parts(model)[0].layers:
+        for _, mod in speed._outer_linears(layer):
+            # As a 4-bit layer does: it multiplies in its own compute dtype and casts back to its input's.
+            mod.get_base_layer().compute_dtype = torch.float16
+    options = {"k": 3, "batch_size": 4, "max_length": 96}
+    dense = Predictor(tiny_base, model=model, tokenizer=tokenizer, dense_weights="on", **options)
+    layers = speed.causal_lm_parts(dense.model)[0].layers
+    assert {m.weight.dtype for _, m in speed._outer_linears(layers[0])} == {activations}
+    got = dense.predict(texts)  # weights in another dtype than the activations would fail in the first matmul
+    loaded = Predictor(tiny_base, sft_run.result.adapter_dir, **options).predict(texts)
+    for d, t in zip(got, loaded, strict=True):
+        assert d.price == pytest.approx(t.price, abs=1e-3)
+
+
+def test_8bit_weights_stay_as_loaded_and_are_refused_by_name(tiny_base: Path) -> None:
+    import torch
+
+    predictor = Predictor(tiny_base, max_length=96)
+    assert speed.foldable(predictor.model)
+    layer = speed.causal_lm_parts(predictor.model)[0].layers[0]
+    _, linear = speed._outer_linears(layer)[0]
+    linear.weight = torch.nn.Parameter(torch.zeros_like(linear.weight, dtype=torch.int8), requires_grad=False)
+    assert not speed.foldable(predictor.model)  # so predict.dense_weights=auto leaves them as loaded
+    with pytest.raises(ValueError, match=r"8-bit weights cannot be made dense or FP8 here.*quant\.mode=4bit"):
+        speed.fold_to_dense(predictor.model)
+
+
 def test_dense_weights_follow_the_recipe_and_the_device(tiny_base: Path) -> None:
     with pytest.raises(RecipeError, match=r"predict\.dense_weights=on contradicts speed\.mode=reference"):
         load_recipe("llama-3.1-8b-qlora", {"predict.dense_weights": "on"})

@@ -263,7 +263,10 @@ class AnswerPositions:
         self.collator = collator
 
     def __getattr__(self, name: str) -> Any:  # the wrapped collator's settings (e.g. padding_free)
-        return getattr(self.__dict__["collator"], name)
+        collator = self.__dict__.get("collator")
+        if collator is None:  # not set yet (copy, unpickling): a plain missing attribute
+            raise AttributeError(name)
+        return getattr(collator, name)
 
     def __call__(self, features: Any) -> Any:
         batch = self.collator(features)
@@ -351,7 +354,7 @@ class DeferredStepMetrics:
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         inputs["use_cache"] = False
-        if positions is None or not _plain_logits(self.model.config):
+        if not self._own_head(positions, inputs):
             outputs = model(**inputs, fused_lm_head=True)
             log_probs, entropy, is_top1, labelled = (
                 outputs.log_probs,
@@ -370,6 +373,20 @@ class DeferredStepMetrics:
         sums = (entropy.detach(), is_top1, labelled, inputs["attention_mask"])
         self._pending_metrics.append(torch.stack([x.sum().double() for x in sums]))
         return loss
+
+    def _own_head(self, positions: Any, inputs: Any) -> bool:
+        """Whether the host-indexed head below can stand in for TRL's: positions came with the batch, the
+        logits are the head's output as is, and the sequence and the head are whole on this process (no
+        context parallelism or pre-shifted labels, no FSDP or DeepSpeed sharding); else TRL's own path."""
+        parallelism = getattr(self.accelerator, "parallelism_config", None)
+        return (
+            positions is not None
+            and _plain_logits(self.model.config)
+            and not getattr(parallelism, "cp_enabled", False)
+            and "shift_labels" not in inputs
+            and not getattr(self, "is_fsdp_enabled", False)
+            and not getattr(self, "is_deepspeed_enabled", False)
+        )
 
     def _answer_outputs(self, model: Any, inputs: Any, positions: Any, right_padded: bool) -> tuple[Any, ...]:
         """Log-probability, entropy and top-1 hit of each labelled token, in ``positions`` order.
@@ -395,6 +412,8 @@ class DeferredStepMetrics:
         states = hidden[-1]
         flat = states.reshape(-1, states.shape[-1]).index_select(0, positions)
         targets = inputs["labels"].reshape(-1).index_select(0, positions + 1)
+        # A model split across devices can end its backbone on another device than its head.
+        flat, targets = flat.to(head.weight.device), targets.to(head.weight.device)
         with self.accelerator.autocast():  # as inside the model's forward, where TRL's head runs
             log_probs, entropy, _, _, is_top1 = ChunkedLogProbFunction.apply(
                 flat, head.weight, head.bias, targets, 1.0, 32768, None, 1.0, ("entropy", "is_top1")
@@ -553,9 +572,8 @@ def _fp8_linear_class() -> type:
 
 def dense_weight(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight, bias) of a linear layer as a plain tensor: a bitsandbytes 4-bit layer is dequantized and a
-    PEFT LoRA layer gets its active adapters' ``B·A·scale`` added (the adapter is folded in exactly, in
-    float32, before anything is rounded to FP8)."""
-    import torch
+    PEFT LoRA layer gets its active, unmerged adapters' ``B·A·scale`` added (folded in exactly, in float32,
+    before anything is rounded to bf16 or FP8)."""
 
     base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
     weight = base.weight
@@ -563,15 +581,37 @@ def dense_weight(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         import bitsandbytes.functional as bnbf
 
         dense = bnbf.dequantize_4bit(weight.data, weight.quant_state).float()
-    elif weight.dtype in (torch.int8, torch.uint8):
-        raise ValueError(f"{type(base).__name__}: 8-bit weights cannot be converted to FP8 here")
+    elif not _foldable_weight(weight):
+        raise ValueError(
+            f"{type(base).__name__}: 8-bit weights cannot be made dense or FP8 here; load the base in 4-bit "
+            "or unquantized (quant.mode=4bit or none)"
+        )
     else:
         dense = weight.detach().float().clone()
-    if base is not module and not getattr(module, "merged_adapters", []):
+    if base is not module and not getattr(module, "disable_adapters", False):
+        merged = set(getattr(module, "merged_adapters", []))  # already inside the base weight
         for name in module.active_adapters:
-            if name in getattr(module, "lora_A", {}):
-                dense += module.get_delta_weight(name).float()
+            if name not in getattr(module, "lora_A", {}) or name in merged:
+                continue
+            extras = [
+                what
+                for what, flags in (("DoRA", "use_dora"), ("a LoRA bias", "lora_bias"))
+                if getattr(module, flags, {}).get(name)
+            ]
+            if extras:  # their effect is not in B·A·scale: folding it alone would give other prices
+                raise ValueError(
+                    f"adapter {name!r} uses {' and '.join(extras)}: it cannot be folded into dense or FP8 "
+                    "weights; guess with predict.dense_weights=off and predict.matmul=bf16"
+                )
+            dense += module.get_delta_weight(name).float()
     return dense, getattr(base, "bias", None)
+
+
+def _foldable_weight(weight: Any) -> bool:
+    """False for an 8-bit (bitsandbytes Int8) weight, which neither path here can dequantize."""
+    import torch
+
+    return getattr(weight, "quant_state", None) is not None or weight.dtype not in (torch.int8, torch.uint8)
 
 
 def _outer_linears(layer: Any) -> list[tuple[str, Any]]:
@@ -599,42 +639,51 @@ def _replace_linears(model: Any, make: Callable[[Any], Any]) -> int:
     return replaced
 
 
-def _compute_dtype(module: Any) -> torch.dtype:
-    """The dtype a linear layer multiplies in: a 4-bit layer's compute dtype, else its weight's dtype
-    (bf16 for a 4-bit layer that was given none: it multiplies in its input's dtype, bf16 in our recipes)."""
-    import torch
-
-    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
-    dtype = getattr(base, "compute_dtype", None) or base.weight.dtype
-    return dtype if dtype.is_floating_point else torch.bfloat16
+def activation_dtype(model: Any) -> torch.dtype:
+    """The dtype a model's hidden states travel in between layers: its input embeddings' dtype. A 4-bit
+    layer casts its input to its compute dtype and its output back to this; a dense layer must hold this."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_input_embeddings().weight.dtype
 
 
 def dense_bytes(model: Any) -> int:
-    """Bytes the decoder layers' linear weights take once dense (``fold_to_dense``) in their compute dtype."""
+    """Bytes the decoder layers' linear weights take once dense (``fold_to_dense``)."""
     backbone, _ = causal_lm_parts(model)
+    size = activation_dtype(model).itemsize
     total = 0
     for layer in backbone.layers:
         for _, mod in _outer_linears(layer):
             base = mod.get_base_layer() if hasattr(mod, "get_base_layer") else mod
-            total += base.in_features * base.out_features * _compute_dtype(mod).itemsize
+            total += base.in_features * base.out_features * size
     return total
 
 
 def dense_weights_fit(model: Any) -> bool:
-    """True when the model is on a GPU whose free memory holds its dense decoder weights twice over (the
-    second copy: room for a guessing batch's activations and for the 4-bit weights until released)."""
+    """True when ``fold_to_dense`` can run and pays here: no 8-bit weights, and the model is on a GPU whose
+    free memory holds its dense decoder weights twice over (the second copy: room for a guessing batch's
+    activations and for the 4-bit weights until released)."""
     import torch
 
     device = next(model.parameters()).device
-    if device.type != "cuda":
+    if device.type != "cuda" or not foldable(model):
         return False
     free, _ = torch.cuda.mem_get_info(device)
     return free >= 2 * dense_bytes(model)
 
 
+def foldable(model: Any) -> bool:
+    """False when a decoder linear holds 8-bit weights (``dense_weight`` cannot dequantize them)."""
+    backbone, _ = causal_lm_parts(model)
+    return all(
+        _foldable_weight((mod.get_base_layer() if hasattr(mod, "get_base_layer") else mod).weight)
+        for layer in backbone.layers
+        for _, mod in _outer_linears(layer)
+    )
+
+
 def fold_to_dense(model: Any) -> int:
     """Replace every linear layer inside the decoder layers with a plain ``torch.nn.Linear`` holding its
-    dense weight (``dense_weight``: 4-bit dequantized, adapter folded in) in its compute dtype; how many.
+    dense weight (``dense_weight``: 4-bit dequantized, adapter folded in) in the activations' dtype; how many.
 
     Guessing then runs one bf16 matmul per projection: no 4-bit dequantization and no LoRA matmuls per pass
     (docs/benchmarks.md §7). The weights are what a 4-bit layer multiplies by anyway (bitsandbytes dequantizes
@@ -643,9 +692,10 @@ def fold_to_dense(model: Any) -> int:
     """
     import torch
 
+    dtype = activation_dtype(model)
+
     def dense(mod: Any) -> Any:
         weight, bias = dense_weight(mod)
-        dtype = _compute_dtype(mod)
         out = torch.nn.Linear(
             weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=dtype
         )
