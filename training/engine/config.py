@@ -207,8 +207,8 @@ class PredictSection:
     dense_weights: str = field(
         default="auto",
         metadata={
-            "help": "Guess on dense weights: each decoder linear dequantized to its compute dtype once "
-            "and the adapter folded in, so a pass runs plain bf16 matmuls (no 4-bit dequantization, no "
+            "help": "Guess on dense weights: each decoder linear dequantized to the activations' dtype "
+            "once and the adapter folded in, so a pass runs plain bf16 matmuls (no 4-bit dequantization, no "
             "LoRA matmuls; 16 bits a weight on the GPU instead of ~4.5). 'auto': on speed.mode=fast when "
             "the model is on a GPU with free memory for twice the dense weights; 'on'; 'off': the weights "
             "as loaded."

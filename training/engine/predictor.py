@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from training.engine.config import DENSE_WEIGHTS
 from training.engine.model_io import default_device, load_for_inference
 from training.engine.prompts import PRICE_PREFIX, build_prompts, encode_prompts
-from training.engine.speed import attention_mask_for, dense_weights_fit
+from training.engine.speed import attention_mask_for, dense_weights_fit, fold_to_dense
 
 # How a price is read off the number distribution: "topk" is the reference's expected value over the
 # top-k; "median" is the median of the whole distribution, the estimate that minimises the expected
@@ -121,8 +122,8 @@ class Predictor:
             raise ValueError(f"k={k}: must be between 1 and 1000")
         if estimate not in ESTIMATES:
             raise ValueError(f"estimate={estimate!r}: use one of {', '.join(ESTIMATES)}")
-        if dense_weights not in ("auto", "on", "off"):
-            raise ValueError(f"dense_weights={dense_weights!r}: use auto, on or off")
+        if dense_weights not in DENSE_WEIGHTS:
+            raise ValueError(f"dense_weights={dense_weights!r}: use one of {', '.join(DENSE_WEIGHTS)}")
         if pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of={pad_to_multiple_of}: must be >= 1")
         if matmul != "bf16":
@@ -152,14 +153,12 @@ class Predictor:
             from training.engine.speed import apply_liger
 
             apply_liger(model)
-        self.dense = False  # decoder linears folded to dense bf16 weights (speed.fold_to_dense)
+        self.dense = False  # decoder linears folded to dense weights (speed.fold_to_dense)
         if matmul == "fp8":
             from training.engine.speed import convert_to_fp8
 
             convert_to_fp8(model)  # dense FP8 weights, the adapter folded in
         elif dense_weights == "on" or (dense_weights == "auto" and dense_weights_fit(model)):
-            from training.engine.speed import fold_to_dense
-
             self.dense = fold_to_dense(model) > 0
         if compile:
             from training.engine.speed import compile_layers

@@ -204,14 +204,15 @@ def sft_config_overrides(
     # The Trainer's NaN filter tests every step's loss on the host (a device sync per step; see
     # DeferredStepMetrics). Off: a NaN loss shows in the logged loss instead of being averaged away.
     out: dict[str, Any] = {"logging_nan_inf_filter": False}
-    if torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if cuda:
         # The batch goes from pinned memory to the GPU without the host waiting for the queue to drain (by
         # default accelerate's copy is blocking: one more wait for the GPU at the start of every step).
         out["dataloader_pin_memory"] = True
         out["accelerator_config"] = {"non_blocking": True}
-    if optimizer in ("paged_adamw_32bit", "adamw_torch") and torch.cuda.is_available():
+    if optimizer in ("paged_adamw_32bit", "adamw_torch") and cuda:
         out["optim"] = "adamw_torch_fused"
-    if section.compile and torch.cuda.is_available():
+    if section.compile and cuda:
         out["pad_to_multiple_of"] = 8
     mode = section.checkpointing
     if mode == "recipe":
@@ -329,6 +330,17 @@ class DeferredStepMetrics:
         self._pending_tokens: list[Any] = []  # per micro-batch: non-padding tokens (the Trainer's count)
         if not isinstance(self.data_collator, AnswerPositions):
             self.data_collator = AnswerPositions(self.data_collator)
+        # Settled for the whole run, so decided once rather than on every step.
+        parallelism = getattr(self.accelerator, "parallelism_config", None)
+        self._sequence_parallel = getattr(parallelism, "sp_enabled", False)
+        # The host-indexed head can stand in for TRL's when the logits are the head's output as is and the
+        # sequence and the head are whole on this process (no context parallelism, FSDP or DeepSpeed).
+        self._whole_head = (
+            _plain_logits(self.model.config)
+            and not getattr(parallelism, "cp_enabled", False)
+            and not getattr(self, "is_fsdp_enabled", False)
+            and not getattr(self, "is_deepspeed_enabled", False)
+        )
 
     def compute_loss(  # type: ignore[no-untyped-def]
         self, model, inputs, return_outputs=False, num_items_in_batch=None
@@ -337,9 +349,6 @@ class DeferredStepMetrics:
 
         positions = inputs.pop(ANSWER_POSITIONS, None)
         right_padded = inputs.pop(RIGHT_PADDED, False)
-        sequence_parallel = getattr(
-            getattr(self.accelerator, "parallelism_config", None), "sp_enabled", False
-        )
         if (
             return_outputs
             or not self.model.training
@@ -347,14 +356,14 @@ class DeferredStepMetrics:
             or self.label_smoother is not None
             or self.aux_loss_enabled
             or self.args.loss_type != "nll"
-            or sequence_parallel
+            or self._sequence_parallel
             or "attention_mask" not in inputs
         ):
             return super().compute_loss(  # type: ignore[misc]
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         inputs["use_cache"] = False
-        if not self._own_head(positions, inputs):
+        if positions is None or not self._whole_head or "shift_labels" in inputs:
             outputs = model(**inputs, fused_lm_head=True)
             log_probs, entropy, is_top1, labelled = (
                 outputs.log_probs,
@@ -373,20 +382,6 @@ class DeferredStepMetrics:
         sums = (entropy.detach(), is_top1, labelled, inputs["attention_mask"])
         self._pending_metrics.append(torch.stack([x.sum().double() for x in sums]))
         return loss
-
-    def _own_head(self, positions: Any, inputs: Any) -> bool:
-        """Whether the host-indexed head below can stand in for TRL's: positions came with the batch, the
-        logits are the head's output as is, and the sequence and the head are whole on this process (no
-        context parallelism or pre-shifted labels, no FSDP or DeepSpeed sharding); else TRL's own path."""
-        parallelism = getattr(self.accelerator, "parallelism_config", None)
-        return (
-            positions is not None
-            and _plain_logits(self.model.config)
-            and not getattr(parallelism, "cp_enabled", False)
-            and "shift_labels" not in inputs
-            and not getattr(self, "is_fsdp_enabled", False)
-            and not getattr(self, "is_deepspeed_enabled", False)
-        )
 
     def _answer_outputs(self, model: Any, inputs: Any, positions: Any, right_padded: bool) -> tuple[Any, ...]:
         """Log-probability, entropy and top-1 hit of each labelled token, in ``positions`` order.
@@ -575,7 +570,7 @@ def dense_weight(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     PEFT LoRA layer gets its active, unmerged adapters' ``B·A·scale`` added (folded in exactly, in float32,
     before anything is rounded to bf16 or FP8)."""
 
-    base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+    base = _base_linear(module)
     weight = base.weight
     if getattr(weight, "quant_state", None) is not None:  # bitsandbytes Params4bit
         import bitsandbytes.functional as bnbf
@@ -614,6 +609,19 @@ def _foldable_weight(weight: Any) -> bool:
     return getattr(weight, "quant_state", None) is not None or weight.dtype not in (torch.int8, torch.uint8)
 
 
+def _base_linear(module: Any) -> Any:
+    """The linear layer under a PEFT wrapper (the module itself when it is not wrapped)."""
+    return module.get_base_layer() if hasattr(module, "get_base_layer") else module
+
+
+def _decoder_linears(model: Any) -> Any:
+    """(layer, name, module) for each decoder layer's outermost linear modules."""
+    backbone, _ = causal_lm_parts(model)
+    for layer in backbone.layers:
+        for name, mod in _outer_linears(layer):
+            yield layer, name, mod
+
+
 def _outer_linears(layer: Any) -> list[tuple[str, Any]]:
     """The outermost linear-like modules of a decoder layer (a LoRA wrapper, not the linears inside it)."""
     import torch
@@ -628,14 +636,12 @@ def _outer_linears(layer: Any) -> list[tuple[str, Any]]:
 
 def _replace_linears(model: Any, make: Callable[[Any], Any]) -> int:
     """Replace each decoder layer's outermost linear modules with ``make(module)``, in place; how many."""
-    backbone, _ = causal_lm_parts(model)
     replaced = 0
-    for layer in backbone.layers:
-        for name, mod in _outer_linears(layer):
-            parent_name, _, attr = name.rpartition(".")
-            parent = layer.get_submodule(parent_name) if parent_name else layer
-            setattr(parent, attr, make(mod))
-            replaced += 1
+    for layer, name, mod in list(_decoder_linears(model)):  # listed first: the loop replaces modules
+        parent_name, _, attr = name.rpartition(".")
+        parent = layer.get_submodule(parent_name) if parent_name else layer
+        setattr(parent, attr, make(mod))
+        replaced += 1
     return replaced
 
 
@@ -648,14 +654,11 @@ def activation_dtype(model: Any) -> torch.dtype:
 
 def dense_bytes(model: Any) -> int:
     """Bytes the decoder layers' linear weights take once dense (``fold_to_dense``)."""
-    backbone, _ = causal_lm_parts(model)
     size = activation_dtype(model).itemsize
-    total = 0
-    for layer in backbone.layers:
-        for _, mod in _outer_linears(layer):
-            base = mod.get_base_layer() if hasattr(mod, "get_base_layer") else mod
-            total += base.in_features * base.out_features * size
-    return total
+    return sum(
+        _base_linear(mod).in_features * _base_linear(mod).out_features * size
+        for _, _, mod in _decoder_linears(model)
+    )
 
 
 def dense_weights_fit(model: Any) -> bool:
@@ -673,12 +676,7 @@ def dense_weights_fit(model: Any) -> bool:
 
 def foldable(model: Any) -> bool:
     """False when a decoder linear holds 8-bit weights (``dense_weight`` cannot dequantize them)."""
-    backbone, _ = causal_lm_parts(model)
-    return all(
-        _foldable_weight((mod.get_base_layer() if hasattr(mod, "get_base_layer") else mod).weight)
-        for layer in backbone.layers
-        for _, mod in _outer_linears(layer)
-    )
+    return all(_foldable_weight(_base_linear(mod).weight) for _, _, mod in _decoder_linears(model))
 
 
 def fold_to_dense(model: Any) -> int:
@@ -696,8 +694,14 @@ def fold_to_dense(model: Any) -> int:
 
     def dense(mod: Any) -> Any:
         weight, bias = dense_weight(mod)
-        out = torch.nn.Linear(
-            weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=dtype
+        # skip_init: no random initialisation of a weight that is overwritten at once.
+        out = torch.nn.utils.skip_init(
+            torch.nn.Linear,
+            weight.shape[1],
+            weight.shape[0],
+            bias=bias is not None,
+            device=weight.device,
+            dtype=dtype,
         )
         with torch.no_grad():
             out.weight.copy_(weight)
